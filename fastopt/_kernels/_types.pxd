@@ -1,0 +1,32 @@
+# The contract between the generated rule kernels and the driver that runs them.
+
+cdef enum:
+    MAX_BUFFERS = 8     # param, grad and up to six state buffers
+    N_COMMON = 8        # common pre-processing scalars at the head of Slot.scal
+    NOISE_BLOCK = 256   # gradient-noise draws made per block, on the stack
+
+cdef struct Slot
+
+# Apply one rule to elements [start, start + n) of one parameter.
+ctypedef void (*RangeFn)(const Slot* slot, Py_ssize_t start, Py_ssize_t n) noexcept nogil
+
+# Per-step scalars of a rule: reads the hyper vector (lr first) and the 1-based step,
+# updates the rule's scalar state and writes the rule's outputs.
+ctypedef void (*ScalarsFn)(const double* hyper, double t, double* scalar_state, double* out) noexcept nogil
+
+cdef struct Slot:
+    char* buf[MAX_BUFFERS]      # 0: param, 1: grad, 2..: state, in the rule's order
+    Py_ssize_t n                # elements
+    const double* scal          # N_COMMON common scalars, then the rule's outputs
+    RangeFn fn                  # the rule kernel for this buffer's precision
+    int itemsize                # 4 (float32) or 8 (float64)
+    unsigned long long noise_key
+
+cdef struct RuleEntry:
+    RangeFn f32
+    RangeFn f64
+    ScalarsFn scalars
+    int n_state
+    int n_out
+    int n_scalar_state
+    int n_hyper

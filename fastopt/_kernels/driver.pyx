@@ -1,0 +1,207 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False, cpow=True
+"""Runs rule kernels over many parameters in one parallel region.
+
+The elements of all parameters form one sequence; thread k gets the k-th of T equal
+contiguous pieces of it (cut at 64-byte multiples), so threads stay balanced for any
+mix of sizes and each element is updated by exactly the same arithmetic whatever T is.
+"""
+from cython.parallel cimport prange
+from libc.stdlib cimport malloc, free
+from fastopt._kernels._types cimport Slot
+
+cdef extern from "fo_omp.h":
+    int fo_openmp_enabled() noexcept nogil
+    int fo_omp_max_threads() noexcept nogil
+
+# Below this many elements a step runs on the calling thread: waking the team costs
+# more than it saves (measured: see benchmarks/test_threshold.py).
+cdef Py_ssize_t SERIAL_BELOW = 1 << 15
+# Block of the deterministic reductions: fixed, so partial sums never depend on threads.
+cdef Py_ssize_t REDUCE_BLOCK = 8192
+cdef int _threads = 0          # 0: follow OpenMP (OMP_NUM_THREADS, threadpoolctl)
+
+
+cdef int resolve_threads(int requested) noexcept nogil:
+    if requested > 0:
+        return requested
+    if _threads > 0:
+        return _threads
+    return fo_omp_max_threads()
+
+
+cdef inline Py_ssize_t _cut(Py_ssize_t total, Py_ssize_t part, Py_ssize_t parts) noexcept nogil:
+    if part >= parts:
+        return total
+    cdef Py_ssize_t x = <Py_ssize_t>((<double>total) * part / parts)
+    return x - x % 16
+
+
+cdef void _run_range(Slot* slots, Py_ssize_t nslots, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef Py_ssize_t k, off = 0, n, a, b
+    for k in range(nslots):
+        n = slots[k].n
+        if off + n > lo and off < hi and n > 0:
+            a = (lo if lo > off else off) - off
+            b = (hi if hi < off + n else off + n) - off
+            slots[k].fn(&slots[k], a, b - a)
+        off = off + n
+        if off >= hi:
+            break
+
+
+cdef void run_slots(Slot* slots, Py_ssize_t nslots, int nthreads) noexcept nogil:
+    """Apply every slot's kernel to all of its elements."""
+    cdef Py_ssize_t k, total = 0, part
+    for k in range(nslots):
+        total = total + slots[k].n
+    if nthreads <= 1 or total < SERIAL_BELOW or not fo_openmp_enabled():
+        _run_range(slots, nslots, 0, total)
+        return
+    for part in prange(nthreads, num_threads=nthreads, schedule="static", chunksize=1):
+        _run_range(slots, nslots, _cut(total, part, nthreads), _cut(total, part + 1, nthreads))
+
+
+cdef void _block_f32(const Slot* s, Py_ssize_t a, Py_ssize_t b, double* res) noexcept nogil:
+    cdef const float* g = <const float*>s.buf[1]
+    cdef const float* p = <const float*>s.buf[0]
+    cdef int has_wd = s.scal[1] != 0.0
+    cdef float wd = <float>s.scal[2]
+    cdef double acc[8]
+    cdef double bad[8]
+    cdef Py_ssize_t i, k
+    cdef float x
+    for k in range(8):
+        acc[k] = 0.0
+        bad[k] = 0.0
+    i = a
+    while i + 8 <= b:
+        for k in range(8):
+            x = g[i + k]
+            bad[k] += <double>(x - x)
+            x = x + wd * p[i + k] if has_wd else x
+            acc[k] += <double>x * <double>x
+        i = i + 8
+    for k in range(b - i):
+        x = g[i + k]
+        bad[k] += <double>(x - x)
+        x = x + wd * p[i + k] if has_wd else x
+        acc[k] += <double>x * <double>x
+    res[0] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    res[1] = ((bad[0] + bad[1]) + (bad[2] + bad[3])) + ((bad[4] + bad[5]) + (bad[6] + bad[7]))
+
+
+cdef void _block_f64(const Slot* s, Py_ssize_t a, Py_ssize_t b, double* res) noexcept nogil:
+    cdef const double* g = <const double*>s.buf[1]
+    cdef const double* p = <const double*>s.buf[0]
+    cdef int has_wd = s.scal[1] != 0.0
+    cdef double wd = s.scal[2]
+    cdef double acc[8]
+    cdef double bad[8]
+    cdef Py_ssize_t i, k
+    cdef double x
+    for k in range(8):
+        acc[k] = 0.0
+        bad[k] = 0.0
+    i = a
+    while i + 8 <= b:
+        for k in range(8):
+            x = g[i + k]
+            bad[k] += x - x
+            x = x + wd * p[i + k] if has_wd else x
+            acc[k] += x * x
+        i = i + 8
+    for k in range(b - i):
+        x = g[i + k]
+        bad[k] += x - x
+        x = x + wd * p[i + k] if has_wd else x
+        acc[k] += x * x
+    res[0] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    res[1] = ((bad[0] + bad[1]) + (bad[2] + bad[3])) + ((bad[4] + bad[5]) + (bad[6] + bad[7]))
+
+
+cdef int sumsq_slots(const Slot* slots, Py_ssize_t nslots, int nthreads, double* sumsq) noexcept nogil:
+    """Sum of squares of every gradient (after coupled weight decay) in float64, over
+    fixed blocks added in a fixed order. Returns 1 if any gradient element is not
+    finite, -1 if memory ran out, else 0."""
+    cdef Py_ssize_t k, nblocks = 0, b, j
+    for k in range(nslots):
+        nblocks = nblocks + (slots[k].n + REDUCE_BLOCK - 1) // REDUCE_BLOCK
+    sumsq[0] = 0.0
+    if nblocks == 0:
+        return 0
+    cdef Py_ssize_t* owner = <Py_ssize_t*>malloc(nblocks * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* first = <Py_ssize_t*>malloc(nblocks * sizeof(Py_ssize_t))
+    cdef double* res = <double*>malloc(2 * nblocks * sizeof(double))
+    if owner == NULL or first == NULL or res == NULL:
+        free(owner); free(first); free(res)
+        return -1
+    b = 0
+    for k in range(nslots):
+        j = 0
+        while j < slots[k].n:
+            owner[b] = k
+            first[b] = j
+            b = b + 1
+            j = j + REDUCE_BLOCK
+    if nthreads <= 1 or nblocks * REDUCE_BLOCK < SERIAL_BELOW or not fo_openmp_enabled():
+        nthreads = 1
+    for b in prange(nblocks, num_threads=nthreads, schedule="static"):
+        _reduce_block(&slots[owner[b]], first[b], res + 2 * b)
+    cdef double total = 0.0, bad = 0.0
+    for b in range(nblocks):
+        total = total + res[2 * b]
+        bad = bad + res[2 * b + 1]
+    free(owner); free(first); free(res)
+    sumsq[0] = total
+    return 0 if bad == 0.0 else 1
+
+
+cdef void _reduce_block(const Slot* s, Py_ssize_t a, double* res) noexcept nogil:
+    cdef Py_ssize_t b = a + REDUCE_BLOCK
+    if b > s.n:
+        b = s.n
+    if s.itemsize == 4:
+        _block_f32(s, a, b, res)
+    else:
+        _block_f64(s, a, b, res)
+
+
+def openmp_enabled():
+    """True when the kernels were compiled with OpenMP."""
+    return bool(fo_openmp_enabled())
+
+
+def get_num_threads():
+    """Threads a step uses: the value given to :func:`set_num_threads`, else OpenMP's
+    (``OMP_NUM_THREADS``, or a ``threadpoolctl`` limit)."""
+    return resolve_threads(0)
+
+
+def set_num_threads(int n):
+    """Use ``n`` threads for every step (``n <= 0`` goes back to following OpenMP)."""
+    global _threads
+    if n < 0:
+        raise ValueError(f"invalid number of threads {n}: must be >= 0")
+    _threads = n
+
+
+def serial_threshold():
+    """Total element count below which a step runs on the calling thread."""
+    return SERIAL_BELOW
+
+
+def set_serial_threshold(Py_ssize_t n):
+    """Change the serial threshold (for tuning and tests)."""
+    global SERIAL_BELOW
+    if n < 0:
+        raise ValueError("threshold must be >= 0")
+    SERIAL_BELOW = n
+
+
+cdef extern from "fo_simd.h":
+    const char* FO_SIMD
+
+
+def simd_level():
+    """The widest SIMD instruction set the kernels were compiled for."""
+    return FO_SIMD.decode()

@@ -1,0 +1,390 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False, cpow=True
+"""The compiled step: everything between ``opt.step(grads)`` and the kernels.
+
+An :class:`Engine` belongs to one optimizer. It keeps the raw pointers of the
+parameters and their state, checks the gradients, turns each group's hyper-parameters
+into per-step scalars (once per group and step), runs the optional global reduction
+(norm clipping, non-finite detection) and then every parameter's kernel in one
+parallel region. Nothing is written until every check has passed.
+"""
+cimport numpy as cnp
+from cpython.dict cimport PyDict_GetItem
+from cpython.ref cimport PyObject
+from libc.math cimport INFINITY, isfinite, pow, sqrt
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy
+
+from fastopt._kernels._types cimport MAX_BUFFERS, N_COMMON, RuleEntry, Slot
+from fastopt._kernels.driver cimport resolve_threads, run_slots, sumsq_slots
+from fastopt._kernels.noise cimport noise_key
+from fastopt._kernels.rules cimport N_RULES, rule_entry
+
+import numpy as np
+
+from fastopt._kernels.rules import RULE_INDEX
+
+cnp.import_array()
+
+cdef enum:
+    MAX_SSTATE = 4
+    MAX_HYPER = 16
+    MAX_OUT = 24
+    STRIDE = N_COMMON + MAX_OUT
+
+# Positions in the common scalars (fastopt.rules.COMMON_SCALARS)
+cdef enum:
+    C_SIGN = 0
+    C_HAS_WD = 1
+    C_WD = 2
+    C_COEF = 3
+    C_CLIP = 4
+    C_DECAY = 5
+    C_SIGMA = 6
+    C_LR = 7
+
+POLICIES = {"ignore": 0, "raise": 1, "skip": 2}
+
+
+class NonFiniteGradientError(FloatingPointError, ValueError):
+    """A gradient held inf or NaN and the optimizer's policy is ``"raise"``."""
+
+
+cdef inline int _typenum_itemsize(int typenum) noexcept:
+    if typenum == cnp.NPY_FLOAT32:
+        return 4
+    if typenum == cnp.NPY_FLOAT64:
+        return 8
+    return 0
+
+
+cdef void fill_common(double* row, double lr, double wd, bint maximize, bint decoupled, double clip,
+                      double sigma) noexcept nogil:
+    row[C_SIGN] = -1.0 if maximize else 1.0
+    row[C_HAS_WD] = 1.0 if (wd != 0.0 and not decoupled) else 0.0
+    row[C_WD] = 0.0 if decoupled else wd
+    row[C_COEF] = 1.0
+    row[C_CLIP] = clip
+    row[C_DECAY] = 1.0 - lr * wd if (decoupled and wd != 0.0) else 1.0
+    row[C_SIGMA] = sigma
+    row[C_LR] = lr
+
+
+cdef class Engine:
+    cdef Slot* slots            # per parameter: param and state pointers
+    cdef Slot* run              # scratch: the slots of this step's active parameters
+    cdef int* rule_of
+    cdef Py_ssize_t* group_of
+    cdef long long* steps
+    cdef double* sstate
+    cdef double* sstate_new
+    cdef double* scal
+    cdef double* ghyper         # per group: lr, then the rule's hyper-parameters
+    cdef double* gcommon        # per group: weight_decay, maximize, decoupled, clip
+    cdef long long* gstep       # per group: steps taken (the schedule's counter)
+    cdef Py_ssize_t* iv_lo      # every written buffer's byte range, sorted
+    cdef Py_ssize_t* iv_hi
+    cdef Py_ssize_t niv
+    cdef readonly Py_ssize_t nparams, ngroups
+    cdef list params, states, groups, keys, cache, shapes
+    cdef object validate
+    cdef double clip_norm, noise_eta, noise_gamma
+    cdef unsigned long long seed
+    cdef int policy
+    cdef readonly double last_grad_norm
+    cdef readonly bint last_skipped
+
+    def __cinit__(self):
+        self.slots = NULL
+
+    def __init__(self, list params, list states, list rules, list group_of, list groups, list keys,
+                 validate, *, clip_norm=None, noise=None, seed=0, nonfinite="ignore"):
+        """params: ndarrays; states: per param, the tuple of state ndarrays in rule order;
+        rules: per param, the rule name; group_of: per param, its group index; groups:
+        the optimizer's param_groups (dicts, read on every step); keys: per group, the
+        dict keys whose change calls ``validate(group_index)``, which returns
+        ``(rule hyper tuple, weight_decay, maximize, decoupled, clip_value)``."""
+        cdef Py_ssize_t k, j, n = len(params), ng = len(groups)
+        cdef cnp.ndarray a
+        cdef const RuleEntry* e
+        self.nparams = n
+        self.ngroups = ng
+        self.params = params
+        self.states = states
+        self.groups = groups
+        self.keys = keys
+        self.validate = validate
+        self.shapes = [p.shape for p in params]
+        self.cache = [[None] * len(kk) for kk in keys]
+        if nonfinite not in POLICIES:
+            raise ValueError(f"nonfinite must be one of {sorted(POLICIES)}, got {nonfinite!r}")
+        self.policy = POLICIES[nonfinite]
+        self.clip_norm = 0.0 if clip_norm is None else float(clip_norm)
+        if noise is None:
+            self.noise_eta, self.noise_gamma = 0.0, 0.55
+        else:
+            self.noise_eta, self.noise_gamma = float(noise[0]), float(noise[1])
+        self.seed = <unsigned long long>(int(seed) & 0xFFFFFFFFFFFFFFFF)
+        m = max(n, 1)
+        self.slots = <Slot*>calloc(m, sizeof(Slot))
+        self.run = <Slot*>calloc(m, sizeof(Slot))
+        self.rule_of = <int*>calloc(m, sizeof(int))
+        self.group_of = <Py_ssize_t*>calloc(m, sizeof(Py_ssize_t))
+        self.steps = <long long*>calloc(m, sizeof(long long))
+        self.sstate = <double*>calloc(m * MAX_SSTATE, sizeof(double))
+        self.sstate_new = <double*>calloc(m * MAX_SSTATE, sizeof(double))
+        self.scal = <double*>calloc(m * STRIDE, sizeof(double))
+        self.ghyper = <double*>calloc(max(ng, 1) * MAX_HYPER, sizeof(double))
+        self.gcommon = <double*>calloc(max(ng, 1) * 4, sizeof(double))
+        self.gstep = <long long*>calloc(max(ng, 1), sizeof(long long))
+        self.iv_lo = <Py_ssize_t*>calloc(m * MAX_BUFFERS, sizeof(Py_ssize_t))
+        self.iv_hi = <Py_ssize_t*>calloc(m * MAX_BUFFERS, sizeof(Py_ssize_t))
+        if (self.slots == NULL or self.run == NULL or self.scal == NULL or self.iv_lo == NULL
+                or self.iv_hi == NULL or self.sstate == NULL or self.sstate_new == NULL):
+            raise MemoryError()
+        intervals = []
+        for k in range(n):
+            r = RULE_INDEX[rules[k]]
+            e = rule_entry(r)
+            if e.n_out > MAX_OUT or e.n_scalar_state > MAX_SSTATE or e.n_hyper > MAX_HYPER:
+                raise RuntimeError("rule table exceeds the engine's limits")
+            self.rule_of[k] = r
+            self.group_of[k] = group_of[k]
+            a = params[k]
+            itemsize = _typenum_itemsize(cnp.PyArray_TYPE(a))
+            self.slots[k].n = cnp.PyArray_SIZE(a)
+            self.slots[k].itemsize = itemsize
+            self.slots[k].fn = e.f32 if itemsize == 4 else e.f64
+            self.slots[k].buf[0] = <char*>cnp.PyArray_DATA(a)
+            if len(states[k]) != e.n_state:
+                raise RuntimeError(f"rule {rules[k]} needs {e.n_state} state buffers")
+            for j, s in enumerate(states[k]):
+                self.slots[k].buf[2 + j] = <char*>cnp.PyArray_DATA(s)
+            for buf in [a] + list(states[k]):
+                if buf.size:
+                    lo = <Py_ssize_t>cnp.PyArray_DATA(buf)
+                    intervals.append((lo, lo + buf.nbytes))
+        intervals.sort()
+        self.niv = len(intervals)
+        for k, (lo, hi) in enumerate(intervals):
+            self.iv_lo[k] = lo
+            self.iv_hi[k] = hi
+
+    def __dealloc__(self):
+        if self.slots != NULL:
+            free(self.slots); free(self.run); free(self.rule_of); free(self.group_of)
+            free(self.steps); free(self.sstate); free(self.sstate_new); free(self.scal)
+            free(self.ghyper); free(self.gcommon); free(self.gstep); free(self.iv_lo); free(self.iv_hi)
+
+    cdef bint _overlaps_written(self, Py_ssize_t lo, Py_ssize_t hi) noexcept:
+        # the written ranges are disjoint and sorted: only the last one starting before
+        # ``hi`` can overlap [lo, hi)
+        cdef Py_ssize_t a = 0, b = self.niv, mid
+        while a < b:
+            mid = (a + b) // 2
+            if self.iv_lo[mid] < hi:
+                a = mid + 1
+            else:
+                b = mid
+        return a > 0 and self.iv_hi[a - 1] > lo
+
+    cdef object _check_grad(self, object g, Py_ssize_t k):
+        cdef cnp.ndarray arr
+        if type(g) is not cnp.ndarray:
+            try:
+                g = np.asarray(g)
+            except Exception as exc:
+                raise TypeError(f"grads[{k}] is not an array: {exc}") from None
+        arr = <cnp.ndarray>g
+        cdef cnp.ndarray p = <cnp.ndarray>self.params[k]
+        if cnp.PyArray_TYPE(arr) != cnp.PyArray_TYPE(p):
+            raise TypeError(f"grads[{k}] has dtype {arr.dtype}, but its parameter is {p.dtype}")
+        if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
+            raise ValueError(f"grads[{k}] is not C-contiguous")
+        cdef int nd = cnp.PyArray_NDIM(arr), d
+        cdef bint same = nd == cnp.PyArray_NDIM(p)
+        if same:
+            for d in range(nd):
+                if cnp.PyArray_DIMS(arr)[d] != cnp.PyArray_DIMS(p)[d]:
+                    same = False
+                    break
+        if not same:
+            raise ValueError(f"grads[{k}] has shape {(<object>arr).shape}, but its parameter has shape {self.shapes[k]}")
+        cdef Py_ssize_t lo = <Py_ssize_t>cnp.PyArray_DATA(arr)
+        if cnp.PyArray_SIZE(arr) and self._overlaps_written(lo, lo + cnp.PyArray_NBYTES(arr)):
+            raise ValueError(f"grads[{k}] shares memory with a parameter or optimizer state")
+        return arr
+
+    cdef void _refresh_group(self, Py_ssize_t gi) except *:
+        group = self.groups[gi]
+        cdef list keys = self.keys[gi], cache = self.cache[gi]
+        cdef Py_ssize_t j
+        cdef PyObject* v
+        cdef bint changed = False
+        for j in range(len(keys)):
+            v = PyDict_GetItem(group, keys[j])
+            if v == NULL:
+                changed = True
+                break
+            c = cache[j]
+            if <object>v is not c and (type(<object>v) is not type(c) or not (<object>v == c)):
+                changed = True
+                break
+        if not changed:
+            return
+        hyper, wd, maximize, decoupled, clip = self.validate(gi)
+        cdef double* h = self.ghyper + gi * MAX_HYPER
+        for j, x in enumerate(hyper):
+            h[1 + j] = x
+        self.gcommon[4 * gi + 0] = wd
+        self.gcommon[4 * gi + 1] = maximize
+        self.gcommon[4 * gi + 2] = decoupled
+        self.gcommon[4 * gi + 3] = INFINITY if clip is None else clip
+        for j in range(len(keys)):
+            cache[j] = group[keys[j]]
+
+    def step(self, grads):
+        """Apply one update with ``grads`` (one per parameter, ``None`` to leave a
+        parameter and its state alone). Returns False when the step was skipped."""
+        cdef Py_ssize_t k, j, gi, nact = 0, n = self.nparams
+        cdef double lr, t, sigma, wd, total, coef
+        cdef double* row
+        cdef double* h
+        cdef const RuleEntry* e
+        cdef int rc, nt
+        if len(grads) != n:
+            raise ValueError(f"expected {n} gradients (one per parameter), got {len(grads)}")
+        keep = []
+        for k in range(n):
+            g = grads[k]
+            if g is None:
+                continue
+            arr = self._check_grad(g, k)
+            keep.append(arr)
+            self.run[nact] = self.slots[k]
+            self.run[nact].buf[1] = <char*>cnp.PyArray_DATA(arr)
+            self.run[nact].noise_key = k            # parameter index until keys are made
+            nact += 1
+        for gi in range(self.ngroups):
+            self._refresh_group(gi)
+            lr_obj = (<dict>self.groups[gi])["lr"]
+            if type(lr_obj) is float:
+                lr = lr_obj
+            else:
+                lr = float(lr_obj(self.gstep[gi])) if callable(lr_obj) else float(lr_obj)
+                if not (isfinite(lr) and lr >= 0.0):
+                    raise ValueError(f"param_groups[{gi}]: the learning-rate schedule gave {lr!r}; "
+                                     "a learning rate must be finite and >= 0")
+            self.ghyper[gi * MAX_HYPER] = lr
+        for j in range(nact):
+            k = <Py_ssize_t>self.run[j].noise_key
+            gi = self.group_of[k]
+            e = rule_entry(self.rule_of[k])
+            h = self.ghyper + gi * MAX_HYPER
+            t = <double>(self.steps[k] + 1)
+            row = self.scal + k * STRIDE
+            sigma = sqrt(self.noise_eta / pow(1.0 + t, self.noise_gamma)) if self.noise_eta > 0.0 else 0.0
+            wd = self.gcommon[4 * gi]
+            fill_common(row, h[0], wd, self.gcommon[4 * gi + 1] != 0.0, self.gcommon[4 * gi + 2] != 0.0,
+                        self.gcommon[4 * gi + 3], sigma)
+            memcpy(self.sstate_new + k * MAX_SSTATE, self.sstate + k * MAX_SSTATE, MAX_SSTATE * sizeof(double))
+            e.scalars(h, t, self.sstate_new + k * MAX_SSTATE, row + N_COMMON)
+            self.run[j].scal = row
+            self.run[j].noise_key = noise_key(self.seed, <unsigned long long>(self.steps[k] + 1), k)
+        nt = resolve_threads(0)
+        self.last_skipped = False
+        if self.clip_norm > 0.0 or self.policy != 0:
+            with nogil:
+                rc = sumsq_slots(self.run, nact, nt, &total)
+            if rc < 0:
+                raise MemoryError()
+            self.last_grad_norm = sqrt(total)
+            if rc == 1 and self.policy == 1:
+                raise NonFiniteGradientError("a gradient holds inf or NaN; nothing was updated "
+                                             "(nonfinite='raise')")
+            if rc == 1 and self.policy == 2:
+                self.last_skipped = True
+                return False
+            if self.clip_norm > 0.0:
+                coef = self.clip_norm / (self.last_grad_norm + 1e-6)
+                if coef < 1.0 or coef != coef:
+                    for j in range(nact):
+                        (<double*>self.run[j].scal)[C_COEF] = coef
+        with nogil:
+            run_slots(self.run, nact, nt)
+        for k in range(n):
+            if grads[k] is not None:
+                self.steps[k] += 1
+                memcpy(self.sstate + k * MAX_SSTATE, self.sstate_new + k * MAX_SSTATE, MAX_SSTATE * sizeof(double))
+        for gi in range(self.ngroups):
+            self.gstep[gi] += 1
+        return True
+
+    # --- state access for state_dict / load_state_dict -------------------------------
+    def get_steps(self):
+        return [self.steps[k] for k in range(self.nparams)]
+
+    def set_steps(self, values):
+        for k in range(self.nparams):
+            self.steps[k] = values[k]
+
+    def get_scalar_state(self, Py_ssize_t k):
+        cdef const RuleEntry* e = rule_entry(self.rule_of[k])
+        return [self.sstate[k * MAX_SSTATE + j] for j in range(e.n_scalar_state)]
+
+    def set_scalar_state(self, Py_ssize_t k, values):
+        for j, x in enumerate(values):
+            self.sstate[k * MAX_SSTATE + j] = x
+
+    def get_group_steps(self):
+        return [self.gstep[g] for g in range(self.ngroups)]
+
+    def set_group_steps(self, values):
+        for g in range(self.ngroups):
+            self.gstep[g] = values[g]
+
+
+def apply_rule(str rule, cnp.ndarray param, cnp.ndarray grad, tuple states, tuple hyper, double t,
+               list scalar_state, double weight_decay, bint maximize, bint decoupled, double clip,
+               int threads=0):
+    """One step of ``rule`` on one parameter, inputs already validated (see
+    ``fastopt.kernels``). Returns the new scalar state."""
+    cdef Slot slot
+    cdef double row[STRIDE]
+    cdef double h[MAX_HYPER]
+    cdef double ss[MAX_SSTATE]
+    cdef Py_ssize_t j
+    cdef const RuleEntry* e = rule_entry(RULE_INDEX[rule])
+    for j, x in enumerate(hyper):
+        h[j] = x
+    for j, x in enumerate(scalar_state):
+        ss[j] = x
+    fill_common(row, h[0], weight_decay, maximize, decoupled, clip, 0.0)
+    e.scalars(h, t, ss, row + N_COMMON)
+    slot.n = cnp.PyArray_SIZE(param)
+    slot.itemsize = cnp.PyArray_ITEMSIZE(param)
+    slot.fn = e.f32 if slot.itemsize == 4 else e.f64
+    slot.scal = row
+    slot.noise_key = 0
+    slot.buf[0] = <char*>cnp.PyArray_DATA(param)
+    slot.buf[1] = <char*>cnp.PyArray_DATA(grad)
+    for j, s in enumerate(states):
+        slot.buf[2 + j] = <char*>cnp.PyArray_DATA(s)
+    cdef int nt = resolve_threads(threads)
+    with nogil:
+        run_slots(&slot, 1, nt)
+    return [ss[j] for j in range(e.n_scalar_state)]
+
+
+def rule_scalars(str rule, tuple hyper, double t, list scalar_state):
+    """The per-step scalars a rule's kernel reads (for tests and inspection):
+    ``(outputs, new scalar state)``."""
+    cdef double out[MAX_OUT]
+    cdef double h[MAX_HYPER]
+    cdef double ss[MAX_SSTATE]
+    cdef const RuleEntry* e = rule_entry(RULE_INDEX[rule])
+    for j, x in enumerate(hyper):
+        h[j] = x
+    for j, x in enumerate(scalar_state):
+        ss[j] = x
+    e.scalars(h, t, ss, out)
+    return [out[j] for j in range(e.n_out)], [ss[j] for j in range(e.n_scalar_state)]

@@ -1,0 +1,118 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False, cpow=True
+"""Streaming kernels that measure the memory bus in the same process as a step.
+
+``stream(grad, rw)`` reads ``grad`` and reads-modifies-writes every array of ``rw`` in
+one pass, the access pattern of an update rule with ``len(rw) - 1`` state buffers, with
+the same thread split and threshold as the rule kernels. ``copy(dst, src)`` is the
+plain two-array streaming copy.
+"""
+cimport numpy as cnp
+from cython.parallel cimport prange
+
+from fastopt._kernels.driver cimport resolve_threads
+
+import numpy as np
+
+cnp.import_array()
+
+ctypedef fused real:
+    float
+    double
+
+
+cdef void _rw(real* g, real** w, int nw, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef real* w0 = w[0]
+    cdef real* w1
+    cdef real* w2
+    cdef real* w3
+    cdef real* w4
+    if nw == 1:
+        for i in range(a, b):
+            w0[i] = w0[i] + g[i]
+    elif nw == 2:
+        w1 = w[1]
+        for i in range(a, b):
+            w0[i] = w0[i] + g[i]
+            w1[i] = w1[i] + g[i]
+    elif nw == 3:
+        w1 = w[1]; w2 = w[2]
+        for i in range(a, b):
+            w0[i] = w0[i] + g[i]
+            w1[i] = w1[i] + g[i]
+            w2[i] = w2[i] + g[i]
+    elif nw == 4:
+        w1 = w[1]; w2 = w[2]; w3 = w[3]
+        for i in range(a, b):
+            w0[i] = w0[i] + g[i]
+            w1[i] = w1[i] + g[i]
+            w2[i] = w2[i] + g[i]
+            w3[i] = w3[i] + g[i]
+    else:
+        w1 = w[1]; w2 = w[2]; w3 = w[3]; w4 = w[4]
+        for i in range(a, b):
+            w0[i] = w0[i] + g[i]
+            w1[i] = w1[i] + g[i]
+            w2[i] = w2[i] + g[i]
+            w3[i] = w3[i] + g[i]
+            w4[i] = w4[i] + g[i]
+
+
+cdef void _copy(real* dst, real* src, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(a, b):
+        dst[i] = src[i]
+
+
+cdef inline Py_ssize_t _cut(Py_ssize_t n, Py_ssize_t part, Py_ssize_t parts) noexcept nogil:
+    if part >= parts:
+        return n
+    cdef Py_ssize_t x = <Py_ssize_t>((<double>n) * part / parts)
+    return x - x % 16
+
+
+def _check(arrays):
+    dt = arrays[0].dtype
+    n = arrays[0].size
+    for a in arrays:
+        if not isinstance(a, cnp.ndarray) or a.dtype != dt or a.size != n or not a.flags.c_contiguous:
+            raise ValueError("stream kernels need C-contiguous arrays of one dtype and size")
+        if dt not in (np.float32, np.float64):
+            raise TypeError("stream kernels take float32 or float64")
+    return dt == np.float32, n
+
+
+def stream(grad, rw, int threads=0):
+    """For every ``w`` in ``rw``: ``w += grad`` in one fused pass (1 + len(rw) arrays read,
+    len(rw) written): the memory traffic of a rule with ``len(rw) - 1`` state buffers."""
+    if not 1 <= len(rw) <= 5:
+        raise ValueError("rw must hold 1 to 5 arrays")
+    f32, n = _check([grad] + list(rw))
+    cdef int nt = resolve_threads(threads)
+    cdef int nw = len(rw)
+    cdef void* ptrs[5]
+    cdef Py_ssize_t part, N = n
+    for k in range(nw):
+        ptrs[k] = cnp.PyArray_DATA(rw[k])
+    cdef void* g = cnp.PyArray_DATA(grad)
+    if f32:
+        for part in prange(nt, num_threads=nt, schedule="static", chunksize=1, nogil=True):
+            _rw(<float*>g, <float**>ptrs, nw, _cut(N, part, nt), _cut(N, part + 1, nt))
+    else:
+        for part in prange(nt, num_threads=nt, schedule="static", chunksize=1, nogil=True):
+            _rw(<double*>g, <double**>ptrs, nw, _cut(N, part, nt), _cut(N, part + 1, nt))
+
+
+def copy(dst, src, int threads=0):
+    """``dst[:] = src`` as a parallel streaming copy (2 arrays, one read, one written)."""
+    f32, n = _check([dst, src])
+    cdef int nt = resolve_threads(threads)
+    cdef void* d = cnp.PyArray_DATA(dst)
+    cdef void* s = cnp.PyArray_DATA(src)
+    cdef Py_ssize_t part, N = n
+    if f32:
+        for part in prange(nt, num_threads=nt, schedule="static", chunksize=1, nogil=True):
+            _copy(<float*>d, <float*>s, _cut(N, part, nt), _cut(N, part + 1, nt))
+    else:
+        for part in prange(nt, num_threads=nt, schedule="static", chunksize=1, nogil=True):
+            _copy(<double*>d, <double*>s, _cut(N, part, nt), _cut(N, part + 1, nt))

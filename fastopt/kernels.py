@@ -1,0 +1,78 @@
+"""Low-level entry points: one fused update of one parameter array, state passed in.
+
+Each function updates ``param`` and its state arrays in place for step ``step``
+(1-based, counted by the caller) and validates everything before writing anything.
+The common options, fused into the same pass, are available on every rule:
+``maximize`` (g = -g), ``weight_decay`` λ (coupled: g = g + λ p, or with
+``decoupled_weight_decay``: p = p (1 - lr λ)) and ``clip_value`` (g = clip(g, -c, c)).
+The optimizer classes (:mod:`fastopt.optim`) keep state and steps for you and run
+many arrays in one parallel region; these functions are for embedding.
+"""
+import math
+
+from fastopt._kernels.engine import apply_rule
+from fastopt._validate import as_array, check_disjoint, check_like
+from fastopt.rules import BY_NAME, Hyper
+
+LR = Hyper("lr", 1e-3, lo=0.0)
+WEIGHT_DECAY = Hyper("weight_decay", 0.0, lo=0.0)
+CLIP_VALUE = Hyper("clip_value", math.inf, lo=0.0, lo_open=True)
+FLAG = {name: Hyper(name, 0.0, kind="bool") for name in ("maximize", "decoupled_weight_decay")}
+
+# defaults the low-level functions use where PyTorch's classes differ from the rule's
+_LR_DEFAULTS = {"adagrad": 1e-2, "adadelta": 1.0, "adamax": 2e-3, "lion": 1e-4,
+                "rmsprop": 1e-2, "rmsprop_centered": 1e-2, "rmsprop_momentum": 1e-2,
+                "rmsprop_centered_momentum": 1e-2}
+
+
+def _make(rule):
+    hyper_names = rule.hyper_names
+
+    def update(param, grad, *state, step, lr=_LR_DEFAULTS.get(rule.name, 1e-3), weight_decay=0.0,
+               decoupled_weight_decay=False, maximize=False, clip_value=None, threads=0, **hyper):
+        unknown = set(hyper) - set(hyper_names) - {n for n, _ in rule.scalar_state}
+        if unknown:
+            raise TypeError(f"{rule.name}() got unexpected keyword arguments {sorted(unknown)}")
+        if len(state) != len(rule.state):
+            raise TypeError(f"{rule.name}() takes param, grad and {len(rule.state)} state arrays "
+                            f"({', '.join(rule.state) or 'none'}), got {len(state)}")
+        p = as_array(param, "param", writeable=True)
+        g = as_array(grad, "grad", writeable=False)
+        check_like(g, "grad", p, "param")
+        states = []
+        for name, s in zip(rule.state, state):
+            s = as_array(s, name, writeable=True)
+            check_like(s, name, p, "param")
+            states.append(s)
+        check_disjoint([("param", p), ("grad", g)] + list(zip(rule.state, states)))
+        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+            raise ValueError(f"step must be an int >= 1 (the 1-based step count), got {step!r}")
+        values = [LR.check(lr)] + [h.check(hyper.get(h.name, h.default)) for h in rule.hyper]
+        wd = WEIGHT_DECAY.check(weight_decay)
+        clip = math.inf if clip_value is None else CLIP_VALUE.check(clip_value)
+        sstate = [float(hyper.get(n, init)) for n, init in rule.scalar_state]
+        out = apply_rule(rule.name, p, g, tuple(states), tuple(values), float(step), sstate, wd,
+                         bool(FLAG["maximize"].check(maximize)),
+                         bool(FLAG["decoupled_weight_decay"].check(decoupled_weight_decay)), clip, threads)
+        return out[0] if len(out) == 1 else None
+
+    args = ", ".join(("param", "grad") + rule.state)
+    hyp = ", ".join(f"{h.name}={h.default!r}" for h in rule.hyper)
+    ss = "".join(f", {n}={v!r}" for n, v in rule.scalar_state)
+    update.__name__ = update.__qualname__ = rule.name
+    update.__doc__ = (
+        f"{rule.name}({args}, *, step, lr={_LR_DEFAULTS.get(rule.name, 1e-3)!r}{', ' + hyp if hyp else ''}{ss}, "
+        "weight_decay=0.0, decoupled_weight_decay=False, maximize=False, clip_value=None, threads=0)\n\n"
+        f"    {rule.doc}\n\n"
+        f"Updates param and {', '.join(rule.state) or 'no state'} in place, for float32 or float64 "
+        "C-contiguous arrays of one shape.\n"
+        + (f"Returns the new {rule.scalar_state[0][0]} to pass to the next step.\n" if rule.scalar_state else
+           "Returns None.\n")
+        + "".join(f"\n    {h.name}: in {h.range_text()}" for h in rule.hyper))
+    return update
+
+
+for _rule in BY_NAME.values():
+    globals()[_rule.name] = _make(_rule)
+
+__all__ = sorted(BY_NAME)

@@ -1,0 +1,104 @@
+"""The data model of an update rule: everything the code generator, the compiled
+engine and the Python API need to know about one rule, in one place."""
+from __future__ import annotations
+
+import ast
+import math
+import numbers
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """A hyper-parameter of a rule, with its default and its valid range.
+
+    ``lo``/``hi`` bound the value; ``lo_open``/``hi_open`` make the bound strict.
+    ``kind`` is "float" or "bool" (bools travel to the kernels as 0.0/1.0).
+    """
+    name: str
+    default: float
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+    hi_open: bool = False
+    kind: str = "float"
+    doc: str = ""
+
+    def check(self, value, label=None):
+        """Return ``value`` as a float, or raise TypeError/ValueError naming the hyper-parameter."""
+        label = label or self.name
+        if self.kind == "bool":
+            if isinstance(value, (bool, numbers.Integral)) and value in (0, 1):
+                return 1.0 if value else 0.0
+            raise TypeError(f"{label} must be a bool, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{label} must be a real number, got {type(value).__name__}")
+        v = float(value)
+        if math.isnan(v) or (math.isinf(v) and not (v == self.hi == math.inf and not self.hi_open)):
+            raise ValueError(f"invalid {label} {v!r}: must be finite")
+        if v < self.lo or (self.lo_open and v == self.lo) or v > self.hi or (self.hi_open and v == self.hi):
+            raise ValueError(f"invalid {label} {v!r}: must be in {self.range_text()}")
+        return v
+
+    def range_text(self):
+        left = "(" if self.lo_open else "["
+        right = ")" if self.hi_open else "]"
+        return f"{left}{self.lo:g}, {self.hi:g}{right}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One fused kernel variant.
+
+    * ``state``: per-element state buffers, in kernel argument order after ``param``
+      and ``grad``; ``state_init`` maps a state name to the hyper-parameter holding its
+      initial value (default 0).
+    * ``scalar_state``: per-parameter scalars carried between steps (e.g. NAdam's
+      running product of momentum coefficients), with initial values.
+    * ``hyper``: the rule's own hyper-parameters (``lr`` and the common
+      pre-processing options are added by the engine).
+    * ``scalars``: Python-syntax code run once per step in double precision. It sees
+      ``t`` (the 1-based step as a double), ``lr``, every hyper-parameter and every
+      scalar state by name, may assign scalar state, and must assign every name in
+      ``outputs``.
+    * ``body``: Cython code run per element in the buffer's precision. It sees ``p``
+      and ``g`` (already pre-processed), each state name, and each output, and
+      assigns ``p`` and the state names.
+    * ``flags``: outputs that are integers (branch selectors) rather than reals.
+    """
+    name: str
+    doc: str
+    state: tuple = ()
+    hyper: tuple = ()
+    scalars: str = ""
+    outputs: tuple = ()
+    body: str = ""
+    flags: tuple = ()
+    scalar_state: tuple = ()          # ((name, initial value), ...)
+    state_init: dict = field(default_factory=dict)
+
+    @property
+    def accesses_per_element(self):
+        """Array elements read or written per parameter element: param r+w, grad r, state r+w."""
+        return 3 + 2 * len(self.state)
+
+    def __post_init__(self):
+        assigned = {n.id for n in ast.walk(ast.parse(self.scalars))
+                    if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        missing = set(self.outputs) - assigned
+        if missing:
+            raise ValueError(f"rule {self.name}: scalars code does not assign {sorted(missing)}")
+
+    @property
+    def hyper_names(self):
+        return tuple(h.name for h in self.hyper)
+
+    @property
+    def scalar_temporaries(self):
+        """Names assigned in ``scalars`` that are neither outputs nor scalar state."""
+        keep = set(self.outputs) | {n for n, _ in self.scalar_state}
+        seen = []
+        for n in ast.walk(ast.parse(self.scalars)):
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and n.id not in keep and n.id not in seen:
+                seen.append(n.id)
+        return tuple(seen)

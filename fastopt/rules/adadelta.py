@@ -1,0 +1,23 @@
+"""AdaDelta (Zeiler 2012) in PyTorch's form."""
+from ._spec import Hyper, Rule
+
+ADADELTA = Rule(
+    name="adadelta",
+    doc="v = ρ v + (1-ρ) g²; Δ = √(u + ε)/√(v + ε) · g; u = ρ u + (1-ρ) Δ²; p -= lr Δ",
+    state=("square_avg", "acc_delta"),
+    hyper=(Hyper("rho", 0.9, lo=0.0, hi=1.0), Hyper("eps", 1e-6, lo=0.0)),
+    scalars="""
+r = rho
+omr = 1.0 - rho
+eps_ = eps
+""",
+    outputs=("r", "omr", "eps_"),
+    body="""
+square_avg = r * square_avg + omr * (g * g)
+delta = sqrt(acc_delta + eps_) / sqrt(square_avg + eps_) * g
+acc_delta = r * acc_delta + omr * (delta * delta)
+p = p - lr * delta
+""",
+)
+
+RULES = (ADADELTA,)

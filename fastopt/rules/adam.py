@@ -1,0 +1,165 @@
+"""Adam (Kingma & Ba 2015), its AMSGrad variant (Reddi et al. 2018), and the
+variants that share its two moments: NAdam (both forms), Adamax, RAdam."""
+from ._spec import Hyper, Rule
+
+BETA1 = Hyper("beta1", 0.9, lo=0.0, hi=1.0, hi_open=True)
+BETA2 = Hyper("beta2", 0.999, lo=0.0, hi=1.0, hi_open=True)
+EPS = Hyper("eps", 1e-8, lo=0.0)
+
+_MOMENTS = """
+exp_avg = b1 * exp_avg + omb1 * g
+exp_avg_sq = b2 * exp_avg_sq + omb2 * (g * g)
+"""
+_BETAS = """
+b1 = beta1
+b2 = beta2
+omb1 = 1.0 - beta1
+omb2 = 1.0 - beta2
+eps_ = eps
+"""
+_BETA_OUT = ("b1", "b2", "omb1", "omb2", "eps_")
+
+
+
+ADAM = Rule(
+    name="adam",
+    doc="m = β1 m + (1-β1) g; v = β2 v + (1-β2) g²; p -= (lr/bc1) m / (√v/√bc2 + ε)",
+    state=("exp_avg", "exp_avg_sq"),
+    hyper=(BETA1, BETA2, EPS),
+    scalars=_BETAS + """
+bc1 = 1.0 - beta1 ** t
+bc2 = 1.0 - beta2 ** t
+step_size = lr / bc1
+sqrt_bc2 = sqrt(bc2)
+""",
+    outputs=_BETA_OUT + ("step_size", "sqrt_bc2"),
+    body=_MOMENTS + """
+p = p - step_size * (exp_avg / (sqrt(exp_avg_sq) / sqrt_bc2 + eps_))
+""",
+)
+
+AMSGRAD = Rule(
+    name="adam_amsgrad",
+    doc="as Adam, with v̂max = max(v̂max, v) in place of v in the denominator",
+    state=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+    hyper=ADAM.hyper,
+    scalars=ADAM.scalars,
+    outputs=ADAM.outputs,
+    # max that propagates NaN like numpy.maximum
+    body=_MOMENTS + """
+max_exp_avg_sq = max_exp_avg_sq if max_exp_avg_sq >= exp_avg_sq or max_exp_avg_sq != max_exp_avg_sq else exp_avg_sq
+p = p - step_size * (exp_avg / (sqrt(max_exp_avg_sq) / sqrt_bc2 + eps_))
+""",
+)
+
+NADAM = Rule(
+    name="nadam",
+    doc=("μ_t = β1(1 - ½·0.96^(tψ)); μ_prod *= μ_t; m, v as Adam; den = √(v/bc2) + ε; "
+         "p -= lr(1-μ_t)/(1-μ_prod) · g/den; p -= lr μ_{t+1}/(1-μ_prod μ_{t+1}) · m/den"),
+    state=("exp_avg", "exp_avg_sq"),
+    hyper=(BETA1, BETA2, EPS, Hyper("momentum_decay", 4e-3, lo=0.0)),
+    scalar_state=(("mu_product", 1.0),),
+    scalars=_BETAS + """
+bc2 = 1.0 - beta2 ** t
+mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
+mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1.0) * momentum_decay))
+mu_product = mu_product * mu
+c_grad = lr * (1.0 - mu) / (1.0 - mu_product)
+c_avg = lr * mu_next / (1.0 - mu_product * mu_next)
+bc2_ = bc2
+""",
+    outputs=_BETA_OUT + ("c_grad", "c_avg", "bc2_"),
+    body=_MOMENTS + """
+den = sqrt(exp_avg_sq / bc2_) + eps_
+p = p - c_grad * (g / den)
+p = p - c_avg * (exp_avg / den)
+""",
+)
+
+NADAM_OPTAX = Rule(
+    name="nadam_optax",
+    doc="m, v as Adam; m̄ = β1 m/(1-β1^(t+1)) + (1-β1) g/(1-β1^t); p -= lr m̄ / (√(v/bc2) + ε)",
+    state=("exp_avg", "exp_avg_sq"),
+    hyper=(BETA1, BETA2, EPS),
+    scalars=_BETAS + """
+c_avg = beta1 / (1.0 - beta1 ** (t + 1.0))
+c_grad = (1.0 - beta1) / (1.0 - beta1 ** t)
+bc2_ = 1.0 - beta2 ** t
+""",
+    outputs=_BETA_OUT + ("c_avg", "c_grad", "bc2_"),
+    body=_MOMENTS + """
+mbar = c_avg * exp_avg + c_grad * g
+p = p - lr * (mbar / (sqrt(exp_avg_sq / bc2_) + eps_))
+""",
+)
+
+ADAMAX = Rule(
+    name="adamax",
+    doc="m as Adam; u = max(β2 u, |g| + ε); p -= lr/(1-β1^t) · m/u",
+    state=("exp_avg", "exp_inf"),
+    hyper=(BETA1, BETA2, EPS),
+    scalars=_BETAS + """
+clr = lr / (1.0 - beta1 ** t)
+""",
+    outputs=_BETA_OUT + ("clr",),
+    body="""
+exp_avg = b1 * exp_avg + omb1 * g
+decayed = b2 * exp_inf
+fresh = fabs(g) + eps_
+exp_inf = decayed if decayed >= fresh or decayed != decayed else fresh
+p = p - clr * (exp_avg / exp_inf)
+""",
+)
+
+RADAM = Rule(
+    name="radam",
+    doc=("m, v as Adam; ρ∞ = 2/(1-β2) - 1; ρ_t = ρ∞ - 2tβ2^t/bc2; if ρ_t > 5: "
+         "p -= (m/bc1) lr (√bc2/(√v + ε)) r, else p -= (m/bc1) lr"),
+    state=("exp_avg", "exp_avg_sq"),
+    hyper=(BETA1, BETA2, EPS),
+    scalars=_BETAS + """
+bc1 = 1.0 - beta1 ** t
+bc2 = 1.0 - beta2 ** t
+rho_inf = 2.0 / (1.0 - beta2) - 1.0
+rho_t = rho_inf - 2.0 * t * beta2 ** t / bc2
+rectify = 1 if rho_t > 5.0 else 0
+rect = sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)) if rectify else 0.0
+bc1_ = bc1
+sqrt_bc2 = sqrt(bc2)
+""",
+    outputs=_BETA_OUT + ("rectify", "rect", "bc1_", "sqrt_bc2"),
+    flags=("rectify",),
+    body=_MOMENTS + """
+mhat = exp_avg / bc1_
+upd = mhat * lr * (sqrt_bc2 / (sqrt(exp_avg_sq) + eps_)) * rect if rectify else mhat * lr
+p = p - upd
+""",
+)
+
+LION = Rule(
+    name="lion",
+    doc="c = β1 m + (1-β1) g; p -= lr sign(c); m = β2 m + (1-β2) g (decay is decoupled)",
+    state=("exp_avg",),
+    hyper=(Hyper("beta1", 0.9, lo=0.0, hi=1.0), Hyper("beta2", 0.99, lo=0.0, hi=1.0)),
+    scalars="""
+b1 = beta1
+b2 = beta2
+omb1 = 1.0 - beta1
+omb2 = 1.0 - beta2
+one = 1.0
+zero = 0.0
+""",
+    outputs=("b1", "b2", "omb1", "omb2", "one", "zero"),
+    # sign(c) that keeps NaN, like numpy.sign
+    body="""
+c = b1 * exp_avg + omb1 * g
+sgn = zero
+sgn = one if c > zero else sgn
+sgn = -one if c < zero else sgn
+sgn = c if c != c else sgn
+p = p - lr * sgn
+exp_avg = b2 * exp_avg + omb2 * g
+""",
+)
+
+RULES = (ADAM, AMSGRAD, NADAM, NADAM_OPTAX, ADAMAX, RADAM, LION)
