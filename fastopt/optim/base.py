@@ -1,0 +1,397 @@
+"""The optimizer base class: parameter groups, state, validation, ``state_dict``.
+
+An optimizer owns the state of a list of parameter arrays. ``opt.step(grads)`` updates
+every array in place in one call into compiled code (one parallel region, threads
+balanced over all elements). Hyper-parameters live in ``opt.param_groups`` (a list of
+dicts, as in PyTorch) and may be changed between steps; a learning rate may be a
+float or a schedule from :mod:`fastopt.schedules`.
+"""
+import math
+import numbers
+
+import numpy as np
+
+from fastopt._kernels.engine import Engine, NonFiniteGradientError
+from fastopt._validate import as_array, check_disjoint
+from fastopt.rules import BY_NAME, Hyper
+from fastopt.schedules import Schedule
+
+LR = Hyper("lr", 1e-3, lo=0.0)
+WEIGHT_DECAY = Hyper("weight_decay", 0.0, lo=0.0)
+CLIP_VALUE = Hyper("clip_value", math.inf, lo=0.0, lo_open=True)
+BOOL = Hyper("flag", 0.0, kind="bool")
+POLICIES = ("ignore", "raise", "skip")
+STATE_DICT_VERSION = 1
+
+__all__ = ["Optimizer", "NonFiniteGradientError"]
+
+
+class Optimizer:
+    """Base class of the fastopt optimizers.
+
+    Parameters common to every optimizer (keyword-only):
+
+    * ``clip_norm``: clip the gradients by their global L2 norm over all parameters,
+      ``g = g · min(1, clip_norm / (‖g‖ + 1e-6))``, with a deterministic float64
+      reduction (the same bits for any thread count).
+    * ``grad_noise``: ``eta`` or ``(eta, gamma)``: add N(0, σ_t²) with
+      ``σ_t² = η / (1 + t)^γ`` (γ = 0.55 by default) to every gradient element, drawn from
+      a counter-based generator keyed by (``seed``, step, parameter, element).
+    * ``nonfinite``: what a gradient holding inf/NaN does: ``"ignore"`` (update
+      anyway, as PyTorch does), ``"raise"`` (raise :class:`NonFiniteGradientError`,
+      nothing changed) or ``"skip"`` (leave parameters, state and schedules untouched;
+      ``step`` returns False).
+
+    Per-group keys common to every optimizer: ``lr``, ``weight_decay``, ``maximize``,
+    ``clip_value`` (clip every gradient element to [-c, c]; None for no clipping)
+    and, where the rule allows both forms, ``decoupled_weight_decay``.
+    """
+
+    #: rule-hyper-parameter name -> (group key, index into a tuple value or None)
+    _hyper_keys = {}
+    #: group keys whose value is fixed by the class (e.g. AdamW's decoupled decay)
+    _fixed = {}
+    _engine_class = Engine
+
+    def __init__(self, params, defaults, *, clip_norm=None, grad_noise=None, seed=0, nonfinite="ignore"):
+        self.defaults = dict(defaults, **self._fixed)
+        self.defaults.setdefault("clip_value", None)
+        self.defaults.setdefault("weight_decay", 0.0)
+        self.defaults.setdefault("maximize", False)
+        self.defaults.setdefault("decoupled_weight_decay", False)
+        self._options = self._check_options(clip_norm, grad_noise, seed, nonfinite)
+        self.param_groups = []
+        self._group_rule = []
+        self._params = []
+        self._states = []
+        self._group_of = []
+        groups = list(params) if not isinstance(params, np.ndarray) else [params]
+        if not groups:
+            raise ValueError("optimizer got an empty parameter list")
+        if not all(isinstance(g, dict) for g in groups):
+            if any(isinstance(g, dict) for g in groups):
+                raise TypeError("params must be all arrays or all parameter-group dicts")
+            groups = [{"params": groups}]
+        pending = [self._make_group(g, i) for i, g in enumerate(groups)]
+        check_disjoint([(f"params[{k}]", p) for k, p in enumerate(p for g in pending for p in g[0]["params"])])
+        for group, rule in pending:
+            self._append_group(group, rule)
+        self._build_engine()
+
+    # --- construction ------------------------------------------------------------------
+    @staticmethod
+    def _check_options(clip_norm, grad_noise, seed, nonfinite):
+        if clip_norm is not None:
+            clip_norm = Hyper("clip_norm", 1.0, lo=0.0, lo_open=True).check(clip_norm)
+        if grad_noise is not None:
+            eta, gamma = grad_noise if isinstance(grad_noise, (tuple, list)) else (grad_noise, 0.55)
+            grad_noise = (Hyper("grad_noise eta", 0.0, lo=0.0, lo_open=True).check(eta),
+                          Hyper("grad_noise gamma", 0.55, lo=0.0).check(gamma))
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        if nonfinite not in POLICIES:
+            raise ValueError(f"nonfinite must be one of {POLICIES}, got {nonfinite!r}")
+        return {"clip_norm": clip_norm, "grad_noise": grad_noise, "seed": int(seed), "nonfinite": nonfinite}
+
+    def _make_group(self, group, index):
+        if "params" not in group:
+            raise ValueError(f"parameter group {index} has no 'params'")
+        unknown = set(group) - set(self.defaults) - {"params"}
+        if unknown:
+            raise ValueError(f"parameter group {index} has unknown keys {sorted(unknown)}; "
+                             f"{type(self).__name__} takes {sorted(self.defaults)}")
+        for key, value in self._fixed.items():
+            if key in group and group[key] != value:
+                raise ValueError(f"{type(self).__name__} always uses {key}={value!r}")
+        raw = group["params"]
+        raw = [raw] if isinstance(raw, np.ndarray) else list(raw)
+        if not raw:
+            raise ValueError(f"parameter group {index} is empty")
+        arrays = [as_array(p, f"param_groups[{index}]['params'][{j}]", writeable=True) for j, p in enumerate(raw)]
+        new = dict(self.defaults)
+        new.update({k: v for k, v in group.items() if k != "params"})
+        new["params"] = arrays
+        self._normalize(new)
+        rule = self._rule_for(new)
+        self._check_group(new, index, rule)
+        return new, rule
+
+    def _normalize(self, group):
+        for key in ("betas",):
+            if key in group and isinstance(group[key], list):
+                group[key] = tuple(group[key])
+
+    def _append_group(self, group, rule):
+        gi = len(self.param_groups)
+        self.param_groups.append(group)
+        self._group_rule.append(rule)
+        for p in group["params"]:
+            self._params.append(p)
+            self._states.append(tuple(self._new_state(p, rule, group)))
+            self._group_of.append(gi)
+
+    def _new_state(self, p, rule, group):
+        for name in rule.state:
+            init = rule.state_init.get(name)
+            value = 0.0 if init is None else float(group[init])
+            # written once here so the first step does not pay for page faults
+            yield np.full(p.shape, value, dtype=p.dtype)
+
+    def _build_engine(self, carry=None):
+        keys = [[k for k in g if k != "params"] for g in self.param_groups]
+        self._engine = self._engine_class(
+            list(self._params), list(self._states), [self._group_rule[g].name for g in self._group_of],
+            list(self._group_of), self.param_groups, keys, self._validate_group,
+            clip_norm=self._options["clip_norm"], noise=self._options["grad_noise"],
+            seed=self._options["seed"], nonfinite=self._options["nonfinite"])
+        if carry is not None:
+            steps, sstate, gsteps = carry
+            self._engine.set_steps(steps + [0] * (len(self._params) - len(steps)))
+            for k, ss in enumerate(sstate):
+                self._engine.set_scalar_state(k, ss)
+            self._engine.set_group_steps(gsteps + [0] * (len(self.param_groups) - len(gsteps)))
+        for k in range(0 if carry is None else len(carry[1]), len(self._params)):
+            rule = self._group_rule[self._group_of[k]]
+            self._engine.set_scalar_state(k, [v for _, v in rule.scalar_state])
+
+    # --- validation ----------------------------------------------------------------------
+    def _rule_for(self, group):
+        """The rule variant a group runs (subclasses choose by their flags)."""
+        raise NotImplementedError
+
+    def _check_group(self, group, index, rule):
+        """Validate a group; return what the engine needs. Raises naming the key."""
+        missing = set(self.defaults) - set(group)
+        if missing:
+            raise ValueError(f"param_groups[{index}] lacks {sorted(missing)}")
+        lr = group["lr"]
+        if not (isinstance(lr, Schedule) or (callable(lr) and not isinstance(lr, numbers.Real))):
+            LR.check(lr, f"param_groups[{index}]['lr']")
+        hyper = []
+        for h in rule.hyper:
+            key, idx = self._hyper_keys.get(h.name, (h.name, None))
+            value = group[key]
+            label = key
+            if idx is not None:
+                if not isinstance(value, tuple) or len(value) <= idx:
+                    raise ValueError(f"{key} must be a tuple of {idx + 1}+ numbers, got {value!r}")
+                value, label = value[idx], f"{key}[{idx}]"
+            hyper.append(h.check(value, label))
+        wd = WEIGHT_DECAY.check(group["weight_decay"])
+        maximize = BOOL.check(group["maximize"], "maximize")
+        decoupled = BOOL.check(group["decoupled_weight_decay"], "decoupled_weight_decay")
+        clip = group["clip_value"]
+        clip = None if clip is None else CLIP_VALUE.check(clip)
+        self._check_extra(group)
+        return tuple(hyper), wd, maximize, decoupled, clip
+
+    def _check_extra(self, group):
+        """Cross-parameter constraints of a subclass (e.g. Nesterov needs momentum)."""
+
+    def _validate_group(self, gi):
+        """Called by the engine when a group's values changed since the last step."""
+        group = self.param_groups[gi]
+        self._normalize(group)
+        rule = self._rule_for(group)
+        if rule is not self._group_rule[gi]:
+            raise ValueError(f"param_groups[{gi}]: this change would need the '{rule.name}' kernel and "
+                             f"its state, but the group was created for '{self._group_rule[gi].name}'; "
+                             "create a new optimizer instead")
+        for key, value in self._fixed.items():
+            if group.get(key) != value:
+                raise ValueError(f"{type(self).__name__} always uses {key}={value!r}")
+        return self._check_group(group, gi, rule)
+
+    # --- stepping ----------------------------------------------------------------------------
+    def step(self, grads):
+        """Update every parameter in place with ``grads`` (a list in parameter order; an
+        entry may be None to leave that parameter alone). Returns False when the step
+        was skipped because of a non-finite gradient (``nonfinite="skip"``)."""
+        return self._engine.step(grads)
+
+    @property
+    def params(self):
+        """The parameter arrays, in the order ``step`` expects the gradients."""
+        return list(self._params)
+
+    @property
+    def last_grad_norm(self):
+        """The global gradient norm of the last step (when clip_norm or a non-finite
+        policy made the optimizer compute it), else nan."""
+        return self._engine.last_grad_norm if (self._options["clip_norm"] or
+                                               self._options["nonfinite"] != "ignore") else math.nan
+
+    def _lr_at(self, gi):
+        lr = self.param_groups[gi]["lr"]
+        return float(lr(self._engine.get_group_steps()[gi])) if callable(lr) else float(lr)
+
+    @property
+    def current_lr(self):
+        """The learning rate the next step uses in the first group (after its schedule)."""
+        return self._lr_at(0)
+
+    @property
+    def current_lrs(self):
+        """The learning rate the next step uses, per group."""
+        return [self._lr_at(g) for g in range(len(self.param_groups))]
+
+    @property
+    def state(self):
+        """Per parameter (in ``params`` order): ``{"step": int, <state name>: array, ...}``.
+        The arrays are the live buffers."""
+        steps = self._engine.get_steps()
+        out = []
+        for k, p in enumerate(self._params):
+            rule = self._group_rule[self._group_of[k]]
+            entry = {"step": steps[k]}
+            entry.update(zip(rule.state, self._states[k]))
+            entry.update(zip((n for n, _ in rule.scalar_state), self._engine.get_scalar_state(k)))
+            out.append(entry)
+        return out
+
+    def add_param_group(self, group):
+        """Add a group of new parameters (with optional hyper-parameter overrides)."""
+        if not isinstance(group, dict):
+            raise TypeError("a parameter group is a dict with a 'params' entry")
+        new, rule = self._make_group(group, len(self.param_groups))
+        check_disjoint([(f"params[{k}]", p) for k, p in enumerate(self._params + new["params"])])
+        carry = (self._engine.get_steps(), [self._engine.get_scalar_state(k) for k in range(len(self._params))],
+                 self._engine.get_group_steps())
+        self._append_group(new, rule)
+        self._build_engine(carry)
+
+    # --- state_dict --------------------------------------------------------------------------
+    def state_dict(self):
+        """A snapshot of everything a resumed run needs, as plain Python scalars, lists,
+        dicts and NumPy arrays (copies). See :func:`fastopt.flatten_state_dict` to save it
+        with ``np.savez``."""
+        gsteps = self._engine.get_group_steps()
+        groups, k = [], 0
+        for gi, group in enumerate(self.param_groups):
+            entry = {}
+            for key, value in group.items():
+                if key == "params":
+                    entry["params"] = list(range(k, k + len(value)))
+                    k += len(value)
+                elif isinstance(value, Schedule):
+                    entry[key] = {"schedule": value.state_dict()}
+                elif callable(value):
+                    entry[key] = {"callable": getattr(value, "__name__", repr(value))}
+                else:
+                    entry[key] = list(value) if isinstance(value, tuple) else value
+            entry["group_step"] = gsteps[gi]
+            groups.append(entry)
+        state = {}
+        for k, entry in enumerate(self.state):
+            state[k] = {name: (v.copy() if isinstance(v, np.ndarray) else v) for name, v in entry.items()}
+        return {"algorithm": type(self).__name__, "version": STATE_DICT_VERSION,
+                "options": {"clip_norm": self._options["clip_norm"],
+                            "grad_noise": list(self._options["grad_noise"] or []),
+                            "seed": self._options["seed"], "nonfinite": self._options["nonfinite"]},
+                "param_groups": groups, "state": state}
+
+    def load_state_dict(self, state_dict):
+        """Restore a snapshot from :meth:`state_dict`. Everything is checked first (the
+        algorithm, group and parameter counts, every state array's shape and dtype, every
+        hyper-parameter); on any mismatch a ValueError is raised and nothing changes."""
+        sd = state_dict
+        name = type(self).__name__
+        if not isinstance(sd, dict) or sd.get("algorithm") != name:
+            raise ValueError(f"state_dict is for {sd.get('algorithm') if isinstance(sd, dict) else sd!r}, "
+                             f"not {name}")
+        if sd.get("version") != STATE_DICT_VERSION:
+            raise ValueError(f"state_dict version {sd.get('version')!r} is not {STATE_DICT_VERSION}")
+        groups, state = sd.get("param_groups"), sd.get("state")
+        if not isinstance(groups, list) or len(groups) != len(self.param_groups):
+            raise ValueError(f"state_dict has {len(groups) if isinstance(groups, list) else '?'} parameter "
+                             f"groups, the optimizer has {len(self.param_groups)}")
+        if not isinstance(state, dict) or len(state) != len(self._params):
+            raise ValueError(f"state_dict holds state for {len(state) if isinstance(state, dict) else '?'} "
+                             f"parameters, the optimizer has {len(self._params)}")
+        new_groups, k = [], 0
+        for gi, (saved, group) in enumerate(zip(groups, self.param_groups)):
+            if len(saved.get("params", ())) != len(group["params"]):
+                raise ValueError(f"param_groups[{gi}] has {len(saved.get('params', ()))} parameters in the "
+                                 f"state_dict, {len(group['params'])} in the optimizer")
+            extra = set(saved) - set(group) - {"group_step"}
+            if extra:
+                raise ValueError(f"param_groups[{gi}] in the state_dict has unknown keys {sorted(extra)}")
+            candidate = dict(group)
+            for key, value in saved.items():
+                if key in ("params", "group_step"):
+                    continue
+                current = group.get(key)
+                if isinstance(value, dict) and "schedule" in value:
+                    if not isinstance(current, Schedule):
+                        raise ValueError(f"param_groups[{gi}]['{key}'] was a schedule when saved; construct "
+                                         "the optimizer with the same schedule before loading")
+                    probe = Schedule.from_state_dict(value["schedule"])
+                    if type(probe) is not type(current):
+                        raise ValueError(f"param_groups[{gi}]['{key}']: saved schedule is "
+                                         f"{type(probe).__name__}, the optimizer has {type(current).__name__}")
+                    continue
+                if isinstance(value, dict) and "callable" in value:
+                    if not callable(current):
+                        raise ValueError(f"param_groups[{gi}]['{key}'] was a function when saved")
+                    continue
+                candidate[key] = tuple(value) if isinstance(value, list) else value
+            self._normalize(candidate)
+            if self._rule_for(candidate) is not self._group_rule[gi]:
+                raise ValueError(f"param_groups[{gi}]: the state_dict's flags select another kernel "
+                                 f"({self._rule_for(candidate).name}, not {self._group_rule[gi].name})")
+            self._check_group(candidate, gi, self._group_rule[gi])
+            gstep = saved.get("group_step", 0)
+            if isinstance(gstep, bool) or not isinstance(gstep, numbers.Integral) or gstep < 0:
+                raise ValueError(f"param_groups[{gi}]['group_step'] must be an int >= 0, got {gstep!r}")
+            new_groups.append((candidate, saved, int(gstep)))
+        loaded = []
+        for k, p in enumerate(self._params):
+            entry = state.get(k, state.get(str(k)))
+            if not isinstance(entry, dict):
+                raise ValueError(f"state_dict has no state for parameter {k}")
+            rule = self._group_rule[self._group_of[k]]
+            want = {"step"} | set(rule.state) | {n for n, _ in rule.scalar_state}
+            if set(entry) != want:
+                raise ValueError(f"state of parameter {k} has keys {sorted(entry)}, expected {sorted(want)} "
+                                 f"for the '{rule.name}' kernel")
+            step = entry["step"]
+            if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
+                raise ValueError(f"state[{k}]['step'] must be an int >= 0, got {step!r}")
+            arrays = []
+            for name in rule.state:
+                a = entry[name]
+                if not isinstance(a, np.ndarray) or a.shape != p.shape or a.dtype != p.dtype:
+                    raise ValueError(f"state[{k}]['{name}'] must be a {p.dtype} array of shape {p.shape}, got "
+                                     f"{getattr(a, 'dtype', type(a).__name__)} {getattr(a, 'shape', '')}")
+                arrays.append(a)
+            scalars = []
+            for n, _ in rule.scalar_state:
+                v = entry[n]
+                if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+                    raise ValueError(f"state[{k}]['{n}'] must be a finite number, got {v!r}")
+                scalars.append(float(v))
+            loaded.append((int(step), arrays, scalars))
+        # everything checked: commit
+        for gi, (candidate, saved, _) in enumerate(new_groups):
+            group = self.param_groups[gi]
+            for key, value in saved.items():
+                if key in ("params", "group_step"):
+                    continue
+                if isinstance(value, dict) and "schedule" in value:
+                    group[key].load_state_dict(value["schedule"])
+                elif not (isinstance(value, dict) and "callable" in value):
+                    group[key] = candidate[key]
+        for k, (step, arrays, scalars) in enumerate(loaded):
+            for dst, src in zip(self._states[k], arrays):
+                np.copyto(dst, src)
+            self._engine.set_scalar_state(k, scalars)
+        self._engine.set_steps([s for s, _, _ in loaded])
+        self._engine.set_group_steps([g for _, _, g in new_groups])
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__} ("]
+        for gi, group in enumerate(self.param_groups):
+            lines.append(f"  group {gi}: {len(group['params'])} arrays, kernel {self._group_rule[gi].name}")
+            for key in sorted(k for k in group if k != "params"):
+                lines.append(f"    {key}: {group[key]!r}")
+        return "\n".join(lines + [")"])

@@ -1,0 +1,118 @@
+"""The reference step: what :class:`fastopt._kernels.engine.Engine` does, in plain
+Python and NumPy, one array after another. The reference optimizer classes use it,
+so tests and benchmarks compare class with class."""
+import math
+
+import numpy as np
+
+from fastopt._validate import as_array, byte_range, check_like
+from fastopt.optim.base import NonFiniteGradientError
+from fastopt.reference import rules as R
+from fastopt.rules import BY_NAME
+
+
+def reference_function(rule):
+    """The plain-NumPy function of a rule variant (variants share their base rule)."""
+    base = {"adam_amsgrad": "adam"}.get(rule.name, rule.name)
+    if base.startswith("rmsprop"):
+        base = "rmsprop"
+    return getattr(R, base)
+
+
+class ReferenceEngine:
+    def __init__(self, params, states, rules, group_of, groups, keys, validate, *, clip_norm=None, noise=None,
+                 seed=0, nonfinite="ignore"):
+        self.params, self.states, self.group_of, self.groups = params, states, group_of, groups
+        self.rules = [BY_NAME[r] for r in rules]
+        self.validate = validate
+        self.clip_norm, self.noise, self.seed, self.policy = clip_norm, noise, seed, nonfinite
+        self.steps = [0] * len(params)
+        self.sstate = [[v for _, v in r.scalar_state] for r in self.rules]
+        self.gsteps = [0] * len(groups)
+        self.last_grad_norm = math.nan
+        self.last_skipped = False
+        self._written = [byte_range(a) for k, p in enumerate(params) for a in (p,) + tuple(states[k]) if a.size]
+
+    def step(self, grads):
+        if len(grads) != len(self.params):
+            raise ValueError(f"expected {len(self.params)} gradients (one per parameter), got {len(grads)}")
+        checked = []
+        for k, g in enumerate(grads):
+            if g is None:
+                checked.append(None)
+                continue
+            g = as_array(g, f"grads[{k}]", writeable=False)
+            check_like(g, f"grads[{k}]", self.params[k], "its parameter")
+            lo, hi = byte_range(g)
+            if g.size and any(lo < b and a < hi for a, b in self._written):
+                raise ValueError(f"grads[{k}] shares memory with a parameter or optimizer state")
+            checked.append(g)
+        settings = []
+        for gi, group in enumerate(self.groups):
+            hyper, wd, maximize, decoupled, clip = self.validate(gi)
+            lr = group["lr"]
+            lr = float(lr(self.gsteps[gi])) if callable(lr) else float(lr)
+            if not (math.isfinite(lr) and lr >= 0):
+                raise ValueError(f"param_groups[{gi}]: the learning-rate schedule gave {lr!r}")
+            settings.append(dict(lr=lr, hyper=hyper, weight_decay=wd, maximize=bool(maximize),
+                                 decoupled_weight_decay=bool(decoupled), clip_value=clip))
+        coef = 1.0
+        if self.clip_norm is not None or self.policy != "ignore":
+            total, finite = 0.0, True
+            for k, g in enumerate(checked):
+                if g is None:
+                    continue
+                s = settings[self.group_of[k]]
+                finite = finite and bool(np.isfinite(g).all())
+                if s["weight_decay"] != 0 and not s["decoupled_weight_decay"]:
+                    g = g + s["weight_decay"] * self.params[k]
+                total += float(np.sum(np.square(g.astype(np.float64))))
+            self.last_grad_norm = math.sqrt(total)
+            if not finite and self.policy == "raise":
+                raise NonFiniteGradientError("a gradient holds inf or NaN; nothing was updated (nonfinite='raise')")
+            if not finite and self.policy == "skip":
+                self.last_skipped = True
+                return False
+            if self.clip_norm is not None:
+                c = self.clip_norm / (self.last_grad_norm + 1e-6)
+                if c < 1.0 or c != c:
+                    coef = c
+        self.last_skipped = False
+        for k, g in enumerate(checked):
+            if g is None:
+                continue
+            s, rule, p = settings[self.group_of[k]], self.rules[k], self.params[k]
+            t = self.steps[k] + 1
+            noise = None
+            if self.noise is not None:
+                noise = R.gradient_noise(self.seed, t, k, p.size, self.noise[0], self.noise[1], p.dtype)
+                noise = noise.reshape(p.shape)
+            g = R.preprocess(p, g, lr=s["lr"], weight_decay=s["weight_decay"],
+                             decoupled_weight_decay=s["decoupled_weight_decay"], maximize=s["maximize"],
+                             clip_value=s["clip_value"], clip_coef=coef, noise=noise)
+            kwargs = dict(zip(rule.hyper_names, s["hyper"]))
+            kwargs.update(zip((n for n, _ in rule.scalar_state), self.sstate[k]))
+            out = reference_function(rule)(p, g, **dict(zip(rule.state, self.states[k])), t=t, lr=s["lr"], **kwargs)
+            if rule.scalar_state:
+                self.sstate[k] = [out]
+            self.steps[k] = t
+        self.gsteps = [s + 1 for s in self.gsteps]
+        return True
+
+    def get_steps(self):
+        return list(self.steps)
+
+    def set_steps(self, values):
+        self.steps = [int(v) for v in values]
+
+    def get_scalar_state(self, k):
+        return list(self.sstate[k])
+
+    def set_scalar_state(self, k, values):
+        self.sstate[k] = [float(v) for v in values]
+
+    def get_group_steps(self):
+        return list(self.gsteps)
+
+    def set_group_steps(self, values):
+        self.gsteps = [int(v) for v in values]
