@@ -167,10 +167,11 @@ def write_if_changed(path, text):
         f.write(text)
 
 
-def main():
+def main(outdir=HERE):
+    """Write rules.pyx and rules.pxd into ``outdir`` (the package by default)."""
     pyx, pxd = render(load_rules())
-    write_if_changed(os.path.join(HERE, "rules.pyx"), pyx)
-    write_if_changed(os.path.join(HERE, "rules.pxd"), pxd)
+    write_if_changed(os.path.join(outdir, "rules.pyx"), pyx)
+    write_if_changed(os.path.join(outdir, "rules.pxd"), pxd)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ cdef struct Slot:
     const double* scal          # N_COMMON common scalars, then the rule's outputs
     RangeFn fn                  # the rule kernel for this buffer's precision
     int itemsize                # 4 (float32) or 8 (float64)
+    int accesses                # array elements read or written per element (3 + 2 * states)
     unsigned long long noise_key
 
 cdef struct RuleEntry:

@@ -13,9 +13,10 @@ cdef extern from "fo_omp.h":
     int fo_openmp_enabled() noexcept nogil
     int fo_omp_max_threads() noexcept nogil
 
-# Below this many elements a step runs on the calling thread: waking the team costs
-# more than it saves (measured: see benchmarks/test_threshold.py).
-cdef Py_ssize_t SERIAL_BELOW = 1 << 15
+# A step that moves fewer bytes than this runs on the calling thread: waking the team
+# costs more than it saves. Measured on 2 cores: 2 threads start to win at ~32k
+# float32 elements for Adam (7 accesses, ~900 KB) and ~48k for SGD (3, ~580 KB).
+cdef Py_ssize_t SERIAL_BELOW = 640 * 1024
 # Block of the deterministic reductions: fixed, so partial sums never depend on threads.
 cdef Py_ssize_t REDUCE_BLOCK = 8192
 cdef int _threads = 0          # 0: follow OpenMP (OMP_NUM_THREADS, threadpoolctl)
@@ -27,6 +28,10 @@ cdef int resolve_threads(int requested) noexcept nogil:
     if _threads > 0:
         return _threads
     return fo_omp_max_threads()
+
+
+cdef Py_ssize_t serial_below() noexcept nogil:
+    return SERIAL_BELOW
 
 
 cdef inline Py_ssize_t _cut(Py_ssize_t total, Py_ssize_t part, Py_ssize_t parts) noexcept nogil:
@@ -51,10 +56,11 @@ cdef void _run_range(Slot* slots, Py_ssize_t nslots, Py_ssize_t lo, Py_ssize_t h
 
 cdef void run_slots(Slot* slots, Py_ssize_t nslots, int nthreads) noexcept nogil:
     """Apply every slot's kernel to all of its elements."""
-    cdef Py_ssize_t k, total = 0, part
+    cdef Py_ssize_t k, total = 0, nbytes = 0, part
     for k in range(nslots):
         total = total + slots[k].n
-    if nthreads <= 1 or total < SERIAL_BELOW or not fo_openmp_enabled():
+        nbytes = nbytes + slots[k].n * slots[k].itemsize * slots[k].accesses
+    if nthreads <= 1 or nbytes < SERIAL_BELOW or not fo_openmp_enabled():
         _run_range(slots, nslots, 0, total)
         return
     for part in prange(nthreads, num_threads=nthreads, schedule="static", chunksize=1):
@@ -143,7 +149,7 @@ cdef int sumsq_slots(const Slot* slots, Py_ssize_t nslots, int nthreads, double*
             first[b] = j
             b = b + 1
             j = j + REDUCE_BLOCK
-    if nthreads <= 1 or nblocks * REDUCE_BLOCK < SERIAL_BELOW or not fo_openmp_enabled():
+    if nthreads <= 1 or nblocks * REDUCE_BLOCK * 8 < SERIAL_BELOW or not fo_openmp_enabled():
         nthreads = 1
     for b in prange(nblocks, num_threads=nthreads, schedule="static"):
         _reduce_block(&slots[owner[b]], first[b], res + 2 * b)
@@ -186,7 +192,8 @@ def set_num_threads(int n):
 
 
 def serial_threshold():
-    """Total element count below which a step runs on the calling thread."""
+    """Bytes a step must move (elements x accesses x itemsize, over all parameters)
+    before it uses more than the calling thread."""
     return SERIAL_BELOW
 
 

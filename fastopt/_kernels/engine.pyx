@@ -153,6 +153,7 @@ cdef class Engine:
             itemsize = _typenum_itemsize(cnp.PyArray_TYPE(a))
             self.slots[k].n = cnp.PyArray_SIZE(a)
             self.slots[k].itemsize = itemsize
+            self.slots[k].accesses = 3 + 2 * e.n_state
             self.slots[k].fn = e.f32 if itemsize == 4 else e.f64
             self.slots[k].buf[0] = <char*>cnp.PyArray_DATA(a)
             if len(states[k]) != e.n_state:
@@ -362,6 +363,7 @@ def apply_rule(str rule, cnp.ndarray param, cnp.ndarray grad, tuple states, tupl
     e.scalars(h, t, ss, row + N_COMMON)
     slot.n = cnp.PyArray_SIZE(param)
     slot.itemsize = cnp.PyArray_ITEMSIZE(param)
+    slot.accesses = 3 + 2 * e.n_state
     slot.fn = e.f32 if slot.itemsize == 4 else e.f64
     slot.scal = row
     slot.noise_key = 0

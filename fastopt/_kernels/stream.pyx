@@ -4,12 +4,12 @@
 ``stream(grad, rw)`` reads ``grad`` and reads-modifies-writes every array of ``rw`` in
 one pass, the access pattern of an update rule with ``len(rw) - 1`` state buffers, with
 the same thread split and threshold as the rule kernels. ``copy(dst, src)`` is the
-plain two-array streaming copy.
+plain two-array streaming copy. Both run serially below the kernels' serial threshold.
 """
 cimport numpy as cnp
 from cython.parallel cimport prange
 
-from fastopt._kernels.driver cimport resolve_threads
+from fastopt._kernels.driver cimport resolve_threads, serial_below
 
 import numpy as np
 
@@ -88,8 +88,8 @@ def stream(grad, rw, int threads=0):
     if not 1 <= len(rw) <= 5:
         raise ValueError("rw must hold 1 to 5 arrays")
     f32, n = _check([grad] + list(rw))
-    cdef int nt = resolve_threads(threads)
     cdef int nw = len(rw)
+    cdef int nt = resolve_threads(threads) if (1 + 2 * nw) * n * grad.itemsize >= serial_below() else 1
     cdef void* ptrs[5]
     cdef Py_ssize_t part, N = n
     for k in range(nw):
@@ -106,7 +106,7 @@ def stream(grad, rw, int threads=0):
 def copy(dst, src, int threads=0):
     """``dst[:] = src`` as a parallel streaming copy (2 arrays, one read, one written)."""
     f32, n = _check([dst, src])
-    cdef int nt = resolve_threads(threads)
+    cdef int nt = resolve_threads(threads) if 2 * n * dst.itemsize >= serial_below() else 1
     cdef void* d = cnp.PyArray_DATA(dst)
     cdef void* s = cnp.PyArray_DATA(src)
     cdef Py_ssize_t part, N = n

@@ -1,0 +1,101 @@
+"""Which rule kernels does the C compiler vectorise?
+
+Regenerates the kernels from the rules, compiles them with this build's flags plus
+GCC's ``-fopt-info-vec-optimized`` and reports, for every kernel and precision, whether
+its element loop (the one without gradient noise) was vectorised. Needs Cython and
+gcc; used by ``python -m fastopt vecreport`` and the test suite.
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_FLAGS = "-O3 -fno-math-errno -ffp-contract=off -march=native -fopenmp"
+
+
+def _build_flags():
+    try:
+        from fastopt import _build_info
+        return _build_info.CFLAGS
+    except ImportError:
+        return DEFAULT_FLAGS
+
+
+def _plain_loops(pyx_lines):
+    """pyx line number of each kernel's noise-free element loop -> kernel name."""
+    loops, kernel = {}, None
+    for number, line in enumerate(pyx_lines, 1):
+        if line.startswith("cdef void "):
+            kernel = line[len("cdef void "):].split("(")[0]
+        elif line.strip() == "for i in range(n):" and kernel:
+            loops[number] = kernel
+    return loops
+
+
+def report(cc=None, flags=None):
+    """``{kernel name: True if its element loop vectorised}``."""
+    from Cython.Build import cythonize  # noqa: F401 - fail early without Cython
+    from Cython.Compiler.Main import CompilationOptions, compile as cython_compile
+
+    sys.path.insert(0, HERE)
+    try:
+        import _codegen
+    finally:
+        sys.path.pop(0)
+    cc = cc or os.environ.get("CC") or "gcc"
+    if shutil.which(cc) is None:
+        raise RuntimeError(f"no C compiler '{cc}'")
+    flags = (flags or _build_flags()).split()
+    root = os.path.dirname(os.path.dirname(HERE))
+    with tempfile.TemporaryDirectory() as tmp:
+        pkg = os.path.join(tmp, "fastopt", "_kernels")
+        os.makedirs(pkg)
+        for name in ("_types.pxd", "noise.pxd", "fo_restrict.h"):
+            shutil.copy(os.path.join(HERE, name), pkg)
+        for init in (os.path.join(tmp, "fastopt", "__init__.py"), os.path.join(pkg, "__init__.py")):
+            open(init, "w").close()
+        _codegen.main(pkg)
+        pyx = os.path.join(pkg, "rules.pyx")
+        options = CompilationOptions(include_path=[tmp], output_file=os.path.join(tmp, "rules.c"),
+                                     language_level=3)
+        result = cython_compile(pyx, options)
+        if result.num_errors:
+            raise RuntimeError("Cython failed on the generated kernels")
+        cmd = [cc, *flags, "-fPIC", "-fopt-info-vec-optimized", "-c", os.path.join(tmp, "rules.c"),
+               "-o", os.path.join(tmp, "rules.o"), "-I" + sysconfig.get_paths()["include"], "-I" + pkg]
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
+        if out.returncode:
+            raise RuntimeError(f"compiling the kernels failed:\n{out.stderr[-2000:]}")
+        vectorised = {int(m.group(1)) for m in re.finditer(r"rules\.c:(\d+):\d+: optimized: loop vectorized",
+                                                           out.stderr)}
+        c_lines = open(os.path.join(tmp, "rules.c")).read().splitlines()
+        loops = _plain_loops(open(pyx).read().splitlines())
+    status, current = {}, None
+    for number, line in enumerate(c_lines, 1):
+        m = re.search(r'rules\.pyx":(\d+)', line)
+        if m:
+            current = int(m.group(1))
+        elif current in loops and line.lstrip().startswith("for ("):
+            name = loops[current]
+            status[name] = status.get(name, False) or number in vectorised
+    for name in loops.values():
+        status.setdefault(name, False)
+    return status
+
+
+def main():
+    status = report()
+    width = max(map(len, status))
+    for name, ok in status.items():
+        print(f"{name:<{width}}  {'vectorised' if ok else 'NOT vectorised'}")
+    bad = [n for n, ok in status.items() if not ok]
+    print(f"\n{len(status) - len(bad)}/{len(status)} kernel loops vectorised")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
