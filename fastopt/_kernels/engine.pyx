@@ -188,6 +188,22 @@ cdef class Engine:
                 b = mid
         return a > 0 and self.iv_hi[a - 1] > lo
 
+    cdef inline bint _fast_grad_ok(self, object g, Py_ssize_t k):
+        # the common case, checked without building any Python object
+        if type(g) is not cnp.ndarray:
+            return False
+        cdef cnp.ndarray arr = <cnp.ndarray>g
+        cdef cnp.ndarray p = <cnp.ndarray>self.params[k]
+        cdef int nd = cnp.PyArray_NDIM(arr), d
+        if (cnp.PyArray_TYPE(arr) != cnp.PyArray_TYPE(p) or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
+                or nd != cnp.PyArray_NDIM(p)):
+            return False
+        for d in range(nd):
+            if cnp.PyArray_DIMS(arr)[d] != cnp.PyArray_DIMS(p)[d]:
+                return False
+        cdef Py_ssize_t lo = <Py_ssize_t>cnp.PyArray_DATA(arr)
+        return not (cnp.PyArray_SIZE(arr) and self._overlaps_written(lo, lo + cnp.PyArray_NBYTES(arr)))
+
     cdef object _check_grad(self, object g, Py_ssize_t k):
         cdef cnp.ndarray arr
         if type(g) is not cnp.ndarray:
@@ -243,26 +259,39 @@ cdef class Engine:
         for j in range(len(keys)):
             cache[j] = group[keys[j]]
 
+    cdef bint _same_scalars(self, Py_ssize_t a, Py_ssize_t b) noexcept:
+        cdef int i
+        if (self.group_of[a] != self.group_of[b] or self.rule_of[a] != self.rule_of[b]
+                or self.steps[a] != self.steps[b]):
+            return False
+        for i in range(MAX_SSTATE):
+            if self.sstate[a * MAX_SSTATE + i] != self.sstate[b * MAX_SSTATE + i]:
+                return False
+        return True
+
     def step(self, grads):
         """Apply one update with ``grads`` (one per parameter, ``None`` to leave a
         parameter and its state alone). Returns False when the step was skipped."""
-        cdef Py_ssize_t k, j, gi, nact = 0, n = self.nparams
-        cdef double lr, t, sigma, wd, total, coef
+        cdef Py_ssize_t k, j, gi, prev, nact = 0, n = self.nparams
+        cdef double lr, t, sigma, total, coef
         cdef double* row
         cdef double* h
         cdef const RuleEntry* e
         cdef int rc, nt
         if len(grads) != n:
             raise ValueError(f"expected {n} gradients (one per parameter), got {len(grads)}")
-        keep = []
+        keep = None
         for k in range(n):
             g = grads[k]
             if g is None:
                 continue
-            arr = self._check_grad(g, k)
-            keep.append(arr)
+            if not self._fast_grad_ok(g, k):
+                g = self._check_grad(g, k)     # raises with a message, or converts
+                if keep is None:
+                    keep = []
+                keep.append(g)                 # a converted array must outlive the kernels
             self.run[nact] = self.slots[k]
-            self.run[nact].buf[1] = <char*>cnp.PyArray_DATA(arr)
+            self.run[nact].buf[1] = <char*>cnp.PyArray_DATA(<cnp.ndarray>g)
             self.run[nact].noise_key = k            # parameter index until keys are made
             nact += 1
         for gi in range(self.ngroups):
@@ -276,19 +305,26 @@ cdef class Engine:
                     raise ValueError(f"param_groups[{gi}]: the learning-rate schedule gave {lr!r}; "
                                      "a learning rate must be finite and >= 0")
             self.ghyper[gi * MAX_HYPER] = lr
+        prev = -1
         for j in range(nact):
             k = <Py_ssize_t>self.run[j].noise_key
-            gi = self.group_of[k]
-            e = rule_entry(self.rule_of[k])
-            h = self.ghyper + gi * MAX_HYPER
-            t = <double>(self.steps[k] + 1)
             row = self.scal + k * STRIDE
-            sigma = sqrt(self.noise_eta / pow(1.0 + t, self.noise_gamma)) if self.noise_eta > 0.0 else 0.0
-            wd = self.gcommon[4 * gi]
-            fill_common(row, h[0], wd, self.gcommon[4 * gi + 1] != 0.0, self.gcommon[4 * gi + 2] != 0.0,
-                        self.gcommon[4 * gi + 3], sigma)
-            memcpy(self.sstate_new + k * MAX_SSTATE, self.sstate + k * MAX_SSTATE, MAX_SSTATE * sizeof(double))
-            e.scalars(h, t, self.sstate_new + k * MAX_SSTATE, row + N_COMMON)
+            if prev >= 0 and self._same_scalars(prev, k):
+                # parameters of one group at one step share their scalars: copy, not recompute
+                memcpy(row, self.scal + prev * STRIDE, STRIDE * sizeof(double))
+                memcpy(self.sstate_new + k * MAX_SSTATE, self.sstate_new + prev * MAX_SSTATE,
+                       MAX_SSTATE * sizeof(double))
+            else:
+                gi = self.group_of[k]
+                e = rule_entry(self.rule_of[k])
+                h = self.ghyper + gi * MAX_HYPER
+                t = <double>(self.steps[k] + 1)
+                sigma = sqrt(self.noise_eta / pow(1.0 + t, self.noise_gamma)) if self.noise_eta > 0.0 else 0.0
+                fill_common(row, h[0], self.gcommon[4 * gi], self.gcommon[4 * gi + 1] != 0.0,
+                            self.gcommon[4 * gi + 2] != 0.0, self.gcommon[4 * gi + 3], sigma)
+                memcpy(self.sstate_new + k * MAX_SSTATE, self.sstate + k * MAX_SSTATE, MAX_SSTATE * sizeof(double))
+                e.scalars(h, t, self.sstate_new + k * MAX_SSTATE, row + N_COMMON)
+            prev = k
             self.run[j].scal = row
             self.run[j].noise_key = noise_key(self.seed, <unsigned long long>(self.steps[k] + 1), k)
         nt = resolve_threads(0)
