@@ -34,15 +34,15 @@ class Hyper:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"{label} must be a real number, got {type(value).__name__}")
         v = float(value)
-        if math.isnan(v) or (math.isinf(v) and not (v == self.hi == math.inf and not self.hi_open)):
+        if not math.isfinite(v):
             raise ValueError(f"invalid {label} {v!r}: must be finite")
         if v < self.lo or (self.lo_open and v == self.lo) or v > self.hi or (self.hi_open and v == self.hi):
             raise ValueError(f"invalid {label} {v!r}: must be in {self.range_text()}")
         return v
 
     def range_text(self):
-        left = "(" if self.lo_open else "["
-        right = ")" if self.hi_open else "]"
+        left = "(" if self.lo_open or self.lo == -math.inf else "["
+        right = ")" if self.hi_open or self.hi == math.inf else "]"
         return f"{left}{self.lo:g}, {self.hi:g}{right}"
 
 
