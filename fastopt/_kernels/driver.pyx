@@ -67,15 +67,20 @@ cdef void run_slots(Slot* slots, Py_ssize_t nslots, int nthreads) noexcept nogil
         _run_range(slots, nslots, _cut(total, part, nthreads), _cut(total, part + 1, nthreads))
 
 
-cdef void _block_f32(const Slot* s, Py_ssize_t a, Py_ssize_t b, double* res) noexcept nogil:
-    cdef const float* g = <const float*>s.buf[1]
-    cdef const float* p = <const float*>s.buf[0]
-    cdef int has_wd = s.scal[1] != 0.0
-    cdef float wd = <float>s.scal[2]
+ctypedef fused real:
+    float
+    double
+
+
+cdef void _block(const real* g, const real* p, const double* scal, Py_ssize_t a, Py_ssize_t b,
+                 double* res) noexcept nogil:
+    # eight independent float64 lanes: fixed association, yet not one long dependency chain
+    cdef int has_wd = scal[1] != 0.0
+    cdef real wd = <real>scal[2]
     cdef double acc[8]
     cdef double bad[8]
     cdef Py_ssize_t i, k
-    cdef float x
+    cdef real x
     for k in range(8):
         acc[k] = 0.0
         bad[k] = 0.0
@@ -83,7 +88,7 @@ cdef void _block_f32(const Slot* s, Py_ssize_t a, Py_ssize_t b, double* res) noe
     while i + 8 <= b:
         for k in range(8):
             x = g[i + k]
-            bad[k] += <double>(x - x)
+            bad[k] += <double>(x - x)          # 0 for finite x, NaN for inf and NaN
             x = x + wd * p[i + k] if has_wd else x
             acc[k] += <double>x * <double>x
         i = i + 8
@@ -92,35 +97,6 @@ cdef void _block_f32(const Slot* s, Py_ssize_t a, Py_ssize_t b, double* res) noe
         bad[k] += <double>(x - x)
         x = x + wd * p[i + k] if has_wd else x
         acc[k] += <double>x * <double>x
-    res[0] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
-    res[1] = ((bad[0] + bad[1]) + (bad[2] + bad[3])) + ((bad[4] + bad[5]) + (bad[6] + bad[7]))
-
-
-cdef void _block_f64(const Slot* s, Py_ssize_t a, Py_ssize_t b, double* res) noexcept nogil:
-    cdef const double* g = <const double*>s.buf[1]
-    cdef const double* p = <const double*>s.buf[0]
-    cdef int has_wd = s.scal[1] != 0.0
-    cdef double wd = s.scal[2]
-    cdef double acc[8]
-    cdef double bad[8]
-    cdef Py_ssize_t i, k
-    cdef double x
-    for k in range(8):
-        acc[k] = 0.0
-        bad[k] = 0.0
-    i = a
-    while i + 8 <= b:
-        for k in range(8):
-            x = g[i + k]
-            bad[k] += x - x
-            x = x + wd * p[i + k] if has_wd else x
-            acc[k] += x * x
-        i = i + 8
-    for k in range(b - i):
-        x = g[i + k]
-        bad[k] += x - x
-        x = x + wd * p[i + k] if has_wd else x
-        acc[k] += x * x
     res[0] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
     res[1] = ((bad[0] + bad[1]) + (bad[2] + bad[3])) + ((bad[4] + bad[5]) + (bad[6] + bad[7]))
 
@@ -167,9 +143,9 @@ cdef void _reduce_block(const Slot* s, Py_ssize_t a, double* res) noexcept nogil
     if b > s.n:
         b = s.n
     if s.itemsize == 4:
-        _block_f32(s, a, b, res)
+        _block(<const float*>s.buf[1], <const float*>s.buf[0], s.scal, a, b, res)
     else:
-        _block_f64(s, a, b, res)
+        _block(<const double*>s.buf[1], <const double*>s.buf[0], s.scal, a, b, res)
 
 
 def openmp_enabled():

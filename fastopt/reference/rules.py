@@ -74,24 +74,23 @@ def sgd(p, g, *, t, lr):
     p -= lr * g
 
 
-def momentum(p, g, momentum_buffer, *, t, lr, momentum, dampening=0.0):
-    """b = g (first step), else b = μ b + (1 - dampening) g; p = p - lr b"""
-    b = momentum_buffer
+def _update_buffer(b, g, t, momentum, dampening):
     if t == 1:
         b[...] = g
     else:
         b[...] = momentum * b + (1.0 - dampening) * g
-    p -= lr * b
+
+
+def momentum(p, g, momentum_buffer, *, t, lr, momentum, dampening=0.0):
+    """b = g (first step), else b = μ b + (1 - dampening) g; p = p - lr b"""
+    _update_buffer(momentum_buffer, g, t, momentum, dampening)
+    p -= lr * momentum_buffer
 
 
 def nesterov(p, g, momentum_buffer, *, t, lr, momentum, dampening=0.0):
     """b as momentum; p = p - lr (g + μ b)"""
-    b = momentum_buffer
-    if t == 1:
-        b[...] = g
-    else:
-        b[...] = momentum * b + (1.0 - dampening) * g
-    p -= lr * (g + momentum * b)
+    _update_buffer(momentum_buffer, g, t, momentum, dampening)
+    p -= lr * (g + momentum * momentum_buffer)
 
 
 def adagrad(p, g, sum, *, t, lr, lr_decay=0.0, initial_accumulator_value=0.0, eps=1e-10):

@@ -1,4 +1,6 @@
 """SGD, heavy-ball momentum and Nesterov momentum (PyTorch ``torch.optim.SGD`` forms)."""
+from dataclasses import replace
+
 from ._spec import Hyper, Rule
 
 MOMENTUM = Hyper("momentum", 0.0, lo=0.0, hi=1.0, doc="momentum factor μ")
@@ -31,14 +33,10 @@ p = p - lr * momentum_buffer
 """,
 )
 
-NESTEROV = Rule(
+NESTEROV = replace(
+    MOMENTUM_RULE,
     name="nesterov",
     doc="b as momentum (dampening 0); d = g + μ b; p -= lr d",
-    state=("momentum_buffer",),
-    hyper=(MOMENTUM, DAMPENING),
-    scalars=_MOMENTUM_SCALARS,
-    outputs=("first", "mu", "omd"),
-    flags=("first",),
     body="""
 momentum_buffer = g if first else mu * momentum_buffer + omd * g
 d = g + mu * momentum_buffer
