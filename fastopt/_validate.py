@@ -17,12 +17,19 @@ def as_array(obj, name, *, writeable):
         if arr.dtype == object:
             raise TypeError(f"{name} is not a numeric array ({type(obj).__name__})")
     if arr.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} has dtype {arr.dtype}; fastopt works on float32 and float64 arrays")
+        raise TypeError(f"{name} has dtype {arr.dtype}; fastopt works on native-byte-order float32 and "
+                        "float64 arrays")
     if not arr.flags.c_contiguous:
         raise ValueError(f"{name} is not C-contiguous; pass np.ascontiguousarray(...) "
                          "(an update must write into the caller's memory)")
-    if writeable and not arr.flags.writeable:
-        raise ValueError(f"{name} is read-only")
+    if not arr.flags.aligned:
+        raise ValueError(f"{name} is not aligned to its element size")
+    if writeable:
+        if not arr.flags.writeable:
+            raise ValueError(f"{name} is read-only")
+        if arr.flags.owndata and arr is not obj:
+            raise TypeError(f"{name} is a {type(obj).__name__}, which NumPy can only copy: the update would "
+                            "be lost; pass an array or a writeable buffer")
     return arr
 
 

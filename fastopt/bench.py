@@ -6,8 +6,11 @@ For every algorithm, dtype, size and thread count it times a full ``opt.step(gra
 * the time per step (median of ``--repeat`` samples, after a warm-up);
 * the effective bandwidth, ``accesses_per_element × itemsize × n / time``;
 * the percentage of streaming bandwidth: :func:`fastopt._kernels.stream.stream` with
-  the same arrays, access pattern and thread count, timed in the same run and
-  interleaved with the step so that drift (turbo, other load) cancels;
+  the same access pattern (array count and size) and thread count, timed in the same
+  run and interleaved with the step so that drift (turbo, other load) cancels; the
+  stream call's fixed cost (argument checks, about 2 µs, measured on 16 elements) is
+  subtracted so that small sizes compare the step with the memory system, not with
+  the stream wrapper;
 * the speedup over the plain-NumPy reference class (``fastopt.reference.X``);
 * when PyTorch is importable, the time of ``torch.optim.X`` (``fused=True`` where
   PyTorch supports it on the CPU, else ``foreach=True``) on the same data, with
@@ -30,6 +33,7 @@ import os
 import platform
 import statistics
 import sys
+import textwrap
 import time
 from dataclasses import dataclass, field
 
@@ -48,7 +52,7 @@ TORCH_FUSED = ("SGD", "Adam", "AdamW", "Adagrad")
 #: Sizes from this one up are "large": the NumPy reference gets fewer samples there.
 LARGE = 1_000_000
 #: Seconds one timing sample should last (small steps are called repeatedly per sample).
-SAMPLE_SECONDS = 0.003
+SAMPLE_SECONDS = 0.004
 MANY_ARRAYS = (160, 10_000)
 SMALL_SIZE = 1_000
 SMALL_CALLS = 2_000
@@ -107,7 +111,7 @@ class Config:
     sizes: list
     dtypes: list
     threads: list
-    repeat: int = 5
+    repeat: int = 7
     reference: bool = True
     torch: bool = True
     table: bool = True
@@ -185,14 +189,15 @@ def add_arguments(parser):
     parser.add_argument("--dtypes", default="float32,float64", help="default float32,float64")
     parser.add_argument("--threads", default="1,max", help="thread counts; 'max' = fastopt.get_num_threads() "
                                                            "(default 1,max)")
-    parser.add_argument("--repeat", type=int, default=5, help="timed samples per measurement (default 5)")
+    parser.add_argument("--repeat", type=int, default=7, help="timed samples per figure (default 7)")
     parser.add_argument("--no-reference", action="store_true", help="skip the (slow) NumPy reference")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is importable")
-    parser.add_argument("--many-arrays", action="store_true",
-                        help="run the many-arrays case (Adam, 160 x 10,000 float32); with --small, or alone, "
-                             "only the named cases run (default: the table and both cases)")
-    parser.add_argument("--small", action="store_true",
-                        help="run the small case (median step latency on 1,000 float32 elements)")
+    parts = parser.add_argument_group("parts", "run only the named parts (any combination; default: all three)")
+    parts.add_argument("--table", action="store_true", help="the per-algorithm table")
+    parts.add_argument("--many-arrays", action="store_true",
+                       help="Adam over 160 x 10,000 float32 arrays vs one 1,600,000 array vs torch fused")
+    parts.add_argument("--small", action="store_true",
+                       help="median latency of one step on 1,000 float32 elements, fastopt vs torch fused")
     parser.add_argument("--json", metavar="PATH", help="also write machine-readable results to PATH")
     parser.add_argument("--plot", metavar="PATH", help="save a bar chart to PATH (needs matplotlib)")
     parser.add_argument("--progress", action="store_true", help="progress on stderr even when it is not a TTY")
@@ -203,12 +208,12 @@ def config_from_args(args):
     """Build a :class:`Config` from parsed arguments (ValueError on bad values)."""
     if args.repeat < 1:
         raise ValueError(f"--repeat must be >= 1, got {args.repeat}")
-    only_cases = args.many_arrays or args.small
+    everything = not (args.table or args.many_arrays or args.small)
     return Config(algos=parse_algos(args.algos), sizes=parse_sizes(args.sizes), dtypes=parse_dtypes(args.dtypes),
                   threads=parse_threads(args.threads), repeat=args.repeat, reference=not args.no_reference,
-                  torch=not args.no_torch, table=not only_cases, many_arrays=args.many_arrays or not only_cases,
-                  small=args.small or not only_cases, json_path=args.json, plot_path=args.plot,
-                  progress=args.progress or sys.stderr.isatty())
+                  torch=not args.no_torch, table=args.table or everything,
+                  many_arrays=args.many_arrays or everything, small=args.small or everything,
+                  json_path=args.json, plot_path=args.plot, progress=args.progress or sys.stderr.isatty())
 
 
 # --------------------------------------------------------------------------------------
@@ -233,19 +238,35 @@ def calibrate(fn, target=SAMPLE_SECONDS):
     return max(1, min(100_000, int(target / max(once, 1e-7))))
 
 
-def measure(fns, repeats, target=SAMPLE_SECONDS):
-    """Median seconds per call of each function of ``fns`` (name -> callable).
+@dataclass
+class Job:
+    """A function to time: ``fn`` is called back to back for each of ``repeats``
+    samples; ``setup`` (e.g. choosing the thread count) runs untimed before each."""
+    fn: object
+    repeats: int
+    setup: object = None
 
-    The functions are sampled round-robin: sample ``r`` of every function is taken
-    before sample ``r + 1`` of any, so slow drift affects all of them alike.
-    ``repeats`` maps a name to its number of samples (functions that need fewer drop
-    out of the later rounds)."""
-    numbers = {name: calibrate(fn, target) for name, fn in fns.items()}
-    samples = {name: [] for name in fns}
-    for r in range(max(repeats.values())):
-        for name, fn in fns.items():
-            if r < repeats[name]:
-                samples[name].append(time_calls(fn, numbers[name]))
+    def prepare(self):
+        if self.setup is not None:
+            self.setup()
+
+
+def measure(jobs, target=SAMPLE_SECONDS):
+    """Median seconds per call of every :class:`Job` of ``jobs`` (name -> job).
+
+    The jobs are sampled round-robin: sample ``r`` of every job is taken before sample
+    ``r + 1`` of any, so slow drift (clock changes, other load) affects all alike and
+    cancels in their ratios. Jobs with fewer repeats drop out of the later rounds."""
+    numbers = {}
+    for name, job in jobs.items():
+        job.prepare()
+        numbers[name] = calibrate(job.fn, target)
+    samples = {name: [] for name in jobs}
+    for r in range(max(job.repeats for job in jobs.values())):
+        for name, job in jobs.items():
+            if r < job.repeats:
+                job.prepare()
+                samples[name].append(time_calls(job.fn, numbers[name]))
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
@@ -270,12 +291,6 @@ def single_call_median(fns, calls, rounds=20):
 def gbps(accesses, itemsize, n, seconds):
     """Effective bandwidth in GB/s (10^9 bytes) of ``accesses`` touches of ``n`` elements."""
     return accesses * itemsize * n / seconds / 1e9
-
-
-def effective_threads(n, threads):
-    """Threads a fastopt step of ``n`` elements really uses (below the serial threshold
-    the step runs on the calling thread); the stream kernel is given the same count."""
-    return 1 if n < driver.serial_threshold() else threads
 
 
 # --------------------------------------------------------------------------------------
@@ -326,13 +341,21 @@ def set_threads(n, torch=None):
         torch.set_num_threads(n)
 
 
+def pinned(n, torch=None):
+    """A setup function for :class:`Job`: ``set_threads(n, torch)``."""
+    return lambda: set_threads(n, torch)
+
+
 # --------------------------------------------------------------------------------------
 # the table
 # --------------------------------------------------------------------------------------
 class Pool:
     """The arrays of one (size, dtype), allocated and first-touched once and shared by
     every algorithm: the gradient, the initial parameters, one parameter array per
-    engine, and the read-modify-write arrays of the stream kernel."""
+    engine, the read-modify-write arrays of the stream kernel, and 16-element copies of
+    the stream arrays that measure the stream call's fixed cost."""
+
+    TINY = 16
 
     def __init__(self, n, dtype, nstream, seed=0):
         rng = np.random.default_rng(seed)
@@ -341,17 +364,32 @@ class Pool:
         self.init = rng.standard_normal(n, dtype=self.dtype)
         self.params = {name: self.init.copy() for name in ("fastopt", "numpy", "torch")}
         self.stream_rw = [self.init.copy() for _ in range(nstream)]
+        self.tiny_grad = self.grad[:self.TINY].copy()
+        self.tiny_rw = [a[:self.TINY].copy() for a in self.stream_rw]
 
     def reset(self):
         """Copy the initial values into every engine's parameters."""
         for p in self.params.values():
             _stream.copy(p, self.init)
 
-    def copy_gbps(self, threads, repeat):
-        """Bandwidth of a parallel streaming copy (one array read, one written)."""
-        dst = self.stream_rw[0]
-        t = measure({"copy": lambda: _stream.copy(dst, self.init, threads)}, {"copy": repeat})["copy"]
-        return gbps(2, self.dtype.itemsize, self.n, t)
+    def stream_job(self, nw, threads, repeats, torch=None):
+        """A :class:`Job` running the stream kernel over ``nw`` read-modify-write arrays."""
+        g, rw = self.grad, self.stream_rw[:nw]
+        return Job(lambda: _stream.stream(g, rw, threads), repeats, pinned(threads, torch))
+
+    def stream_overhead_job(self, nw, repeats):
+        """The same stream call on 16 elements: its fixed cost, to subtract."""
+        g, rw = self.tiny_grad, self.tiny_rw[:nw]
+        return Job(lambda: _stream.stream(g, rw, 1), repeats)
+
+    def copy_gbps(self, threads, repeats):
+        """``{threads: GB/s}`` of the parallel streaming copy (one array read, one written),
+        net of the call's fixed cost."""
+        dst, src, tdst, tsrc = self.stream_rw[0], self.init, self.tiny_rw[0], self.tiny_grad
+        jobs = {t: Job(lambda t=t: _stream.copy(dst, src, t), repeats) for t in threads}
+        jobs["tiny"] = Job(lambda: _stream.copy(tdst, tsrc, 1), repeats)
+        t = measure(jobs)
+        return {th: gbps(2, self.dtype.itemsize, self.n, max(t[th] - t["tiny"], 1e-9)) for th in threads}
 
 
 @dataclass
@@ -376,52 +414,49 @@ def build_engines(algo, pool, cfg, torch):
     return Engines(fast, ref, topt, mode)
 
 
-def bench_cell(algo, pool, engines, threads, cfg, torch, with_reference):
-    """Time one (algorithm, size, dtype, threads) cell; return its result record."""
-    n, itemsize = pool.n, pool.dtype.itemsize
-    set_threads(threads, torch)
-    grads = [pool.grad]
-    rw = pool.stream_rw[:1 + algo.nstate]           # "param" + one array per state
-    nt = effective_threads(n, threads)
-    fns = {"fastopt": lambda: engines.fast.step(grads),
-           "stream": lambda: _stream.stream(pool.grad, rw, nt)}
-    repeats = {"fastopt": cfg.repeat, "stream": cfg.repeat}
-    if engines.torch_opt is not None:
-        fns["torch"] = engines.torch_opt.step
-        repeats["torch"] = cfg.repeat
-    if with_reference and engines.ref is not None:
-        fns["numpy"] = lambda: engines.ref.step(grads)
-        repeats["numpy"] = cfg.repeat if n < LARGE else min(cfg.repeat, 3)
-    t = measure(fns, repeats)
-    rec = {"algo": algo.key, "class": algo.cls, "rule": algo.rule, "dtype": pool.dtype.name, "n": n,
-           "threads": threads, "effective_threads": nt, "accesses_per_element": algo.accesses,
-           "time_s": t["fastopt"], "gbps": gbps(algo.accesses, itemsize, n, t["fastopt"]),
-           "stream_time_s": t["stream"], "stream_gbps": gbps(algo.accesses, itemsize, n, t["stream"]),
-           "pct_stream": 100.0 * t["stream"] / t["fastopt"],
-           "numpy_time_s": t.get("numpy"), "speedup_numpy": None,
-           "torch_mode": engines.torch_mode, "torch_time_s": t.get("torch"), "torch_gbps": None,
-           "speedup_torch": None}
-    if "torch" in t:
-        rec["torch_gbps"] = gbps(algo.accesses, itemsize, n, t["torch"])
-        rec["speedup_torch"] = t["torch"] / t["fastopt"]
-    return rec
+def algo_jobs(algo, pool, engines, cfg, torch):
+    """The jobs of one algorithm on one pool: fastopt, stream and torch at every thread
+    count, the stream call's fixed cost, and the (single-threaded) NumPy reference."""
+    grads, nw, jobs = [pool.grad], 1 + algo.nstate, {}
+    for t in cfg.threads:
+        jobs[f"fastopt@{t}"] = Job(lambda: engines.fast.step(grads), cfg.repeat, pinned(t, torch))
+        jobs[f"stream@{t}"] = pool.stream_job(nw, t, cfg.repeat, torch)
+        if engines.torch_opt is not None:
+            jobs[f"torch@{t}"] = Job(engines.torch_opt.step, cfg.repeat, pinned(t, torch))
+    jobs["stream-overhead"] = pool.stream_overhead_job(nw, cfg.repeat)
+    if engines.ref is not None:
+        jobs["numpy"] = Job(lambda: engines.ref.step(grads), cfg.repeat if pool.n < LARGE else min(cfg.repeat, 3))
+    return jobs
+
+
+def make_record(algo, pool, threads, t, torch_mode):
+    """The result record of one (algorithm, dtype, size, threads) from the timings ``t``."""
+    n, itemsize, acc = pool.n, pool.dtype.itemsize, algo.accesses
+    step, raw = t[f"fastopt@{threads}"], t[f"stream@{threads}"]
+    net = max(raw - t["stream-overhead"], 1e-9)
+    ref, tt = t.get("numpy"), t.get(f"torch@{threads}")
+    return {"algo": algo.key, "class": algo.cls, "rule": algo.rule, "dtype": pool.dtype.name, "n": n,
+            "threads": threads, "accesses_per_element": acc,
+            "time_s": step, "gbps": gbps(acc, itemsize, n, step),
+            "stream_time_s": raw, "stream_overhead_s": t["stream-overhead"], "stream_net_s": net,
+            "stream_gbps": gbps(acc, itemsize, n, net), "pct_stream": 100.0 * net / step,
+            "pct_stream_reliable": net >= t["stream-overhead"],
+            "numpy_time_s": ref, "speedup_numpy": ref / step if ref else None,
+            "torch_mode": torch_mode if tt else None, "torch_time_s": tt,
+            "torch_gbps": gbps(acc, itemsize, n, tt) if tt else None,
+            "speedup_torch": tt / step if tt else None}
 
 
 def bench_pool(pool, cfg, torch, progress):
-    """All cells of one (size, dtype): every algorithm at every thread count. The NumPy
-    reference is single-threaded, so it is timed once (with the first thread count) and
-    its time is used for every row."""
+    """Every algorithm on one (size, dtype); all thread counts of an algorithm are timed
+    interleaved, so thread scaling is not skewed by drift. The NumPy reference is
+    single-threaded: timed once, its time is shown on every thread row."""
     records = []
     for algo in cfg.algos:
+        progress.step(f"{pool.dtype.name} n={pool.n:,} {algo.key}")
         engines = build_engines(algo, pool, cfg, torch)
-        ref_time = None
-        for i, threads in enumerate(cfg.threads):
-            progress.step(f"{pool.dtype.name} n={pool.n:,} {algo.key} threads={threads}")
-            rec = bench_cell(algo, pool, engines, threads, cfg, torch, with_reference=(i == 0))
-            ref_time = rec["numpy_time_s"] if i == 0 else ref_time
-            rec["numpy_time_s"] = ref_time
-            rec["speedup_numpy"] = None if ref_time is None else ref_time / rec["time_s"]
-            records.append(rec)
+        t = measure(algo_jobs(algo, pool, engines, cfg, torch))
+        records += [make_record(algo, pool, th, t, engines.torch_mode) for th in cfg.threads]
         del engines
     return records
 
@@ -429,28 +464,33 @@ def bench_pool(pool, cfg, torch, progress):
 # --------------------------------------------------------------------------------------
 # the summary cases
 # --------------------------------------------------------------------------------------
-def bench_many_arrays(cfg, torch, threads):
+def bench_many_arrays(cfg, torch):
     """Adam over 160 arrays × 10,000 float32, against one array of 1,600,000 and against
-    torch fused Adam on the same 160 tensors, interleaved."""
+    torch fused Adam on the same 160 tensors; every thread count, all interleaved.
+    Returns one record per thread count."""
     count, size = MANY_ARRAYS
     rng = np.random.default_rng(1)
     grads = [rng.standard_normal(size, dtype=np.float32) * np.float32(1e-2) for _ in range(count)]
     many = [rng.standard_normal(size, dtype=np.float32) for _ in range(count)]
-    one_p = np.concatenate(many)
     one_g = [np.concatenate(grads)]
-    fast_many = fastopt.Adam(many)
-    fast_one = fastopt.Adam([one_p])
-    set_threads(threads, torch)
-    fns = {"many": lambda: fast_many.step(grads), "one": lambda: fast_one.step(one_g)}
+    fast_many, fast_one = fastopt.Adam(many), fastopt.Adam([np.concatenate(many)])
+    topt = mode = None
     if torch is not None:
-        tparams = torch_tensors(torch, [p.copy() for p in many], grads)
-        topt, mode = torch_optimizer(torch, ALGO_BY_KEY["adam"], tparams)
-        fns["torch"] = topt.step
-    t = measure(fns, {k: max(cfg.repeat, 5) for k in fns})
-    return {"algo": "adam", "dtype": "float32", "arrays": count, "size": size, "threads": threads,
-            "many_time_s": t["many"], "one_time_s": t["one"], "many_over_one": t["many"] / t["one"],
-            "torch_mode": mode if torch is not None else None, "torch_time_s": t.get("torch"),
-            "speedup_torch": t["torch"] / t["many"] if "torch" in t else None}
+        topt, mode = torch_optimizer(torch, ALGO_BY_KEY["adam"], torch_tensors(torch, [p.copy() for p in many], grads))
+    repeats, jobs = max(cfg.repeat, 5), {}
+    for t in cfg.threads:
+        jobs[f"many@{t}"] = Job(lambda: fast_many.step(grads), repeats, pinned(t, torch))
+        jobs[f"one@{t}"] = Job(lambda: fast_one.step(one_g), repeats, pinned(t, torch))
+        if topt is not None:
+            jobs[f"torch@{t}"] = Job(topt.step, repeats, pinned(t, torch))
+    t = measure(jobs)
+    out = []
+    for th in cfg.threads:
+        m, o, tt = t[f"many@{th}"], t[f"one@{th}"], t.get(f"torch@{th}")
+        out.append({"algo": "adam", "dtype": "float32", "arrays": count, "size": size, "threads": th,
+                    "many_time_s": m, "one_time_s": o, "many_over_one": m / o, "torch_mode": mode,
+                    "torch_time_s": tt, "speedup_torch": tt / m if tt else None})
+    return out
 
 
 def bench_small(cfg, torch, threads):
@@ -498,20 +538,18 @@ def header(cfg, torch):
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [f"fastopt {fastopt.__version__} bench — {platform.processor() or platform.machine()}, "
              f"{os.cpu_count()} CPUs, OpenMP {'on' if fastopt.openmp_enabled() else 'OFF'}, "
-             f"SIMD {driver.simd_level()}, serial threshold {driver.serial_threshold():,}",
+             f"SIMD {driver.simd_level()}, serial threshold {threshold_text()}",
              f"numpy {np.__version__}; torch {torch.__version__ if torch is not None else 'not used'}; "
              f"CFLAGS {build.get('CFLAGS', '?')}",
              f"threads {','.join(map(str, cfg.threads))}; {cfg.repeat} samples per figure (median); "
              f"load average {load:.2f} at start"]
-    if load > 0.5:
-        lines.append(f"warning: the machine is busy (load {load:.2f}); multi-thread figures will suffer")
     return lines
 
 
 def table_lines(records, copy_figures):
     """The table of one (dtype, size) as text lines."""
     r0 = records[0]
-    copies = ", ".join(f"{v:.1f} GB/s ({t} thr)" for t, v in copy_figures)
+    copies = ", ".join(f"{v:.1f} GB/s ({t} thr)" for t, v in copy_figures.items())
     lines = [f"== {r0['dtype']}, n = {r0['n']:,} ({r0['n'] * np.dtype(r0['dtype']).itemsize / 1e6:.3g} MB per "
              f"array); streaming copy {copies} =="]
     cols = ("algorithm", "thr", "step", "GB/s", "%stream", "NumPy", "×NumPy", "torch", "mode", "×torch")
@@ -520,7 +558,7 @@ def table_lines(records, copy_figures):
                            for i, (c, w) in enumerate(zip(cols, widths))))
     for r in records:
         cells = (r["algo"], str(r["threads"]), fmt_time(r["time_s"]), f"{r['gbps']:.1f}",
-                 f"{r['pct_stream']:.0f}%", fmt_time(r["numpy_time_s"]), fmt_ratio(r["speedup_numpy"]),
+                 f"{r['pct_stream']:.0f}%" if r["pct_stream_reliable"] else "—", fmt_time(r["numpy_time_s"]), fmt_ratio(r["speedup_numpy"]),
                  fmt_time(r["torch_time_s"]), r["torch_mode"] or "—", fmt_ratio(r["speedup_torch"]))
         lines.append("  ".join(c.ljust(w) if i in (0, 8) else c.rjust(w)
                                for i, (c, w) in enumerate(zip(cells, widths))))
@@ -528,9 +566,11 @@ def table_lines(records, copy_figures):
 
 
 LEGEND = ("step: median time of one full opt.step(grads); GB/s: accesses/element × itemsize × n / step; "
-          "%stream: time of a stream kernel with the same arrays and threads / step time; "
+          "%stream: time of the stream kernel with the same array count, size and threads (less its "
+          "fixed call cost, measured on 16 elements) / step time, '—' where that cost exceeds the "
+          "stream's own time (too small to measure); "
           "×NumPy, ×torch: fastopt's speedup (their time / fastopt's). NumPy is single-threaded: "
-          "timed once per cell and shown on every thread row.")
+          "timed once per algorithm, dtype and size, and shown on every thread row.")
 
 
 def scaling_lines(records):
@@ -570,6 +610,12 @@ def small_line(s):
     if s["torch_us"] is not None:
         text += f"; torch {s['torch_mode']} {s['torch_us']:.1f} µs ({s['torch_us'] / s['fastopt_us']:.1f}×)"
     return text
+
+
+def threshold_text():
+    """The driver's serial threshold with its unit (bytes moved, or elements in older builds)."""
+    unit = "bytes" if "byte" in (driver.serial_threshold.__doc__ or "").lower() else "elements"
+    return f"{driver.serial_threshold():,} {unit}"
 
 
 def _build_info():
@@ -620,8 +666,37 @@ def write_plot(path, results):
 
 
 # --------------------------------------------------------------------------------------
-# progress
+# progress and the machine's other load
 # --------------------------------------------------------------------------------------
+class LoadMeter:
+    """CPU time used by *other* processes while the benchmark runs (Linux: busy time in
+    /proc/stat less this process's own CPU time), in CPUs. Competing load makes the
+    multi-thread figures wrong: a parallel step waits for its slowest thread."""
+
+    def __init__(self):
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample():
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        tick = os.sysconf("SC_CLK_TCK")
+        busy = (sum(fields[:8]) - fields[3] - fields[4]) / tick      # all but idle and iowait
+        own = sum(os.times()[:2])
+        return busy, own, time.monotonic()
+
+    def other_cpus(self):
+        """Average CPUs used by other processes since the start (None when unknown)."""
+        end = self._sample()
+        if self.start is None or end is None or end[2] - self.start[2] <= 0:
+            return None
+        other = (end[0] - self.start[0]) - (end[1] - self.start[1])
+        return max(0.0, other / (end[2] - self.start[2]))
+
+
 class Progress:
     """``[k/N] what  (elapsed)`` on stderr: rewritten in place on a TTY, one line per
     step otherwise; silent when disabled."""
@@ -659,10 +734,9 @@ def run(cfg, out=None):
     torch = load_torch(cfg.torch)
     torch_threads = torch.get_num_threads() if torch is not None else None
     results = {"meta": meta(cfg, torch), "copy": [], "table": [], "many_arrays": [], "small": None}
-    total = (len(cfg.dtypes) * len(cfg.sizes) * len(cfg.algos) * len(cfg.threads) if cfg.table else 0) \
-        + (len(cfg.threads) if cfg.many_arrays else 0) + (1 if cfg.small else 0)
+    total = (len(cfg.dtypes) * len(cfg.sizes) * len(cfg.algos) if cfg.table else 0) + cfg.many_arrays + cfg.small
     progress = Progress(total, cfg.progress)
-    t0 = time.perf_counter()
+    t0, load = time.perf_counter(), LoadMeter()
     emit = _printer(out, progress)
     for line in header(cfg, torch):
         emit(line)
@@ -670,10 +744,10 @@ def run(cfg, out=None):
         if cfg.table:
             run_table(cfg, torch, progress, emit, results)
         if cfg.many_arrays:
-            for threads in cfg.threads:
-                progress.step(f"many arrays, threads={threads}")
-                results["many_arrays"].append(bench_many_arrays(cfg, torch, threads))
-                emit(many_arrays_line(results["many_arrays"][-1]))
+            progress.step("many arrays")
+            results["many_arrays"] = bench_many_arrays(cfg, torch)
+            for record in results["many_arrays"]:
+                emit(many_arrays_line(record))
         if cfg.small:
             progress.step("small step")
             results["small"] = bench_small(cfg, torch, max(cfg.threads))
@@ -684,7 +758,13 @@ def run(cfg, out=None):
             torch.set_num_threads(torch_threads)
         progress.clear()
     results["meta"]["seconds"] = time.perf_counter() - t0
-    emit(f"total benchmark time {results['meta']['seconds']:.0f} s")
+    results["meta"]["other_load_cpus"] = other = load.other_cpus()
+    text = f"total benchmark time {results['meta']['seconds']:.0f} s"
+    if other is not None:
+        text += f"; other processes used {other:.2f} of {os.cpu_count()} CPUs meanwhile"
+        if other > 0.2:
+            text += " (competing load: the multi-thread figures are unreliable, rerun on a quiet machine)"
+    emit(text)
     return results
 
 
@@ -694,14 +774,15 @@ def run_table(cfg, torch, progress, emit, results):
     for dtype in cfg.dtypes:
         for n in cfg.sizes:
             pool = Pool(n, dtype, nstream)
-            copies = [(t, pool.copy_gbps(effective_threads(n, t), cfg.repeat)) for t in cfg.threads]
-            results["copy"] += [{"dtype": dtype.name, "n": n, "threads": t, "gbps": v} for t, v in copies]
+            copies = pool.copy_gbps(cfg.threads, cfg.repeat)
+            results["copy"] += [{"dtype": dtype.name, "n": n, "threads": t, "gbps": v} for t, v in copies.items()]
             records = bench_pool(pool, cfg, torch, progress)
             results["table"] += records
             del pool
             for line in table_lines(records, copies) + [""]:
                 emit(line)
-    emit(LEGEND)
+    for line in textwrap.wrap(LEGEND, 100):
+        emit(line)
     for line in scaling_lines(results["table"]):
         emit(line)
 

@@ -9,6 +9,7 @@ The optimizer classes (:mod:`fastopt.optim`) keep state and steps for you and ru
 many arrays in one parallel region; these functions are for embedding.
 """
 import math
+import numbers
 
 from fastopt._kernels.engine import apply_rule
 from fastopt._validate import as_array, check_disjoint, check_like
@@ -18,6 +19,9 @@ LR = Hyper("lr", 1e-3, lo=0.0)
 WEIGHT_DECAY = Hyper("weight_decay", 0.0, lo=0.0)
 CLIP_VALUE = Hyper("clip_value", math.inf, lo=0.0, lo_open=True)
 FLAG = {name: Hyper(name, 0.0, kind="bool") for name in ("maximize", "decoupled_weight_decay")}
+# NAdam's running product of momentum coefficients, each in [0, 1)
+SCALAR_STATE = {"mu_product": Hyper("mu_product", 1.0, lo=0.0, hi=1.0)}
+MAX_STEP = 2 ** 53     # steps travel to the kernels as doubles
 
 # defaults the low-level functions use where PyTorch's classes differ from the rule's
 _LR_DEFAULTS = {"adagrad": 1e-2, "adadelta": 1.0, "adamax": 2e-3, "lion": 1e-4,
@@ -29,7 +33,7 @@ def _make(rule):
     hyper_names = rule.hyper_names
 
     def update(param, grad, *state, step, lr=_LR_DEFAULTS.get(rule.name, 1e-3), weight_decay=0.0,
-               decoupled_weight_decay=False, maximize=False, clip_value=None, threads=0, **hyper):
+               decoupled_weight_decay=rule.decoupled_decay, maximize=False, clip_value=None, threads=0, **hyper):
         unknown = set(hyper) - set(hyper_names) - {n for n, _ in rule.scalar_state}
         if unknown:
             raise TypeError(f"{rule.name}() got unexpected keyword arguments {sorted(unknown)}")
@@ -45,15 +49,17 @@ def _make(rule):
             check_like(s, name, p, "param")
             states.append(s)
         check_disjoint([("param", p), ("grad", g)] + list(zip(rule.state, states)))
-        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-            raise ValueError(f"step must be an int >= 1 (the 1-based step count), got {step!r}")
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or not 1 <= step <= MAX_STEP:
+            raise ValueError(f"step must be an int in [1, 2**53] (the 1-based step count), got {step!r}")
+        if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 0:
+            raise ValueError(f"threads must be an int >= 0 (0: the default), got {threads!r}")
         values = [LR.check(lr)] + [h.check(hyper.get(h.name, h.default)) for h in rule.hyper]
         wd = WEIGHT_DECAY.check(weight_decay)
         clip = math.inf if clip_value is None else CLIP_VALUE.check(clip_value)
-        sstate = [float(hyper.get(n, init)) for n, init in rule.scalar_state]
+        sstate = [SCALAR_STATE[n].check(hyper.get(n, init)) for n, init in rule.scalar_state]
         out = apply_rule(rule.name, p, g, tuple(states), tuple(values), float(step), sstate, wd,
                          bool(FLAG["maximize"].check(maximize)),
-                         bool(FLAG["decoupled_weight_decay"].check(decoupled_weight_decay)), clip, threads)
+                         bool(FLAG["decoupled_weight_decay"].check(decoupled_weight_decay)), clip, int(threads))
         return out[0] if len(out) == 1 else None
 
     args = ", ".join(("param", "grad") + rule.state)
@@ -62,7 +68,8 @@ def _make(rule):
     update.__name__ = update.__qualname__ = rule.name
     update.__doc__ = (
         f"{rule.name}({args}, *, step, lr={_LR_DEFAULTS.get(rule.name, 1e-3)!r}{', ' + hyp if hyp else ''}{ss}, "
-        "weight_decay=0.0, decoupled_weight_decay=False, maximize=False, clip_value=None, threads=0)\n\n"
+        f"weight_decay=0.0, decoupled_weight_decay={rule.decoupled_decay}, maximize=False, clip_value=None, "
+        "threads=0)\n\n"
         f"    {rule.doc}\n\n"
         f"Updates param and {', '.join(rule.state) or 'no state'} in place, for float32 or float64 "
         "C-contiguous arrays of one shape.\n"

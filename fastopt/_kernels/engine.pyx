@@ -22,6 +22,7 @@ from fastopt._kernels.rules cimport N_RULES, rule_entry
 import numpy as np
 
 from fastopt._kernels.rules import RULE_INDEX
+from fastopt._validate import as_array, check_like
 
 cnp.import_array()
 
@@ -85,7 +86,7 @@ cdef class Engine:
     cdef Py_ssize_t* iv_hi
     cdef Py_ssize_t niv
     cdef readonly Py_ssize_t nparams, ngroups
-    cdef list params, states, groups, keys, cache, shapes
+    cdef list params, states, groups, keys, cache
     cdef object validate
     cdef double clip_norm, noise_eta, noise_gamma
     cdef unsigned long long seed
@@ -113,7 +114,6 @@ cdef class Engine:
         self.groups = groups
         self.keys = keys
         self.validate = validate
-        self.shapes = [p.shape for p in params]
         self.cache = [[None] * len(kk) for kk in keys]
         if nonfinite not in POLICIES:
             raise ValueError(f"nonfinite must be one of {sorted(POLICIES)}, got {nonfinite!r}")
@@ -196,6 +196,7 @@ cdef class Engine:
         cdef cnp.ndarray p = <cnp.ndarray>self.params[k]
         cdef int nd = cnp.PyArray_NDIM(arr), d
         if (cnp.PyArray_TYPE(arr) != cnp.PyArray_TYPE(p) or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
+                or not cnp.PyArray_ISNOTSWAPPED(arr) or not cnp.PyArray_ISALIGNED(arr)
                 or nd != cnp.PyArray_NDIM(p)):
             return False
         for d in range(nd):
@@ -205,29 +206,11 @@ cdef class Engine:
         return not (cnp.PyArray_SIZE(arr) and self._overlaps_written(lo, lo + cnp.PyArray_NBYTES(arr)))
 
     cdef object _check_grad(self, object g, Py_ssize_t k):
-        cdef cnp.ndarray arr
-        if type(g) is not cnp.ndarray:
-            try:
-                g = np.asarray(g)
-            except Exception as exc:
-                raise TypeError(f"grads[{k}] is not an array: {exc}") from None
-        arr = <cnp.ndarray>g
-        cdef cnp.ndarray p = <cnp.ndarray>self.params[k]
-        if cnp.PyArray_TYPE(arr) != cnp.PyArray_TYPE(p):
-            raise TypeError(f"grads[{k}] has dtype {arr.dtype}, but its parameter is {p.dtype}")
-        if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
-            raise ValueError(f"grads[{k}] is not C-contiguous")
-        cdef int nd = cnp.PyArray_NDIM(arr), d
-        cdef bint same = nd == cnp.PyArray_NDIM(p)
-        if same:
-            for d in range(nd):
-                if cnp.PyArray_DIMS(arr)[d] != cnp.PyArray_DIMS(p)[d]:
-                    same = False
-                    break
-        if not same:
-            raise ValueError(f"grads[{k}] has shape {(<object>arr).shape}, but its parameter has shape {self.shapes[k]}")
-        cdef Py_ssize_t lo = <Py_ssize_t>cnp.PyArray_DATA(arr)
-        if cnp.PyArray_SIZE(arr) and self._overlaps_written(lo, lo + cnp.PyArray_NBYTES(arr)):
+        # the slow path: convert what can be converted, or raise naming the gradient
+        arr = as_array(g, f"grads[{k}]", writeable=False)
+        check_like(arr, f"grads[{k}]", self.params[k], "its parameter")
+        cdef Py_ssize_t lo = <Py_ssize_t>cnp.PyArray_DATA(<cnp.ndarray>arr)
+        if arr.size and self._overlaps_written(lo, lo + arr.nbytes):
             raise ValueError(f"grads[{k}] shares memory with a parameter or optimizer state")
         return arr
 

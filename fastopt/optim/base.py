@@ -22,6 +22,11 @@ CLIP_VALUE = Hyper("clip_value", math.inf, lo=0.0, lo_open=True)
 BOOL = Hyper("flag", 0.0, kind="bool")
 POLICIES = ("ignore", "raise", "skip")
 STATE_DICT_VERSION = 1
+MAX_STEP = 2 ** 53     # steps reach the kernels as doubles
+
+
+def _is_count(value):
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and 0 <= value <= MAX_STEP
 
 __all__ = ["Optimizer", "NonFiniteGradientError"]
 
@@ -51,6 +56,8 @@ class Optimizer:
     _hyper_keys = {}
     #: group keys whose value is fixed by the class (e.g. AdamW's decoupled decay)
     _fixed = {}
+    #: boolean group keys that choose the kernel variant (checked before the choice)
+    _flags = ()
     _engine_class = Engine
 
     def __init__(self, params, defaults, *, clip_norm=None, grad_noise=None, seed=0, nonfinite="ignore"):
@@ -117,9 +124,13 @@ class Optimizer:
         return new, rule
 
     def _normalize(self, group):
+        """Lists become tuples (so a change is seen) and kernel-choosing flags are checked."""
         for key in ("betas",):
             if key in group and isinstance(group[key], list):
                 group[key] = tuple(group[key])
+        for key in self._flags + ("maximize", "decoupled_weight_decay"):
+            if key in group:
+                BOOL.check(group[key], key)
 
     def _append_group(self, group, rule):
         gi = len(self.param_groups)
@@ -254,7 +265,10 @@ class Optimizer:
         if not isinstance(group, dict):
             raise TypeError("a parameter group is a dict with a 'params' entry")
         new, rule = self._make_group(group, len(self.param_groups))
-        check_disjoint([(f"params[{k}]", p) for k, p in enumerate(self._params + new["params"])])
+        existing = [(f"params[{k}]", p) for k, p in enumerate(self._params)]
+        existing += [(f"the state of params[{k}]", s) for k, states in enumerate(self._states) for s in states]
+        n = len(self._params)
+        check_disjoint(existing + [(f"params[{n + j}]", p) for j, p in enumerate(new["params"])])
         carry = (self._engine.get_steps(), [self._engine.get_scalar_state(k) for k in range(len(self._params))],
                  self._engine.get_group_steps())
         self._append_group(new, rule)
@@ -310,6 +324,9 @@ class Optimizer:
                              f"parameters, the optimizer has {len(self._params)}")
         new_groups, k = [], 0
         for gi, (saved, group) in enumerate(zip(groups, self.param_groups)):
+            if not isinstance(saved, dict) or not isinstance(saved.get("params"), (list, tuple)):
+                raise ValueError(f"param_groups[{gi}] in the state_dict is not a group (a dict with a "
+                                 "'params' list)")
             if len(saved.get("params", ())) != len(group["params"]):
                 raise ValueError(f"param_groups[{gi}] has {len(saved.get('params', ()))} parameters in the "
                                  f"state_dict, {len(group['params'])} in the optimizer")
@@ -341,8 +358,8 @@ class Optimizer:
                                  f"({self._rule_for(candidate).name}, not {self._group_rule[gi].name})")
             self._check_group(candidate, gi, self._group_rule[gi])
             gstep = saved.get("group_step", 0)
-            if isinstance(gstep, bool) or not isinstance(gstep, numbers.Integral) or gstep < 0:
-                raise ValueError(f"param_groups[{gi}]['group_step'] must be an int >= 0, got {gstep!r}")
+            if not _is_count(gstep):
+                raise ValueError(f"param_groups[{gi}]['group_step'] must be an int in [0, 2**53], got {gstep!r}")
             new_groups.append((candidate, saved, int(gstep)))
         loaded = []
         for k, p in enumerate(self._params):
@@ -355,8 +372,8 @@ class Optimizer:
                 raise ValueError(f"state of parameter {k} has keys {sorted(entry)}, expected {sorted(want)} "
                                  f"for the '{rule.name}' kernel")
             step = entry["step"]
-            if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
-                raise ValueError(f"state[{k}]['step'] must be an int >= 0, got {step!r}")
+            if not _is_count(step):
+                raise ValueError(f"state[{k}]['step'] must be an int in [0, 2**53], got {step!r}")
             arrays = []
             for name in rule.state:
                 a = entry[name]

@@ -21,14 +21,14 @@ class SGD(Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                                       nesterov=nesterov, maximize=maximize, clip_value=clip_value), **options)
 
+    _flags = ("nesterov",)
+
     def _rule_for(self, group):
         if group["nesterov"]:
             return BY_NAME["nesterov"]
         return BY_NAME["momentum"] if group["momentum"] != 0 else BY_NAME["sgd"]
 
     def _check_extra(self, group):
-        if group["nesterov"] not in (True, False, 0, 1):
-            raise TypeError(f"nesterov must be a bool, got {group['nesterov']!r}")
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum > 0 and zero dampening")
 
@@ -71,6 +71,8 @@ class RMSprop(Optimizer):
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
                                       centered=centered, maximize=maximize, clip_value=clip_value), **options)
 
+    _flags = ("centered",)
+
     def _rule_for(self, group):
         name = "rmsprop" + ("_centered" if group["centered"] else "") + ("_momentum" if group["momentum"] else "")
         return BY_NAME[name]
@@ -94,6 +96,7 @@ class Adam(Optimizer):
     ``p -= (lr / (1-β1^t)) m / (√v / √(1-β2^t) + ε)``. ``amsgrad=True`` uses
     ``v̂ = max(v̂, v)`` in the denominator; ``decoupled_weight_decay=True`` gives AdamW."""
     _hyper_keys = _BETAS
+    _flags = ("amsgrad",)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, *,
                  maximize=False, decoupled_weight_decay=False, clip_value=None, **options):

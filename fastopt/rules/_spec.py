@@ -28,7 +28,8 @@ class Hyper:
         """Return ``value`` as a float, or raise TypeError/ValueError naming the hyper-parameter."""
         label = label or self.name
         if self.kind == "bool":
-            if isinstance(value, (bool, numbers.Integral)) and value in (0, 1):
+            # numpy.bool_ is no numbers.Integral, but is a bool all the same
+            if (isinstance(value, numbers.Integral) or type(value).__name__ in ("bool", "bool_")) and value in (0, 1):
                 return 1.0 if value else 0.0
             raise TypeError(f"{label} must be a bool, got {value!r}")
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -75,6 +76,7 @@ class Rule:
     body: str = ""
     flags: tuple = ()
     scalar_state: tuple = ()          # ((name, initial value), ...)
+    decoupled_decay: bool = False     # weight decay is decoupled unless asked otherwise (Lion)
     state_init: dict = field(default_factory=dict)
 
     @property

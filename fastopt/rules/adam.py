@@ -139,6 +139,7 @@ p = p - upd
 LION = Rule(
     name="lion",
     doc="c = β1 m + (1-β1) g; p -= lr sign(c); m = β2 m + (1-β2) g (decay is decoupled)",
+    decoupled_decay=True,
     state=("exp_avg",),
     hyper=(Hyper("beta1", 0.9, lo=0.0, hi=1.0), Hyper("beta2", 0.99, lo=0.0, hi=1.0)),
     scalars="""
