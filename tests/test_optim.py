@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import fastopt
+from optim_helpers import assert_unchanged, snapshot
 import fastopt.reference as ref
 
 F32, F64 = np.float32, np.float64
@@ -148,25 +149,6 @@ def assert_same_state(sa, sb):
 def group_steps(opt):
     """Steps taken per group (the schedules' counter), through the public state_dict."""
     return [g["group_step"] for g in opt.state_dict()["param_groups"]]
-
-
-def snapshot(opt):
-    """Everything a failed call must leave alone."""
-    return dict(
-        params=[p.copy() for p in opt.params],
-        state=[{k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()} for s in opt.state],
-        groups=[{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups],
-        gsteps=group_steps(opt),
-        lrs=opt.current_lrs,
-    )
-
-
-def assert_unchanged(opt, snap):
-    assert_same_params(opt.params, snap["params"])
-    assert_same_state(opt.state, snap["state"])
-    assert [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups] == snap["groups"]
-    assert group_steps(opt) == snap["gsteps"]
-    assert opt.current_lrs == snap["lrs"]
 
 
 def run_pair(a, b, steps, seed, scale=1.0):

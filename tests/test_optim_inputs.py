@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import fastopt
+from optim_helpers import assert_unchanged, snapshot
 
 F32, F64 = np.float32, np.float64
 
@@ -152,31 +153,6 @@ def test_failed_construction_writes_nothing():
 
 
 # --- snapshots -------------------------------------------------------------------------------------
-def snapshot(opt):
-    return dict(params=[p.copy() for p in opt.params], state=copy.deepcopy(opt.state),
-                groups=[{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups],
-                ids=[[id(p) for p in g["params"]] for g in opt.param_groups],
-                gsteps=[g["group_step"] for g in opt.state_dict()["param_groups"]], lrs=opt.current_lrs)
-
-
-def assert_unchanged(opt, snap, groups_too=True):
-    assert len(opt.params) == len(snap["params"])
-    for x, y in zip(opt.params, snap["params"]):
-        assert x.dtype == y.dtype and x.tobytes() == y.tobytes()
-    assert len(opt.state) == len(snap["state"])
-    for a, b in zip(opt.state, snap["state"]):
-        assert a.keys() == b.keys()
-        for key in a:
-            if isinstance(a[key], np.ndarray):
-                assert a[key].tobytes() == b[key].tobytes(), key
-            else:
-                assert a[key] == b[key], key
-    if groups_too:
-        assert [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups] == snap["groups"]
-    assert [[id(p) for p in g["params"]] for g in opt.param_groups] == snap["ids"]
-    assert [g["group_step"] for g in opt.state_dict()["param_groups"]] == snap["gsteps"]
-
-
 def make_opt(name="Adam", **kw):
     from fastopt.schedules import CosineAnnealing
     rng = np.random.default_rng(0)

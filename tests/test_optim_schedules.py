@@ -257,3 +257,12 @@ def test_float_lr_zero_is_allowed_and_freezes_params():
     np.testing.assert_array_equal(p, np.ones(3))
     assert opt.state[0]["step"] == 1
     assert math.isclose(opt.state[0]["exp_avg"][0], 0.1, rel_tol=1e-15)
+
+
+def test_schedule_value_that_is_not_a_number_is_refused():
+    for mod in (fastopt, ref):
+        p = np.zeros(4, np.float32)
+        opt = mod.SGD([p], lr=lambda s: "0.1")
+        with pytest.raises(TypeError, match="not a real number"):
+            opt.step([np.ones(4, np.float32)])
+        assert opt.state[0]["step"] == 0 and not p.any()

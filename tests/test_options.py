@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import fastopt
+from optim_helpers import assert_unchanged, snapshot
 import fastopt.reference as ref
 from fastopt._kernels import driver
 
@@ -59,24 +60,6 @@ def compare_state(sa, sb):
         assert a["step"] == b["step"]
         compare([a[n] for n in a if isinstance(a[n], np.ndarray)], [b[n] for n in b if isinstance(b[n], np.ndarray)],
                 f"state[{k}]")
-
-
-def snapshot(opt):
-    return ([p.copy() for p in opt.params],
-            [{k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()} for s in opt.state],
-            [g["group_step"] for g in opt.state_dict()["param_groups"]], opt.current_lrs)
-
-
-def assert_unchanged(opt, snap):
-    params, state, gsteps, lrs = snap
-    for x, y in zip(opt.params, params):
-        np.testing.assert_array_equal(x, y)
-    for a, b in zip(opt.state, state):
-        assert a.keys() == b.keys()
-        for key in a:
-            np.testing.assert_array_equal(a[key], b[key])
-    assert [g["group_step"] for g in opt.state_dict()["param_groups"]] == gsteps
-    assert opt.current_lrs == lrs
 
 
 # --- clip_value ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import fastopt
+from optim_helpers import assert_unchanged, snapshot
 import fastopt.reference as ref
 from fastopt.schedules import CosineAnnealing, ReduceOnPlateau, Warmup
 
@@ -222,24 +223,6 @@ def test_flatten_rejects_objects_and_unflatten_rejects_foreign_archives():
 
 
 # --- mismatches: ValueError, nothing changed ------------------------------------------------------
-def snapshot(opt):
-    return dict(params=[p.copy() for p in opt.params],
-                state=copy.deepcopy(opt.state),
-                groups=[{k: (v.state_dict() if hasattr(v, "state_dict") else v) for k, v in g.items() if k != "params"}
-                        for g in opt.param_groups],
-                sd=opt.state_dict(), lrs=opt.current_lrs)
-
-
-def assert_unchanged(opt, snap):
-    for x, y in zip(opt.params, snap["params"]):
-        assert x.tobytes() == y.tobytes()
-    assert_tree_equal(opt.state, snap["state"], "state")
-    assert [{k: (v.state_dict() if hasattr(v, "state_dict") else v) for k, v in g.items() if k != "params"}
-            for g in opt.param_groups] == snap["groups"]
-    assert_tree_equal(opt.state_dict(), snap["sd"])
-    assert opt.current_lrs == snap["lrs"]
-
-
 def _target(lr0=None, kw=None, name="Adam"):
     opt = construct(fastopt, name, kw or {}, lr0 if lr0 is not None else CosineAnnealing(0.05, 30))
     drive(opt, grad_list(opt.params, 4, 8), 0)
@@ -393,3 +376,12 @@ def test_regression_malformed_group_entry_raises_valueerror(bad):
             opt.load_state_dict(sd)
     finally:
         assert_unchanged(opt, snap)
+
+
+def test_number_in_state_dict_for_a_schedule_is_refused():
+    opt = _target()                                   # lr is a CosineAnnealing
+    sd = _other(lr0=0.01)                             # saved with a plain number
+    snap = snapshot(opt)
+    with pytest.raises(ValueError, match="schedule in the optimizer"):
+        opt.load_state_dict(sd)
+    assert_unchanged(opt, snap)

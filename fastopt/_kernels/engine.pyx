@@ -19,6 +19,8 @@ from fastopt._kernels.driver cimport resolve_threads, run_slots, sumsq_slots
 from fastopt._kernels.noise cimport noise_key
 from fastopt._kernels.rules cimport N_RULES, rule_entry
 
+from numbers import Real
+
 import numpy as np
 
 from fastopt._kernels.rules import RULE_INDEX
@@ -283,7 +285,11 @@ cdef class Engine:
             if type(lr_obj) is float:
                 lr = lr_obj
             else:
-                lr = float(lr_obj(self.gstep[gi])) if callable(lr_obj) else float(lr_obj)
+                value = lr_obj(self.gstep[gi]) if callable(lr_obj) else lr_obj
+                if isinstance(value, bool) or not isinstance(value, Real):
+                    raise TypeError(f"param_groups[{gi}]: the learning-rate schedule gave {value!r}, "
+                                    "not a real number")
+                lr = value
                 if not (isfinite(lr) and lr >= 0.0):
                     raise ValueError(f"param_groups[{gi}]: the learning-rate schedule gave {lr!r}; "
                                      "a learning rate must be finite and >= 0")

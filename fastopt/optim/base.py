@@ -351,6 +351,9 @@ class Optimizer:
                     if not callable(current):
                         raise ValueError(f"param_groups[{gi}]['{key}'] was a function when saved")
                     continue
+                if callable(current) and not isinstance(current, numbers.Real):
+                    raise ValueError(f"param_groups[{gi}]['{key}'] is a schedule in the optimizer but the number "
+                                     f"{value!r} in the state_dict")
                 candidate[key] = tuple(value) if isinstance(value, list) else value
             self._normalize(candidate)
             if self._rule_for(candidate) is not self._group_rule[gi]:

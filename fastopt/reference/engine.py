@@ -2,6 +2,7 @@
 Python and NumPy, one array after another. The reference optimizer classes use it,
 so tests and benchmarks compare class with class."""
 import math
+import numbers
 
 import numpy as np
 
@@ -51,7 +52,10 @@ class ReferenceEngine:
         for gi, group in enumerate(self.groups):
             hyper, wd, maximize, decoupled, clip = self.validate(gi)
             lr = group["lr"]
-            lr = float(lr(self.gsteps[gi])) if callable(lr) else float(lr)
+            lr = lr(self.gsteps[gi]) if callable(lr) else lr
+            if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
+                raise TypeError(f"param_groups[{gi}]: the learning-rate schedule gave {lr!r}, not a real number")
+            lr = float(lr)
             if not (math.isfinite(lr) and lr >= 0):
                 raise ValueError(f"param_groups[{gi}]: the learning-rate schedule gave {lr!r}")
             settings.append(dict(lr=lr, hyper=hyper, weight_decay=wd, maximize=bool(maximize),
