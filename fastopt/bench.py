@@ -45,7 +45,8 @@ from fastopt._kernels import driver
 from fastopt._kernels import stream as _stream
 from fastopt.rules import BY_NAME
 
-__all__ = ["ALGOS", "Algo", "Config", "run", "main", "add_cli", "parse_sizes", "parse_threads"]
+__all__ = ["ALGOS", "Algo", "Config", "Job", "Timings", "Pool", "measure", "run", "main", "add_cli",
+           "parse_sizes", "parse_threads", "parse_algos", "parse_dtypes"]
 
 #: PyTorch optimizers that take ``fused=True`` on the CPU (torch >= 2.4); others use foreach.
 TORCH_FUSED = ("SGD", "Adam", "AdamW", "Adagrad")
@@ -111,7 +112,7 @@ class Config:
     sizes: list
     dtypes: list
     threads: list
-    repeat: int = 7
+    repeat: int = 9
     reference: bool = True
     torch: bool = True
     table: bool = True
@@ -189,7 +190,7 @@ def add_arguments(parser):
     parser.add_argument("--dtypes", default="float32,float64", help="default float32,float64")
     parser.add_argument("--threads", default="1,max", help="thread counts; 'max' = fastopt.get_num_threads() "
                                                            "(default 1,max)")
-    parser.add_argument("--repeat", type=int, default=7, help="timed samples per figure (default 7)")
+    parser.add_argument("--repeat", type=int, default=9, help="timed samples per figure (default 9)")
     parser.add_argument("--no-reference", action="store_true", help="skip the (slow) NumPy reference")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is importable")
     parts = parser.add_argument_group("parts", "run only the named parts (any combination; default: all three)")
@@ -247,12 +248,38 @@ class Job:
     setup: object = None
 
     def prepare(self):
+        """Run the setup, if any."""
         if self.setup is not None:
             self.setup()
 
 
+class Timings:
+    """Seconds per call of each job, sample by sample (round ``r`` of every job was
+    taken back to back). ``t[name]`` is the median; :meth:`ratio` pairs the samples of
+    one round, which cancels drift that a ratio of medians would keep."""
+
+    def __init__(self, samples):
+        self.samples = samples
+
+    def __getitem__(self, name):
+        return statistics.median(self.samples[name])
+
+    def __contains__(self, name):
+        return name in self.samples
+
+    def get(self, name):
+        """The median, or None for a job that was not run."""
+        return self[name] if name in self.samples else None
+
+    def ratio(self, a, b, minus=0.0):
+        """Median over rounds of ``(a - minus) / b`` (None if either job is missing)."""
+        if a not in self.samples or b not in self.samples:
+            return None
+        return statistics.median((x - minus) / y for x, y in zip(self.samples[a], self.samples[b]))
+
+
 def measure(jobs, target=SAMPLE_SECONDS):
-    """Median seconds per call of every :class:`Job` of ``jobs`` (name -> job).
+    """Time every :class:`Job` of ``jobs`` (name -> job); return :class:`Timings`.
 
     The jobs are sampled round-robin: sample ``r`` of every job is taken before sample
     ``r + 1`` of any, so slow drift (clock changes, other load) affects all alike and
@@ -267,7 +294,7 @@ def measure(jobs, target=SAMPLE_SECONDS):
             if r < job.repeats:
                 job.prepare()
                 samples[name].append(time_calls(job.fn, numbers[name]))
-    return {name: statistics.median(s) for name, s in samples.items()}
+    return Timings(samples)
 
 
 def single_call_median(fns, calls, rounds=20):
@@ -372,10 +399,10 @@ class Pool:
         for p in self.params.values():
             _stream.copy(p, self.init)
 
-    def stream_job(self, nw, threads, repeats, torch=None):
+    def stream_job(self, nw, threads, repeats):
         """A :class:`Job` running the stream kernel over ``nw`` read-modify-write arrays."""
         g, rw = self.grad, self.stream_rw[:nw]
-        return Job(lambda: _stream.stream(g, rw, threads), repeats, pinned(threads, torch))
+        return Job(lambda: _stream.stream(g, rw, threads), repeats, pinned(threads))
 
     def stream_overhead_job(self, nw, repeats):
         """The same stream call on 16 elements: its fixed cost, to subtract."""
@@ -420,7 +447,7 @@ def algo_jobs(algo, pool, engines, cfg, torch):
     grads, nw, jobs = [pool.grad], 1 + algo.nstate, {}
     for t in cfg.threads:
         jobs[f"fastopt@{t}"] = Job(lambda: engines.fast.step(grads), cfg.repeat, pinned(t, torch))
-        jobs[f"stream@{t}"] = pool.stream_job(nw, t, cfg.repeat, torch)
+        jobs[f"stream@{t}"] = pool.stream_job(nw, t, cfg.repeat)
         if engines.torch_opt is not None:
             jobs[f"torch@{t}"] = Job(engines.torch_opt.step, cfg.repeat, pinned(t, torch))
     jobs["stream-overhead"] = pool.stream_overhead_job(nw, cfg.repeat)
@@ -429,22 +456,25 @@ def algo_jobs(algo, pool, engines, cfg, torch):
     return jobs
 
 
-def make_record(algo, pool, threads, t, torch_mode):
-    """The result record of one (algorithm, dtype, size, threads) from the timings ``t``."""
+def make_record(algo, pool, threads, t, torch_mode, base_threads):
+    """The result record of one (algorithm, dtype, size, threads) from the timings ``t``.
+    Ratios pair the samples of each round (see :meth:`Timings.ratio`)."""
     n, itemsize, acc = pool.n, pool.dtype.itemsize, algo.accesses
-    step, raw = t[f"fastopt@{threads}"], t[f"stream@{threads}"]
-    net = max(raw - t["stream-overhead"], 1e-9)
-    ref, tt = t.get("numpy"), t.get(f"torch@{threads}")
+    mine, stream = f"fastopt@{threads}", f"stream@{threads}"
+    step, raw, overhead = t[mine], t[stream], t["stream-overhead"]
+    net = max(raw - overhead, 1e-9)
+    tt = t.get(f"torch@{threads}")
     return {"algo": algo.key, "class": algo.cls, "rule": algo.rule, "dtype": pool.dtype.name, "n": n,
             "threads": threads, "accesses_per_element": acc,
             "time_s": step, "gbps": gbps(acc, itemsize, n, step),
-            "stream_time_s": raw, "stream_overhead_s": t["stream-overhead"], "stream_net_s": net,
-            "stream_gbps": gbps(acc, itemsize, n, net), "pct_stream": 100.0 * net / step,
-            "pct_stream_reliable": net >= t["stream-overhead"],
-            "numpy_time_s": ref, "speedup_numpy": ref / step if ref else None,
+            "thread_speedup": t.ratio(f"fastopt@{base_threads}", mine), "thread_speedup_base": base_threads,
+            "stream_time_s": raw, "stream_overhead_s": overhead, "stream_net_s": net,
+            "stream_gbps": gbps(acc, itemsize, n, net), "pct_stream": 100.0 * t.ratio(stream, mine, overhead),
+            "pct_stream_reliable": net >= overhead,
+            "numpy_time_s": t.get("numpy"), "speedup_numpy": t.ratio("numpy", mine),
             "torch_mode": torch_mode if tt else None, "torch_time_s": tt,
             "torch_gbps": gbps(acc, itemsize, n, tt) if tt else None,
-            "speedup_torch": tt / step if tt else None}
+            "speedup_torch": t.ratio(f"torch@{threads}", mine)}
 
 
 def bench_pool(pool, cfg, torch, progress):
@@ -456,7 +486,7 @@ def bench_pool(pool, cfg, torch, progress):
         progress.step(f"{pool.dtype.name} n={pool.n:,} {algo.key}")
         engines = build_engines(algo, pool, cfg, torch)
         t = measure(algo_jobs(algo, pool, engines, cfg, torch))
-        records += [make_record(algo, pool, th, t, engines.torch_mode) for th in cfg.threads]
+        records += [make_record(algo, pool, th, t, engines.torch_mode, cfg.threads[0]) for th in cfg.threads]
         del engines
     return records
 
@@ -486,10 +516,11 @@ def bench_many_arrays(cfg, torch):
     t = measure(jobs)
     out = []
     for th in cfg.threads:
-        m, o, tt = t[f"many@{th}"], t[f"one@{th}"], t.get(f"torch@{th}")
+        many = f"many@{th}"
         out.append({"algo": "adam", "dtype": "float32", "arrays": count, "size": size, "threads": th,
-                    "many_time_s": m, "one_time_s": o, "many_over_one": m / o, "torch_mode": mode,
-                    "torch_time_s": tt, "speedup_torch": tt / m if tt else None})
+                    "many_time_s": t[many], "one_time_s": t[f"one@{th}"],
+                    "many_over_one": t.ratio(many, f"one@{th}"), "torch_mode": mode,
+                    "torch_time_s": t.get(f"torch@{th}"), "speedup_torch": t.ratio(f"torch@{th}", many)})
     return out
 
 
@@ -575,21 +606,20 @@ LEGEND = ("step: median time of one full opt.step(grads); GB/s: accesses/element
 
 def scaling_lines(records):
     """Thread scaling at the largest size: per dtype, the geometric mean over algorithms of
-    time(1 thread) / time(max threads)."""
+    the paired time(fewest threads) / time(most threads)."""
     out = []
     if not records:
         return out
     nmax = max(r["n"] for r in records)
     for dtype in sorted({r["dtype"] for r in records}):
         rows = [r for r in records if r["n"] == nmax and r["dtype"] == dtype]
-        tmin, tmax = min(r["threads"] for r in rows), max(r["threads"] for r in rows)
-        if tmin == tmax:
+        tmax = max(r["threads"] for r in rows)
+        ratios = [r["thread_speedup"] for r in rows if r["threads"] == tmax and r["threads"] != r["thread_speedup_base"]]
+        if not ratios:
             continue
-        by = {(r["algo"], r["threads"]): r["time_s"] for r in rows}
-        ratios = [by[(a, tmin)] / by[(a, tmax)] for a, t in by if t == tmin and (a, tmax) in by]
         gm = math.exp(sum(map(math.log, ratios)) / len(ratios))
-        out.append(f"thread scaling, {dtype} n={nmax:,}: {tmax} vs {tmin} threads = {gm:.2f}× (geometric mean; "
-                   f"range {min(ratios):.2f}–{max(ratios):.2f}×)")
+        out.append(f"thread scaling, {dtype} n={nmax:,}: {tmax} vs {rows[0]['thread_speedup_base']} threads = "
+                   f"{gm:.2f}× (geometric mean over algorithms; range {min(ratios):.2f}–{max(ratios):.2f}×)")
     return out
 
 

@@ -45,6 +45,7 @@ def test_table_has_every_algorithm_dtype_and_field(results):
                     "speedup_numpy"):
             assert _positive(r[key]), (key, r[key])
         assert r["time_s"] < 0.01                       # a 1,000-element step is microseconds
+        assert r["thread_speedup"] == 1.0 and isinstance(r["pct_stream_reliable"], bool)
         assert abs(r["gbps"] - r["accesses_per_element"] * {"float32": 4, "float64": 8}[r["dtype"]]
                    * r["n"] / r["time_s"] / 1e9) < 1e-6 * r["gbps"]
         if _has_torch():
