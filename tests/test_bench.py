@@ -108,10 +108,12 @@ def test_rules_match_the_optimizers():
         assert state == set(BY_NAME[algo.rule].state), algo.key
 
 
-def test_info_mentions_openmp():
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+def test_info_mentions_openmp(tmp_path):
+    # run the very package under test (installed or in place), not whatever the cwd holds
+    home = os.path.dirname(os.path.dirname(os.path.abspath(fastopt.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([home, os.environ.get("PYTHONPATH", "")]))
     out = subprocess.run([sys.executable, "-m", "fastopt", "info"], capture_output=True, text=True, env=env,
-                         cwd=ROOT, timeout=60)
+                         cwd=tmp_path, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "OpenMP" in out.stdout and fastopt.__version__ in out.stdout
     assert "serial threshold" in out.stdout and "SIMD" in out.stdout
