@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +13,6 @@ from fastopt import bench
 from fastopt.__main__ import main as cli_main
 from fastopt.rules import BY_NAME
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--sizes", "1000", "--algos", "adam,sgd", "--repeat", "2", "--threads", "1"]
 
 
