@@ -13,15 +13,10 @@ import numbers
 
 from fastopt._kernels.engine import apply_rule
 from fastopt._validate import as_array, check_disjoint, check_like
-from fastopt.rules import BY_NAME, Hyper
+from fastopt.rules import BY_NAME, CLIP_VALUE, FLAG, LR, MAX_STEP, WEIGHT_DECAY, Hyper
 
-LR = Hyper("lr", 1e-3, lo=0.0)
-WEIGHT_DECAY = Hyper("weight_decay", 0.0, lo=0.0)
-CLIP_VALUE = Hyper("clip_value", math.inf, lo=0.0, lo_open=True)
-FLAG = {name: Hyper(name, 0.0, kind="bool") for name in ("maximize", "decoupled_weight_decay")}
 # NAdam's running product of momentum coefficients, each in [0, 1)
 SCALAR_STATE = {"mu_product": Hyper("mu_product", 1.0, lo=0.0, hi=1.0)}
-MAX_STEP = 2 ** 53     # steps travel to the kernels as doubles
 
 # defaults the low-level functions use where PyTorch's classes differ from the rule's
 _LR_DEFAULTS = {"adagrad": 1e-2, "adadelta": 1.0, "adamax": 2e-3, "lion": 1e-4,
@@ -58,8 +53,8 @@ def _make(rule):
         clip = math.inf if clip_value is None else CLIP_VALUE.check(clip_value)
         sstate = [SCALAR_STATE[n].check(hyper.get(n, init)) for n, init in rule.scalar_state]
         out = apply_rule(rule.name, p, g, tuple(states), tuple(values), float(step), sstate, wd,
-                         bool(FLAG["maximize"].check(maximize)),
-                         bool(FLAG["decoupled_weight_decay"].check(decoupled_weight_decay)), clip, int(threads))
+                         bool(FLAG.check(maximize, "maximize")),
+                         bool(FLAG.check(decoupled_weight_decay, "decoupled_weight_decay")), clip, int(threads))
         return out[0] if len(out) == 1 else None
 
     args = ", ".join(("param", "grad") + rule.state)

@@ -385,3 +385,14 @@ def test_number_in_state_dict_for_a_schedule_is_refused():
     with pytest.raises(ValueError, match="schedule in the optimizer"):
         opt.load_state_dict(sd)
     assert_unchanged(opt, snap)
+
+
+def test_state_dict_cannot_undo_a_fixed_setting():
+    p = np.zeros(8, np.float32)
+    opt = fastopt.AdamW([p])
+    sd = opt.state_dict()
+    sd["param_groups"][0]["decoupled_weight_decay"] = False
+    snap = snapshot(opt)
+    with pytest.raises(ValueError, match="always uses decoupled_weight_decay=True"):
+        opt.load_state_dict(sd)
+    assert_unchanged(opt, snap)

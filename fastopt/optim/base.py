@@ -13,20 +13,16 @@ import numpy as np
 
 from fastopt._kernels.engine import Engine, NonFiniteGradientError
 from fastopt._validate import as_array, check_disjoint
-from fastopt.rules import BY_NAME, Hyper
+from fastopt.rules import BY_NAME, CLIP_VALUE, FLAG, LR, MAX_STEP, WEIGHT_DECAY, Hyper
 from fastopt.schedules import Schedule
 
-LR = Hyper("lr", 1e-3, lo=0.0)
-WEIGHT_DECAY = Hyper("weight_decay", 0.0, lo=0.0)
-CLIP_VALUE = Hyper("clip_value", math.inf, lo=0.0, lo_open=True)
-BOOL = Hyper("flag", 0.0, kind="bool")
 POLICIES = ("ignore", "raise", "skip")
 STATE_DICT_VERSION = 1
-MAX_STEP = 2 ** 53     # steps reach the kernels as doubles
 
 
 def _is_count(value):
     return not isinstance(value, bool) and isinstance(value, numbers.Integral) and 0 <= value <= MAX_STEP
+
 
 __all__ = ["Optimizer", "NonFiniteGradientError"]
 
@@ -107,9 +103,6 @@ class Optimizer:
         if unknown:
             raise ValueError(f"parameter group {index} has unknown keys {sorted(unknown)}; "
                              f"{type(self).__name__} takes {sorted(self.defaults)}")
-        for key, value in self._fixed.items():
-            if key in group and group[key] != value:
-                raise ValueError(f"{type(self).__name__} always uses {key}={value!r}")
         raw = group["params"]
         raw = [raw] if isinstance(raw, np.ndarray) else list(raw)
         if not raw:
@@ -130,7 +123,7 @@ class Optimizer:
                 group[key] = tuple(group[key])
         for key in self._flags + ("maximize", "decoupled_weight_decay"):
             if key in group:
-                BOOL.check(group[key], key)
+                FLAG.check(group[key], key)
 
     def _append_group(self, group, rule):
         gi = len(self.param_groups)
@@ -175,6 +168,9 @@ class Optimizer:
         missing = set(self.defaults) - set(group)
         if missing:
             raise ValueError(f"param_groups[{index}] lacks {sorted(missing)}")
+        for key, value in self._fixed.items():
+            if group[key] != value:
+                raise ValueError(f"{type(self).__name__} always uses {key}={value!r}")
         lr = group["lr"]
         if not (isinstance(lr, Schedule) or (callable(lr) and not isinstance(lr, numbers.Real))):
             LR.check(lr, f"param_groups[{index}]['lr']")
@@ -189,8 +185,8 @@ class Optimizer:
                 value, label = value[idx], f"{key}[{idx}]"
             hyper.append(h.check(value, label))
         wd = WEIGHT_DECAY.check(group["weight_decay"])
-        maximize = BOOL.check(group["maximize"], "maximize")
-        decoupled = BOOL.check(group["decoupled_weight_decay"], "decoupled_weight_decay")
+        maximize = FLAG.check(group["maximize"], "maximize")
+        decoupled = FLAG.check(group["decoupled_weight_decay"], "decoupled_weight_decay")
         clip = group["clip_value"]
         clip = None if clip is None else CLIP_VALUE.check(clip)
         self._check_extra(group)
@@ -208,9 +204,6 @@ class Optimizer:
             raise ValueError(f"param_groups[{gi}]: this change would need the '{rule.name}' kernel and "
                              f"its state, but the group was created for '{self._group_rule[gi].name}'; "
                              "create a new optimizer instead")
-        for key, value in self._fixed.items():
-            if group.get(key) != value:
-                raise ValueError(f"{type(self).__name__} always uses {key}={value!r}")
         return self._check_group(group, gi, rule)
 
     # --- stepping ----------------------------------------------------------------------------

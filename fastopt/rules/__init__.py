@@ -15,4 +15,12 @@ BY_NAME = {r.name: r for r in RULES}
 # Slots of the per-step scalar vector that every kernel reads before its own outputs.
 COMMON_SCALARS = ("sign", "has_wd", "wd", "coef", "clip", "decay", "sigma", "lr")
 
-__all__ = ["Hyper", "Rule", "RULES", "BY_NAME", "COMMON_SCALARS"]
+# The hyper-parameters every rule takes besides its own (checked by every entry point).
+LR = Hyper("lr", 1e-3, lo=0.0)
+WEIGHT_DECAY = Hyper("weight_decay", 0.0, lo=0.0)
+CLIP_VALUE = Hyper("clip_value", float("inf"), lo=0.0, lo_open=True)
+FLAG = Hyper("flag", 0.0, kind="bool")     # pass the flag's name as the label
+MAX_STEP = 2 ** 53                         # steps reach the kernels as doubles
+
+__all__ = ["Hyper", "Rule", "RULES", "BY_NAME", "COMMON_SCALARS", "LR", "WEIGHT_DECAY", "CLIP_VALUE", "FLAG",
+           "MAX_STEP"]
