@@ -64,11 +64,11 @@ def test_threshold(benchmark, n, mode):
     p = np.zeros(n, np.float32)
     g = [np.full(n, 1e-2, np.float32)]
     opt = fastopt.Adam([p])
-    saved = driver.serial_threshold()
+    saved = driver.serial_thresholds()
     driver.set_serial_threshold(1 << 62 if mode == "serial" else 0)
     try:
         opt.step(g)
         benchmark.group = f"threshold n={n:,}"
         benchmark(lambda: opt.step(g))
     finally:
-        driver.set_serial_threshold(saved)
+        driver.set_serial_threshold(*saved)

@@ -41,7 +41,7 @@ import numpy as np
 
 import fastopt
 from fastopt import reference
-from fastopt._kernels import driver
+from fastopt._kernels import driver, waitpolicy
 from fastopt._kernels import stream as _stream
 from fastopt.rules import BY_NAME
 
@@ -468,6 +468,7 @@ def make_record(algo, pool, threads, t, torch_mode, base_threads):
             "threads": threads, "accesses_per_element": acc,
             "time_s": step, "gbps": gbps(acc, itemsize, n, step),
             "thread_speedup": t.ratio(f"fastopt@{base_threads}", mine), "thread_speedup_base": base_threads,
+            "stream_thread_speedup": t.ratio(f"stream@{base_threads}", stream),
             "stream_time_s": raw, "stream_overhead_s": overhead, "stream_net_s": net,
             "stream_gbps": gbps(acc, itemsize, n, net), "pct_stream": 100.0 * t.ratio(stream, mine, overhead),
             "pct_stream_reliable": net >= overhead,
@@ -604,9 +605,15 @@ LEGEND = ("step: median time of one full opt.step(grads); GB/s: accesses/element
           "timed once per algorithm, dtype and size, and shown on every thread row.")
 
 
+def geomean(values):
+    """Geometric mean of positive numbers (NaN if any is NaN)."""
+    return math.exp(sum(map(math.log, values)) / len(values))
+
+
 def scaling_lines(records):
     """Thread scaling at the largest size: per dtype, the geometric mean over algorithms of
-    the paired time(fewest threads) / time(most threads)."""
+    the paired time(fewest threads) / time(most threads), beside the same ratio of the
+    stream kernels with the same arrays: how far more threads can go on this memory bus."""
     out = []
     if not records:
         return out
@@ -614,12 +621,15 @@ def scaling_lines(records):
     for dtype in sorted({r["dtype"] for r in records}):
         rows = [r for r in records if r["n"] == nmax and r["dtype"] == dtype]
         tmax = max(r["threads"] for r in rows)
-        ratios = [r["thread_speedup"] for r in rows if r["threads"] == tmax and r["threads"] != r["thread_speedup_base"]]
-        if not ratios:
+        top = [r for r in rows if r["threads"] == tmax and r["threads"] != r["thread_speedup_base"]]
+        if not top:
             continue
-        gm = math.exp(sum(map(math.log, ratios)) / len(ratios))
+        ratios = [r["thread_speedup"] for r in top]
+        bus = [r.get("stream_thread_speedup") or float("nan") for r in top]
         out.append(f"thread scaling, {dtype} n={nmax:,}: {tmax} vs {rows[0]['thread_speedup_base']} threads = "
-                   f"{gm:.2f}× (geometric mean over algorithms; range {min(ratios):.2f}–{max(ratios):.2f}×)")
+                   f"{geomean(ratios):.2f}× (geometric mean over algorithms; range {min(ratios):.2f}–"
+                   f"{max(ratios):.2f}×); the stream kernels with the same arrays: {geomean(bus):.2f}× "
+                   f"(range {min(bus):.2f}–{max(bus):.2f}×), the most the memory bus allows")
     return out
 
 
@@ -643,9 +653,12 @@ def small_line(s):
 
 
 def threshold_text():
-    """The driver's serial threshold with its unit (bytes moved, or elements in older builds)."""
-    unit = "bytes" if "byte" in (driver.serial_threshold.__doc__ or "").lower() else "elements"
-    return f"{driver.serial_threshold():,} {unit}"
+    """The driver's serial thresholds in bytes moved (awake team; asleep team)."""
+    awake, asleep = driver.serial_thresholds()
+    if driver.hot_window() <= 0.0 or asleep <= awake:
+        return f"{awake:,} bytes"
+    return (f"{awake:,} bytes ({asleep:,} once the team has been idle "
+            f"{driver.hot_window() * 1e6:.0f} µs)")
 
 
 def _build_info():
@@ -830,7 +843,9 @@ def meta(cfg, torch):
     return {"fastopt": fastopt.__version__, "numpy": np.__version__,
             "torch": torch.__version__ if torch is not None else None, "python": platform.python_version(),
             "machine": platform.machine(), "cpus": os.cpu_count(), "openmp": fastopt.openmp_enabled(),
-            "simd": driver.simd_level(), "serial_threshold": driver.serial_threshold(), "build": _build_info(),
+            "simd": driver.simd_level(), "serial_threshold": driver.serial_threshold(),
+            "serial_threshold_asleep": driver.serial_thresholds()[1], "hot_window_s": driver.hot_window(),
+            "wait_policy": waitpolicy.policy, "build": _build_info(),
             "threads": cfg.threads, "sizes": cfg.sizes, "dtypes": [d.name for d in cfg.dtypes],
             "algos": [a.key for a in cfg.algos], "repeat": cfg.repeat,
             "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,

@@ -93,9 +93,9 @@ EXP_RANGE = {np.dtype(np.float32): (-20.0, 17.0), np.dtype(np.float64): (-30.0, 
 def threads_restored():
     """Lets a test call driver.set_num_threads / set_serial_threshold; puts the
     defaults back afterwards (0 = follow OpenMP, and the threshold found at start)."""
-    threshold = driver.serial_threshold()
+    thresholds = driver.serial_thresholds()
     try:
         yield driver
     finally:
         driver.set_num_threads(0)
-        driver.set_serial_threshold(threshold)
+        driver.set_serial_threshold(*thresholds)

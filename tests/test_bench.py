@@ -43,7 +43,8 @@ def test_table_has_every_algorithm_dtype_and_field(results):
                     "speedup_numpy"):
             assert _positive(r[key]), (key, r[key])
         assert r["time_s"] < 0.01                       # a 1,000-element step is microseconds
-        assert r["thread_speedup"] == 1.0 and isinstance(r["pct_stream_reliable"], bool)
+        assert r["thread_speedup"] == 1.0 and r["stream_thread_speedup"] == 1.0
+        assert isinstance(r["pct_stream_reliable"], bool)
         assert abs(r["gbps"] - r["accesses_per_element"] * {"float32": 4, "float64": 8}[r["dtype"]]
                    * r["n"] / r["time_s"] / 1e9) < 1e-6 * r["gbps"]
         if _has_torch():
@@ -76,6 +77,17 @@ def test_no_torch_no_reference_and_text_output(capsys):
     assert code == 0
     assert "== float32, n = 1,000" in out and "%stream" in out and "many arrays" in out
     assert "small step" not in out
+
+
+def test_thread_scaling_line_sets_the_step_beside_the_bus():
+    rows = [{"algo": a, "dtype": "float32", "n": 10**7, "threads": t, "thread_speedup_base": 1,
+             "thread_speedup": {1: 1.0, 2: s}[t], "stream_thread_speedup": {1: 1.0, 2: b}[t]}
+            for a, s, b in (("adam", 1.2, 1.25), ("sgd", 1.3, 1.2)) for t in (1, 2)]
+    rows.append(dict(rows[1], n=1000, thread_speedup=9.0))           # only the largest size counts
+    (line,) = bench.scaling_lines(rows)
+    assert line.startswith("thread scaling, float32 n=10,000,000: 2 vs 1 threads = 1.25×")
+    assert "range 1.20–1.30×" in line and "same arrays: 1.22× (range 1.20–1.25×)" in line
+    assert bench.scaling_lines([r for r in rows if r["threads"] == 1]) == []
 
 
 @pytest.mark.parametrize("argv", [["--algos", "nope"], ["--sizes", "0"], ["--threads", "0"],

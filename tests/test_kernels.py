@@ -189,13 +189,13 @@ def test_parallel_path_small_arrays(name, nthreads, threads_restored):
                  OPTION_COMBOS[(i + 5) % len(OPTION_COMBOS)], lr=1e-2, seed=100 + i)
 
 
-DEFAULT_THRESHOLD = driver.serial_threshold()
+DEFAULT_THRESHOLD = driver.serial_thresholds()
 DEFAULT_THREADS = driver.get_num_threads()
 
 
 def test_thread_settings_restored():
     # runs after the tests above in file order: the fixture put the defaults back
-    assert driver.serial_threshold() == DEFAULT_THRESHOLD
+    assert driver.serial_thresholds() == DEFAULT_THRESHOLD
     assert driver.get_num_threads() == DEFAULT_THREADS
 
 

@@ -318,10 +318,10 @@ def test_nonfinite_ignore_propagates_like_reference(name, kw):
 # --- thread-count independence ---------------------------------------------------------------------
 @pytest.fixture
 def restore_threads():
-    threshold = driver.serial_threshold()
+    thresholds = driver.serial_thresholds()
     yield
     fastopt.set_num_threads(0)
-    driver.set_serial_threshold(threshold)
+    driver.set_serial_threshold(*thresholds)
 
 
 def _threaded_run(n_threads, layout, steps=3):

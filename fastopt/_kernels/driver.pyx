@@ -12,11 +12,24 @@ from fastopt._kernels._types cimport Slot
 cdef extern from "fo_omp.h":
     int fo_openmp_enabled() noexcept nogil
     int fo_omp_max_threads() noexcept nogil
+    double fo_now() noexcept nogil
+    double fo_pause_seconds(int n) noexcept nogil
 
-# A step that moves fewer bytes than this runs on the calling thread: waking the team
-# costs more than it saves. Measured on 2 cores: 2 threads start to win at ~32k
-# float32 elements for Adam (7 accesses, ~900 KB) and ~48k for SGD (3, ~580 KB).
+# A step that moves fewer bytes than this runs on the calling thread: handing work to
+# the team costs more than it saves. Measured on 2 cores with the team still spinning
+# from the last region: 2 threads start to win at ~32k float32 elements for Adam
+# (7 accesses, ~900 KB) and ~48k for SGD (3, ~580 KB).
 cdef Py_ssize_t SERIAL_BELOW = 640 * 1024
+# Once idle workers have gone to sleep (see waitpolicy.py), waking them costs ~45 us on
+# the 2-core VM and 2 threads only win from 128k-256k Adam elements (3.6-7.2 MB). So a pass
+# below SERIAL_BELOW_COLD uses the team only if the previous pass of at least
+# SERIAL_BELOW bytes ended within HOT_WINDOW seconds: the team is still spinning, or
+# the caller is in a tight loop and one wake-up buys a team that stays awake.
+# HOT_WINDOW 0 (the user chose the wait policy): only SERIAL_BELOW applies.
+cdef Py_ssize_t SERIAL_BELOW_COLD = 5 * 1024 * 1024
+cdef double HOT_WINDOW = 0.0
+cdef double _last_pass_end = -1e300
+cdef int _last_pass_threads = 0
 # Block of the deterministic reductions: fixed, so partial sums never depend on threads.
 cdef Py_ssize_t REDUCE_BLOCK = 8192
 cdef int _threads = 0          # 0: follow OpenMP (OMP_NUM_THREADS, threadpoolctl)
@@ -30,8 +43,31 @@ cdef int resolve_threads(int requested) noexcept nogil:
     return fo_omp_max_threads()
 
 
-cdef Py_ssize_t serial_below() noexcept nogil:
-    return SERIAL_BELOW
+cdef int plan_threads(Py_ssize_t nbytes, int nthreads) noexcept nogil:
+    """Threads for a pass that moves ``nbytes``: ``nthreads``, or 1 when the pass is
+    too small to repay handing it to the team."""
+    if nthreads <= 1 or nbytes < SERIAL_BELOW or not fo_openmp_enabled():
+        return 1
+    if nbytes < SERIAL_BELOW_COLD and HOT_WINDOW > 0.0 and fo_now() - _last_pass_end > HOT_WINDOW:
+        return 1
+    return nthreads
+
+
+cdef void pass_done(Py_ssize_t nbytes, int nthreads) noexcept nogil:
+    """Call after a pass of ``nbytes`` run with the ``nthreads`` that
+    :func:`plan_threads` gave."""
+    global _last_pass_end, _last_pass_threads
+    _last_pass_threads = nthreads
+    if nbytes >= SERIAL_BELOW and HOT_WINDOW > 0.0:
+        _last_pass_end = fo_now()
+
+
+cdef Py_ssize_t slots_bytes(const Slot* slots, Py_ssize_t nslots) noexcept nogil:
+    """Bytes one update of every slot moves (elements x accesses x itemsize)."""
+    cdef Py_ssize_t k, nbytes = 0
+    for k in range(nslots):
+        nbytes = nbytes + slots[k].n * slots[k].itemsize * slots[k].accesses
+    return nbytes
 
 
 cdef inline Py_ssize_t _cut(Py_ssize_t total, Py_ssize_t part, Py_ssize_t parts) noexcept nogil:
@@ -55,16 +91,24 @@ cdef void _run_range(Slot* slots, Py_ssize_t nslots, Py_ssize_t lo, Py_ssize_t h
 
 
 cdef void run_slots(Slot* slots, Py_ssize_t nslots, int nthreads) noexcept nogil:
-    """Apply every slot's kernel to all of its elements."""
-    cdef Py_ssize_t k, total = 0, nbytes = 0, part
+    """Apply every slot's kernel to all of its elements with exactly ``nthreads``
+    threads (1: the calling thread alone); see :func:`update_slots`."""
+    cdef Py_ssize_t k, total = 0, part
     for k in range(nslots):
         total = total + slots[k].n
-        nbytes = nbytes + slots[k].n * slots[k].itemsize * slots[k].accesses
-    if nthreads <= 1 or nbytes < SERIAL_BELOW or not fo_openmp_enabled():
+    if nthreads <= 1:
         _run_range(slots, nslots, 0, total)
         return
     for part in prange(nthreads, num_threads=nthreads, schedule="static", chunksize=1):
         _run_range(slots, nslots, _cut(total, part, nthreads), _cut(total, part + 1, nthreads))
+
+
+cdef void update_slots(Slot* slots, Py_ssize_t nslots, int nthreads) noexcept nogil:
+    """:func:`run_slots` with up to ``nthreads`` threads, as :func:`plan_threads` says."""
+    cdef Py_ssize_t nbytes = slots_bytes(slots, nslots)
+    nthreads = plan_threads(nbytes, nthreads)
+    run_slots(slots, nslots, nthreads)
+    pass_done(nbytes, nthreads)
 
 
 ctypedef fused real:
@@ -103,8 +147,9 @@ cdef void _block(const real* g, const real* p, const double* scal, Py_ssize_t a,
 
 cdef int sumsq_slots(const Slot* slots, Py_ssize_t nslots, int nthreads, double* sumsq) noexcept nogil:
     """Sum of squares of every gradient (after coupled weight decay) in float64, over
-    fixed blocks added in a fixed order. Returns 1 if any gradient element is not
-    finite, -1 if memory ran out, else 0."""
+    fixed blocks added in a fixed order, with exactly ``nthreads`` threads (the plan
+    of the update that follows). Returns 1 if any gradient element is not finite,
+    -1 if memory ran out, else 0."""
     cdef Py_ssize_t k, nblocks = 0, b, j
     for k in range(nslots):
         nblocks = nblocks + (slots[k].n + REDUCE_BLOCK - 1) // REDUCE_BLOCK
@@ -125,7 +170,7 @@ cdef int sumsq_slots(const Slot* slots, Py_ssize_t nslots, int nthreads, double*
             first[b] = j
             b = b + 1
             j = j + REDUCE_BLOCK
-    if nthreads <= 1 or nblocks * REDUCE_BLOCK * 8 < SERIAL_BELOW or not fo_openmp_enabled():
+    if nthreads < 1:
         nthreads = 1
     for b in prange(nblocks, num_threads=nthreads, schedule="static"):
         _reduce_block(&slots[owner[b]], first[b], res + 2 * b)
@@ -169,16 +214,52 @@ def set_num_threads(int n):
 
 def serial_threshold():
     """Bytes a step must move (elements x accesses x itemsize, over all parameters)
-    before it uses more than the calling thread."""
+    before it uses more than the calling thread, while the team is awake."""
     return SERIAL_BELOW
 
 
-def set_serial_threshold(Py_ssize_t n):
-    """Change the serial threshold (for tuning and tests)."""
-    global SERIAL_BELOW
-    if n < 0:
-        raise ValueError("threshold must be >= 0")
+def serial_thresholds():
+    """``(awake, asleep)``: the serial threshold in bytes while the team is still
+    spinning from a recent region, and once it has gone to sleep (see
+    :func:`hot_window`)."""
+    return SERIAL_BELOW, SERIAL_BELOW_COLD
+
+
+def set_serial_threshold(Py_ssize_t n, cold=None):
+    """Set the serial threshold in bytes to ``n`` while the team is awake and to
+    ``cold`` (default: ``n`` too) once it sleeps. For tuning and tests."""
+    global SERIAL_BELOW, SERIAL_BELOW_COLD
+    cdef Py_ssize_t c = n if cold is None else cold
+    if n < 0 or c < 0:
+        raise ValueError(f"thresholds must be >= 0, got {n} and {c}")
     SERIAL_BELOW = n
+    SERIAL_BELOW_COLD = c
+
+
+def hot_window():
+    """Seconds after a parallel region during which the team counts as awake (0: it
+    always does, and only the awake threshold applies)."""
+    return HOT_WINDOW
+
+
+def last_pass_threads():
+    """Threads the last step (or stream pass) ran with: 1 when it stayed on the
+    calling thread, e.g. below the serial threshold."""
+    return _last_pass_threads
+
+
+def pause_seconds():
+    """Seconds one iteration of an idle libgomp worker's spin loop (one x86 ``pause``)
+    takes here; 0.0 where that is unknown."""
+    return fo_pause_seconds(2000)
+
+
+def set_hot_window(double seconds):
+    """Set :func:`hot_window`: no longer than idle workers really spin (GOMP_SPINCOUNT)."""
+    global HOT_WINDOW
+    if not seconds >= 0.0:
+        raise ValueError(f"hot window must be >= 0 seconds, got {seconds}")
+    HOT_WINDOW = seconds
 
 
 cdef extern from "fo_simd.h":

@@ -15,7 +15,7 @@ from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
 
 from fastopt._kernels._types cimport MAX_BUFFERS, N_COMMON, RuleEntry, Slot
-from fastopt._kernels.driver cimport resolve_threads, run_slots, sumsq_slots
+from fastopt._kernels.driver cimport pass_done, plan_threads, resolve_threads, run_slots, slots_bytes, sumsq_slots, update_slots
 from fastopt._kernels.noise cimport noise_key
 from fastopt._kernels.rules cimport N_RULES, rule_entry
 
@@ -257,7 +257,7 @@ cdef class Engine:
     def step(self, grads):
         """Apply one update with ``grads`` (one per parameter, ``None`` to leave a
         parameter and its state alone). Returns False when the step was skipped."""
-        cdef Py_ssize_t k, j, gi, prev, nact = 0, n = self.nparams
+        cdef Py_ssize_t k, j, gi, prev, nact = 0, n = self.nparams, nbytes
         cdef double lr, t, sigma, total, coef
         cdef double* row
         cdef double* h
@@ -316,7 +316,8 @@ cdef class Engine:
             prev = k
             self.run[j].scal = row
             self.run[j].noise_key = noise_key(self.seed, <unsigned long long>(self.steps[k] + 1), k)
-        nt = resolve_threads(0)
+        nbytes = slots_bytes(self.run, nact)
+        nt = plan_threads(nbytes, resolve_threads(0))      # one plan for both passes
         self.last_skipped = False
         if self.clip_norm > 0.0 or self.policy != 0:
             with nogil:
@@ -337,6 +338,7 @@ cdef class Engine:
                         (<double*>self.run[j].scal)[C_COEF] = coef
         with nogil:
             run_slots(self.run, nact, nt)
+            pass_done(nbytes, nt)
         for k in range(n):
             if grads[k] is not None:
                 self.steps[k] += 1
@@ -398,7 +400,7 @@ def apply_rule(str rule, cnp.ndarray param, cnp.ndarray grad, tuple states, tupl
         slot.buf[2 + j] = <char*>cnp.PyArray_DATA(s)
     cdef int nt = resolve_threads(threads)
     with nogil:
-        run_slots(&slot, 1, nt)
+        update_slots(&slot, 1, nt)
     return [ss[j] for j in range(e.n_scalar_state)]
 
 

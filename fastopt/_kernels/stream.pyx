@@ -9,7 +9,7 @@ plain two-array streaming copy. Both run serially below the kernels' serial thre
 cimport numpy as cnp
 from cython.parallel cimport prange
 
-from fastopt._kernels.driver cimport resolve_threads, serial_below
+from fastopt._kernels.driver cimport pass_done, plan_threads, resolve_threads
 
 import numpy as np
 
@@ -89,7 +89,8 @@ def stream(grad, rw, int threads=0):
         raise ValueError("rw must hold 1 to 5 arrays")
     f32, n = _check([grad] + list(rw))
     cdef int nw = len(rw)
-    cdef int nt = resolve_threads(threads) if (1 + 2 * nw) * n * grad.itemsize >= serial_below() else 1
+    cdef Py_ssize_t nbytes = (1 + 2 * nw) * n * grad.itemsize
+    cdef int nt = plan_threads(nbytes, resolve_threads(threads))
     cdef void* ptrs[5]
     cdef Py_ssize_t part, N = n
     for k in range(nw):
@@ -101,12 +102,14 @@ def stream(grad, rw, int threads=0):
     else:
         for part in prange(nt, num_threads=nt, schedule="static", chunksize=1, nogil=True):
             _rw(<double*>g, <double**>ptrs, nw, _cut(N, part, nt), _cut(N, part + 1, nt))
+    pass_done(nbytes, nt)
 
 
 def copy(dst, src, int threads=0):
     """``dst[:] = src`` as a parallel streaming copy (2 arrays, one read, one written)."""
     f32, n = _check([dst, src])
-    cdef int nt = resolve_threads(threads) if 2 * n * dst.itemsize >= serial_below() else 1
+    cdef Py_ssize_t nbytes = 2 * n * dst.itemsize
+    cdef int nt = plan_threads(nbytes, resolve_threads(threads))
     cdef void* d = cnp.PyArray_DATA(dst)
     cdef void* s = cnp.PyArray_DATA(src)
     cdef Py_ssize_t part, N = n
@@ -116,3 +119,4 @@ def copy(dst, src, int threads=0):
     else:
         for part in prange(nt, num_threads=nt, schedule="static", chunksize=1, nogil=True):
             _copy(<double*>d, <double*>s, _cut(N, part, nt), _cut(N, part + 1, nt))
+    pass_done(nbytes, nt)

@@ -1,0 +1,83 @@
+"""How idle OpenMP workers wait between steps (pure Python: runs before libgomp loads).
+
+After every parallel region libgomp keeps each worker spinning for GOMP_SPINCOUNT
+pause loops, 300,000 by default: about 9 ms on the 2-core reference machine. For that
+long after each ``opt.step`` a worker holds a core that the caller's own threaded code
+(BLAS, PyTorch, the next forward pass) wants: a 2-thread 300x300 matmul run right after
+a step took 3.6 ms instead of 0.9 ms. fastopt therefore caps the spin at
+:data:`SPINCOUNT` loops (about 0.3 ms there), still long enough for the back-to-back
+regions of one step (gradient-norm pass, then update) and for steps called in a tight
+loop. Waking a sleeping team costs more (~45 us there), so the driver keeps a higher
+serial threshold for a team that has been idle longer than the hot window: 80% of the
+spin, timed here from the length of one ``pause``.
+
+libgomp reads its environment once, when it is loaded, so :func:`load_kernels` sets
+the variable only for the duration of the first import of the compiled kernels and
+then restores ``os.environ``: child processes and other OpenMP runtimes are not
+affected. A policy the user chose (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` in the
+environment) is left alone, and then a team always counts as awake.
+"""
+import os
+
+#: pause loops an idle libgomp worker spins before it sleeps (libgomp default 300,000)
+SPINCOUNT = 10_000
+#: hot window where the length of a spin loop is unknown (not x86): 3 ns a loop
+FALLBACK_WINDOW = 30e-6
+USER_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+#: what applied: "fastopt" (the cap above), "environment" (the user's variables),
+#: "preloaded" (libgomp was loaded before fastopt, so its settings stand) or
+#: "unknown" (no /proc/self/maps to tell, or the kernels do not use libgomp) or
+#: "serial" (built without OpenMP)
+policy = "unknown"
+
+
+def _libgomp_loaded():
+    """True/False when /proc/self/maps shows whether libgomp.so is mapped, else None."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return any(os.path.basename(line.split()[-1]).startswith("libgomp.so")
+                       for line in maps if "/" in line)
+    except OSError:
+        return None
+
+
+def load_kernels():
+    """Import the compiled driver under fastopt's wait policy; returns the policy."""
+    global policy
+    user = any(name in os.environ for name in USER_VARIABLES)
+    before = None if user else _libgomp_loaded()
+    if user or before is not False:
+        from fastopt._kernels import driver
+        policy = "environment" if user else ("preloaded" if before else "unknown")
+    else:
+        os.environ["GOMP_SPINCOUNT"] = str(SPINCOUNT)
+        try:
+            from fastopt._kernels import driver
+        finally:
+            del os.environ["GOMP_SPINCOUNT"]
+        if _libgomp_loaded():
+            policy = "fastopt"
+            pause = driver.pause_seconds()
+            driver.set_hot_window(0.8 * SPINCOUNT * pause if pause > 0.0 else FALLBACK_WINDOW)
+    if not driver.openmp_enabled():
+        policy = "serial"
+    return policy
+
+
+def _spin_us():
+    from fastopt._kernels import driver
+    return driver.hot_window() / 0.8 * 1e6
+
+
+def describe():
+    """One line for ``fastopt info``."""
+    return {
+        "fastopt": f"idle workers spin {SPINCOUNT:,} loops (~{_spin_us():.0f} us), then sleep "
+                   f"(fastopt's cap; set OMP_WAIT_POLICY or GOMP_SPINCOUNT to choose)",
+        "environment": "as set by OMP_WAIT_POLICY / GOMP_SPINCOUNT in the environment",
+        "preloaded": "libgomp's own (it was loaded before fastopt)",
+        "unknown": "the OpenMP runtime's default",
+        "serial": "no worker threads (built without OpenMP)",
+    }[policy]
+
