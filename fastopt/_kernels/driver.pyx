@@ -5,6 +5,7 @@ The elements of all parameters form one sequence; thread k gets the k-th of T eq
 contiguous pieces of it (cut at 64-byte multiples), so threads stay balanced for any
 mix of sizes and each element is updated by exactly the same arithmetic whatever T is.
 """
+cimport numpy as cnp
 from cython.parallel cimport prange
 from libc.stdlib cimport malloc, free
 from fastopt._kernels._types cimport Slot
@@ -32,6 +33,8 @@ cdef double _last_pass_end = -1e300
 cdef int _last_pass_threads = 0
 # Block of the deterministic reductions: fixed, so partial sums never depend on threads.
 cdef Py_ssize_t REDUCE_BLOCK = 8192
+cnp.import_array()
+
 cdef int _threads = 0          # 0: follow OpenMP (OMP_NUM_THREADS, threadpoolctl)
 
 
@@ -269,3 +272,91 @@ cdef extern from "fo_simd.h":
 def simd_level():
     """The widest SIMD instruction set the kernels were compiled for."""
     return FO_SIMD.decode()
+
+
+# --- first touch of optimizer state ------------------------------------------------------
+cdef enum:
+    MAX_FILL = 6               # state buffers per parameter (Slot.buf holds p, g and 6)
+
+cdef struct Fill:
+    char* buf[MAX_FILL]
+    double value[MAX_FILL]
+    int nbuf
+    int itemsize
+    Py_ssize_t n
+
+
+cdef void _fill_one(Fill* f, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef int j
+    cdef float* s
+    cdef double* d
+    cdef float vs
+    cdef double vd
+    for j in range(f.nbuf):
+        if f.itemsize == 4:
+            s = <float*>f.buf[j]
+            vs = <float>f.value[j]
+            for i in range(a, b):
+                s[i] = vs
+        else:
+            d = <double*>f.buf[j]
+            vd = f.value[j]
+            for i in range(a, b):
+                d[i] = vd
+
+
+cdef void _fill_range(Fill* fills, Py_ssize_t nf, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef Py_ssize_t k, off = 0, n, a, b
+    for k in range(nf):
+        n = fills[k].n
+        if off + n > lo and off < hi and n > 0:
+            a = (lo if lo > off else off) - off
+            b = (hi if hi < off + n else off + n) - off
+            _fill_one(&fills[k], a, b)
+        off = off + n
+        if off >= hi:
+            break
+
+
+def first_touch(list states, list values):
+    """Write ``values[k][j]`` into every element of ``states[k][j]`` (the j-th state
+    buffer of parameter k), each thread writing exactly the elements a step gives it.
+
+    New state is written before the first step so that step does not pay the page
+    faults, and written by the threads that will update it, so that on a NUMA machine
+    each piece lives next to its thread (first-touch placement)."""
+    cdef Py_ssize_t nf = len(states), k, total = 0, nbytes = 0, part
+    cdef int j, nt
+    if len(values) != nf:
+        raise ValueError("states and values differ in length")
+    cdef Fill* fills = <Fill*>malloc(max(nf, 1) * sizeof(Fill))
+    if fills == NULL:
+        raise MemoryError()
+    try:
+        for k in range(nf):
+            bufs, vals = states[k], values[k]
+            if len(bufs) != len(vals) or len(bufs) > MAX_FILL:
+                raise ValueError(f"parameter {k}: {len(bufs)} buffers, {len(vals)} values (at most {MAX_FILL})")
+            fills[k].nbuf = len(bufs)
+            fills[k].n = bufs[0].size if bufs else 0
+            fills[k].itemsize = bufs[0].itemsize if bufs else 4
+            for j, (a, v) in enumerate(zip(bufs, vals)):
+                if (a.dtype.char not in "fd" or a.size != fills[k].n or a.itemsize != fills[k].itemsize
+                        or not a.flags.c_contiguous or not a.flags.writeable):
+                    raise ValueError(f"parameter {k}, buffer {j}: need writeable C-contiguous float32/float64 "
+                                     "buffers of one dtype and size")
+                fills[k].buf[j] = <char*>cnp.PyArray_DATA(a)
+                fills[k].value[j] = v
+            total += fills[k].n
+            nbytes += fills[k].n * fills[k].itemsize * fills[k].nbuf
+        nt = plan_threads(nbytes, resolve_threads(0))
+        with nogil:
+            if nt <= 1:
+                _fill_range(fills, nf, 0, total)
+            else:
+                for part in prange(nt, num_threads=nt, schedule="static", chunksize=1):
+                    _fill_range(fills, nf, _cut(total, part, nt), _cut(total, part + 1, nt))
+            pass_done(nbytes, nt)
+    finally:
+        free(fills)

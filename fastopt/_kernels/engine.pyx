@@ -23,6 +23,7 @@ from numbers import Real
 
 import numpy as np
 
+from fastopt._kernels.driver import first_touch
 from fastopt._kernels.rules import RULE_INDEX
 from fastopt._validate import as_array, check_like
 
@@ -98,6 +99,12 @@ cdef class Engine:
 
     def __cinit__(self):
         self.slots = NULL
+
+    @staticmethod
+    def first_touch(list states, list values):
+        """Fill new state buffers (``states[k][j] = values[k][j]``) with the threads and
+        element split of a step: see :func:`fastopt._kernels.driver.first_touch`."""
+        first_touch(states, values)
 
     def __init__(self, list params, list states, list rules, list group_of, list groups, list keys,
                  validate, *, clip_norm=None, noise=None, seed=0, nonfinite="ignore"):

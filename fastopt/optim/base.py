@@ -129,17 +129,16 @@ class Optimizer:
         gi = len(self.param_groups)
         self.param_groups.append(group)
         self._group_rule.append(rule)
-        for p in group["params"]:
+        values = tuple(0.0 if rule.state_init.get(name) is None else float(group[rule.state_init[name]])
+                       for name in rule.state)
+        states = [tuple(np.empty(p.shape, dtype=p.dtype) for _ in rule.state) for p in group["params"]]
+        # written now, by the threads that will update them, so the first step does not
+        # pay for page faults (and on NUMA machines each piece is near its thread)
+        self._engine_class.first_touch(states, [values] * len(states))
+        for p, st in zip(group["params"], states):
             self._params.append(p)
-            self._states.append(tuple(self._new_state(p, rule, group)))
+            self._states.append(st)
             self._group_of.append(gi)
-
-    def _new_state(self, p, rule, group):
-        for name in rule.state:
-            init = rule.state_init.get(name)
-            value = 0.0 if init is None else float(group[init])
-            # written once here so the first step does not pay for page faults
-            yield np.full(p.shape, value, dtype=p.dtype)
 
     def _build_engine(self, carry=None):
         keys = [[k for k in g if k != "params"] for g in self.param_groups]

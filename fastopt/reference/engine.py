@@ -21,6 +21,13 @@ def reference_function(rule):
 
 
 class ReferenceEngine:
+    @staticmethod
+    def first_touch(states, values):
+        """Fill new state buffers: ``states[k][j][...] = values[k][j]``."""
+        for bufs, vals in zip(states, values):
+            for a, v in zip(bufs, vals):
+                a[...] = v
+
     def __init__(self, params, states, rules, group_of, groups, keys, validate, *, clip_norm=None, noise=None,
                  seed=0, nonfinite="ignore"):
         self.params, self.states, self.group_of, self.groups = params, states, group_of, groups
