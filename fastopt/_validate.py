@@ -2,6 +2,8 @@
 with a message naming the offending argument; none of them writes anything."""
 import numpy as np
 
+from fastopt._kernels.driver import data_span
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -34,8 +36,8 @@ def as_array(obj, name, *, writeable):
 
 
 def byte_range(arr):
-    lo = arr.__array_interface__["data"][0]
-    return lo, lo + arr.nbytes
+    """``(first byte, one past the last)`` of a C-contiguous array."""
+    return data_span(arr)
 
 
 def check_disjoint(named_arrays):

@@ -11,6 +11,7 @@ many arrays in one parallel region; these functions are for embedding.
 import math
 import numbers
 
+from fastopt._kernels.driver import arrays_ok
 from fastopt._kernels.engine import apply_rule
 from fastopt._validate import as_array, check_disjoint, check_like
 from fastopt.rules import BY_NAME, CLIP_VALUE, FLAG, LR, MAX_STEP, WEIGHT_DECAY, Hyper
@@ -24,35 +25,48 @@ _LR_DEFAULTS = {"adagrad": 1e-2, "adadelta": 1.0, "adamax": 2e-3, "lion": 1e-4,
                 "rmsprop_centered_momentum": 1e-2}
 
 
+def _checked_arrays(rule, param, grad, state):
+    """The arrays as ndarrays after every check, each raising with the argument's name."""
+    p = as_array(param, "param", writeable=True)
+    g = as_array(grad, "grad", writeable=False)
+    check_like(g, "grad", p, "param")
+    states = []
+    for name, s in zip(rule.state, state):
+        s = as_array(s, name, writeable=True)
+        check_like(s, name, p, "param")
+        states.append(s)
+    check_disjoint([("param", p), ("grad", g)] + list(zip(rule.state, states)))
+    return p, g, tuple(states)
+
+
 def _make(rule):
-    hyper_names = rule.hyper_names
+    allowed = frozenset(rule.hyper_names) | {n for n, _ in rule.scalar_state}
+    defaults = tuple(float(h.default) for h in rule.hyper)
+    nstate = len(rule.state)
 
     def update(param, grad, *state, step, lr=_LR_DEFAULTS.get(rule.name, 1e-3), weight_decay=0.0,
                decoupled_weight_decay=rule.decoupled_decay, maximize=False, clip_value=None, threads=0, **hyper):
-        unknown = set(hyper) - set(hyper_names) - {n for n, _ in rule.scalar_state}
-        if unknown:
-            raise TypeError(f"{rule.name}() got unexpected keyword arguments {sorted(unknown)}")
-        if len(state) != len(rule.state):
+        if hyper and not allowed.issuperset(hyper):
+            raise TypeError(f"{rule.name}() got unexpected keyword arguments {sorted(set(hyper) - allowed)}")
+        if len(state) != nstate:
             raise TypeError(f"{rule.name}() takes param, grad and {len(rule.state)} state arrays "
                             f"({', '.join(rule.state) or 'none'}), got {len(state)}")
-        p = as_array(param, "param", writeable=True)
-        g = as_array(grad, "grad", writeable=False)
-        check_like(g, "grad", p, "param")
-        states = []
-        for name, s in zip(rule.state, state):
-            s = as_array(s, name, writeable=True)
-            check_like(s, name, p, "param")
-            states.append(s)
-        check_disjoint([("param", p), ("grad", g)] + list(zip(rule.state, states)))
-        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or not 1 <= step <= MAX_STEP:
+        if arrays_ok(param, grad, state):
+            p, g, states = param, grad, state
+        else:
+            p, g, states = _checked_arrays(rule, param, grad, state)
+        if type(step) is not int and (isinstance(step, bool) or not isinstance(step, numbers.Integral)) \
+                or not 1 <= step <= MAX_STEP:
             raise ValueError(f"step must be an int in [1, 2**53] (the 1-based step count), got {step!r}")
-        if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 0:
+        if type(threads) is not int and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral)) \
+                or threads < 0:
             raise ValueError(f"threads must be an int >= 0 (0: the default), got {threads!r}")
-        values = [LR.check(lr)] + [h.check(hyper.get(h.name, h.default)) for h in rule.hyper]
+        values = (LR.check(lr),) + (defaults if not hyper else tuple(
+            h.check(hyper[h.name]) if h.name in hyper else d for h, d in zip(rule.hyper, defaults)))
         wd = WEIGHT_DECAY.check(weight_decay)
         clip = math.inf if clip_value is None else CLIP_VALUE.check(clip_value)
         sstate = [SCALAR_STATE[n].check(hyper.get(n, init)) for n, init in rule.scalar_state]
-        out = apply_rule(rule.name, p, g, tuple(states), tuple(values), float(step), sstate, wd,
+        out = apply_rule(rule.name, p, g, tuple(states), values, float(step), sstate, wd,
                          bool(FLAG.check(maximize, "maximize")),
                          bool(FLAG.check(decoupled_weight_decay, "decoupled_weight_decay")), clip, int(threads))
         return out[0] if len(out) == 1 else None

@@ -353,3 +353,92 @@ def test_lion_decays_decoupled_by_default():
     m = np.zeros(5)
     kernels.lion(p, np.ones(5), m, step=1, lr=0.1, weight_decay=0.5)
     np.testing.assert_array_equal(p, 2.0 * (1 - 0.1 * 0.5) - 0.1)
+
+
+# --- the C fast path (driver.arrays_ok) must never accept what the full checks reject ----------
+class Subclass(np.ndarray):
+    pass
+
+
+def fast_path_cases():
+    """(label, param, grad, states, ok) for one Adam call (2 states)."""
+    def fresh(dtype=np.float32, shape=(6, 5)):
+        return [np.zeros(shape, dtype) for _ in range(4)]
+
+    p, g, m, v = fresh()
+    yield "plain float32", p, g, (m, v), True
+    p, g, m, v = fresh(np.float64, (0,))
+    yield "empty float64", p, g, (m, v), True
+    p, g, m, v = fresh()
+    g.flags.writeable = False
+    yield "read-only grad", p, g, (m, v), True
+    buf = np.zeros(40, np.float32)
+    yield "disjoint views", buf[:10], buf[10:20], (buf[20:30], buf[30:]), True
+    p, g, m, v = fresh()
+    yield "grad is param", p, p, (m, v), False
+    yield "state overlaps param", buf[:20], g.ravel()[:20], (buf[19:39], m.ravel()[:20]), False
+    yield "float16", *[a.astype(np.float16) for a in (p, g)], (m, v), False
+    yield "mixed dtypes", p, g.astype(np.float64), (m, v), False
+    yield "int grad", p, g.astype(np.int32), (m, v), False
+    yield "byte-swapped", p, g.astype(">f4"), (m, v), False
+    yield "shape mismatch", p, g.reshape(5, 6), (m, v), False
+    yield "ndim mismatch", p, g.ravel(), (m, v), False
+    yield "strided grad", p, np.zeros((6, 10), np.float32)[:, ::2], (m, v), False
+    yield "Fortran state", p, g, (np.asfortranarray(m), v), False
+    ro = np.zeros_like(m)
+    ro.flags.writeable = False
+    yield "read-only state", p, g, (ro, v), False
+    ro_p = np.zeros_like(p)
+    ro_p.flags.writeable = False
+    yield "read-only param", ro_p, g, (m, v), False
+    raw = np.zeros(31 * 4 + 1, np.uint8)[1:].view(np.float32)
+    yield "unaligned param", raw[:30].reshape(6, 5), g, (m, v), False
+    sub = [a.view(Subclass) for a in (p, g, m, v)]
+    yield "subclass", sub[0], sub[1], tuple(sub[2:]), False
+    yield "list", p, g.tolist(), (m, v), False
+    yield "too many arrays", p, g, tuple(np.zeros_like(p) for _ in range(7)), False
+
+
+@pytest.mark.parametrize("label,p,g,states,ok", list(fast_path_cases()), ids=lambda x: x if isinstance(x, str) else "")
+def test_fast_array_check_agrees_with_the_full_checks(label, p, g, states, ok):
+    from fastopt._kernels.driver import arrays_ok
+    assert arrays_ok(p, g, states) is ok, label
+    if ok or len(states) != 2:
+        return
+    try:                                         # what the fast path refused, the full path must too
+        kernels._checked_arrays(BY_NAME["adam"], p, g, states)
+    except (TypeError, ValueError):
+        pass
+    else:
+        assert label == "subclass"               # an ndarray all the same: checked in full, then accepted
+
+
+def boundary_values(h):
+    for x in (h.lo, h.hi, h.default):
+        if math.isfinite(x):
+            yield from (x, math.nextafter(x, -math.inf), math.nextafter(x, math.inf))
+    yield from (0.0, 1.0, -1.0, 1e300, -1e300, math.inf, -math.inf, math.nan)
+
+
+@pytest.mark.parametrize("h", sorted({h for r in RULES for h in r.hyper if h.kind == "float"}, key=lambda h: h.name),
+                         ids=lambda h: h.name)
+def test_hyper_check_fast_path_agrees_with_the_general_one(h):
+    for x in boundary_values(h):
+        def outcome(value):
+            try:
+                return h.check(value)
+            except (TypeError, ValueError) as exc:
+                return type(exc)
+        fast, slow = outcome(x), outcome(np.float64(x))          # np.float64 takes the general path
+        assert fast == slow or (fast != fast and slow != slow), (h.name, x, fast, slow)
+
+
+@pytest.mark.parametrize("value", [True, False, np.True_, np.False_, 1, 0, 2, 0.5, None])
+def test_bool_check_fast_path_agrees_with_the_general_one(value):
+    from fastopt.rules import FLAG
+    try:
+        got = FLAG.check(value, "flag")
+    except TypeError:
+        assert value not in (True, False) or isinstance(value, float)
+    else:
+        assert got == (1.0 if value else 0.0) and value in (0, 1) and not isinstance(value, float)

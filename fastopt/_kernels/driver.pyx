@@ -360,3 +360,58 @@ def first_touch(list states, list values):
             pass_done(nbytes, nt)
     finally:
         free(fills)
+
+
+# --- cheap checks for the per-call entry points ------------------------------------------
+def data_span(cnp.ndarray arr):
+    """``(first byte, one past the last byte)`` of a C-contiguous array's data."""
+    cdef Py_ssize_t lo = <Py_ssize_t>cnp.PyArray_DATA(arr)
+    return lo, lo + cnp.PyArray_NBYTES(arr)
+
+
+cdef bint _plain_float(object a, bint writeable):
+    if not cnp.PyArray_CheckExact(a):
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    cdef int typenum = cnp.PyArray_TYPE(arr)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        return False
+    if not cnp.PyArray_ISNOTSWAPPED(arr):
+        return False
+    if writeable:
+        return cnp.PyArray_ISCARRAY(arr)           # C-contiguous, aligned, writeable
+    return cnp.PyArray_ISCARRAY_RO(arr)
+
+
+def arrays_ok(param, grad, tuple states):
+    """True when ``param``, ``grad`` and ``states`` are plain ndarrays of one native
+    float32/float64 dtype and one shape, C-contiguous and aligned, ``param`` and the
+    states writeable, and no two share memory: the common case, checked in C. False
+    means "run the full checks", which name what is wrong."""
+    cdef Py_ssize_t k, j, n = 2 + len(states)
+    cdef Py_ssize_t lo[8]
+    cdef Py_ssize_t hi[8]
+    if n > 8 or not _plain_float(param, True) or not _plain_float(grad, False):
+        return False
+    cdef cnp.ndarray p = <cnp.ndarray>param
+    arrays = (param, grad) + states
+    for k in range(n):
+        a = arrays[k]
+        if k >= 2 and not _plain_float(a, True):
+            return False
+        if k >= 1:
+            if (cnp.PyArray_TYPE(<cnp.ndarray>a) != cnp.PyArray_TYPE(p)
+                    or cnp.PyArray_NDIM(<cnp.ndarray>a) != cnp.PyArray_NDIM(p)):
+                return False
+            for j in range(cnp.PyArray_NDIM(p)):
+                if cnp.PyArray_DIM(<cnp.ndarray>a, j) != cnp.PyArray_DIM(p, j):
+                    return False
+        lo[k] = <Py_ssize_t>cnp.PyArray_DATA(<cnp.ndarray>a)
+        hi[k] = lo[k] + cnp.PyArray_NBYTES(<cnp.ndarray>a)
+    if cnp.PyArray_SIZE(p) == 0:
+        return True
+    for k in range(n):
+        for j in range(k + 1, n):
+            if lo[k] < hi[j] and lo[j] < hi[k]:
+                return False
+    return True

@@ -26,6 +26,13 @@ class Hyper:
 
     def check(self, value, label=None):
         """Return ``value`` as a float, or raise TypeError/ValueError naming the hyper-parameter."""
+        # the common cases first, without the (slow) ABC checks below
+        if type(value) is float and self.kind == "float" and math.isfinite(value):
+            if ((self.lo < value or (value == self.lo and not self.lo_open))
+                    and (value < self.hi or (value == self.hi and not self.hi_open))):
+                return value
+        elif (value is True or value is False) and self.kind == "bool":
+            return 1.0 if value else 0.0
         label = label or self.name
         if self.kind == "bool":
             # numpy.bool_ is no numbers.Integral, but is a bool all the same
