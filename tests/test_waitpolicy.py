@@ -24,14 +24,22 @@ print(waitpolicy.policy, driver.hot_window(), "GOMP_SPINCOUNT" in os.environ,
 """
 
 
+# run the very package under test (installed or built in place), whatever the cwd holds
+HOME = os.path.dirname(os.path.dirname(os.path.abspath(fastopt.__file__)))
+
+
+def package_env():
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([HOME, os.environ.get("PYTHONPATH", "")]))
+
+
 def probe(extra_env=None, prelude=""):
     """Import fastopt in a fresh interpreter with a clean OpenMP environment plus
     ``extra_env``; returns (policy, hot_window, spincount variable left set, its value,
     libgomp's OMP_DISPLAY_ENV report)."""
-    env = {k: v for k, v in os.environ.items() if k not in waitpolicy.USER_VARIABLES}
+    env = {k: v for k, v in package_env().items() if k not in waitpolicy.USER_VARIABLES}
     env.update({"OMP_DISPLAY_ENV": "verbose"}, **(extra_env or {}))
-    out = subprocess.run([sys.executable, "-c", prelude + PROBE], env=env, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, "-P", "-c", prelude + PROBE], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
     policy, window, left, value = out.stdout.split()
     return policy, float(window), left == "True", value, out.stderr
 
@@ -65,8 +73,10 @@ def test_libgomp_loaded_before_fastopt_keeps_its_settings():
 
 def test_describe_names_the_policy():
     assert waitpolicy.describe()
-    assert "wait policy" in subprocess.run([sys.executable, "-P", "-m", "fastopt", "info"], capture_output=True,
-                                           text=True, check=True, cwd=os.path.dirname(__file__)).stdout
+    out = subprocess.run([sys.executable, "-P", "-m", "fastopt", "info"], capture_output=True, text=True,
+                         env=package_env())
+    assert out.returncode == 0, out.stderr
+    assert "OpenMP wait policy: " + waitpolicy.describe() in out.stdout
 
 
 # --- serial or parallel: plan_threads ------------------------------------------------------------
