@@ -70,3 +70,18 @@ def test_optimizer_state_starts_at_its_initial_value():
     for k, arr in enumerate(p):
         (acc,) = opt._states[k]
         np.testing.assert_array_equal(acc, np.full(arr.shape, 0.25, arr.dtype))
+
+
+@pytest.mark.parametrize("n,shift", [(1024, 0), (10**5, 1), (10**5 + 3, 3), (300, 0)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_state_sits_at_the_parameters_page_offset(n, shift, dtype):
+    p = np.ones(n + shift, dtype)[shift:]                  # a parameter at an odd offset
+    opt = fastopt.Adam([p])
+    m, v = opt._states[0]
+    for s in (m, v):
+        assert s.shape == p.shape and s.dtype == p.dtype and s.flags.c_contiguous and s.flags.writeable
+        if p.nbytes >= 4096:                               # smaller ones are plain np.empty
+            assert (s.ctypes.data - p.ctypes.data) % 4096 == 0
+        np.testing.assert_array_equal(s, 0)
+    spans = sorted((a.ctypes.data, a.ctypes.data + a.nbytes) for a in (p, m, v))
+    assert all(hi <= lo for (_, hi), (lo, _) in zip(spans, spans[1:]))

@@ -11,6 +11,7 @@ import numbers
 
 import numpy as np
 
+from fastopt._kernels.driver import data_span
 from fastopt._kernels.engine import Engine, NonFiniteGradientError
 from fastopt._validate import as_array, check_disjoint
 from fastopt.rules import BY_NAME, CLIP_VALUE, FLAG, LR, MAX_STEP, WEIGHT_DECAY, Hyper
@@ -25,6 +26,23 @@ def _is_count(value):
 
 
 __all__ = ["Optimizer", "NonFiniteGradientError"]
+
+
+def state_buffer(p):
+    """An uninitialised array like ``p`` whose data starts at the same offset within a
+    4 KiB page as ``p``'s (arrays under 4 KiB: plain ``np.empty``).
+
+    What matters is not the alignment of each buffer but their offsets relative to
+    each other: a load from one array 4 KiB-aliases a pending store to another when
+    their addresses agree in the low 12 bits, and then waits for it. With Adam's state
+    on 64-byte boundaries and the parameter 16 bytes into its page (as NumPy places
+    large arrays) an in-cache step ran 1.3-1.7x slower on the reference machine; at
+    the parameter's own offset it is as fast as the best layout tried."""
+    if p.nbytes < 4096:
+        return np.empty(p.shape, p.dtype)
+    raw = np.empty(p.nbytes + 4096, np.uint8)
+    start = (data_span(p)[0] - data_span(raw)[0]) % 4096
+    return raw[start:start + p.nbytes].view(p.dtype).reshape(p.shape)
 
 
 class Optimizer:
@@ -131,7 +149,7 @@ class Optimizer:
         self._group_rule.append(rule)
         values = tuple(0.0 if rule.state_init.get(name) is None else float(group[rule.state_init[name]])
                        for name in rule.state)
-        states = [tuple(np.empty(p.shape, dtype=p.dtype) for _ in rule.state) for p in group["params"]]
+        states = [tuple(state_buffer(p) for _ in rule.state) for p in group["params"]]
         # written now, by the threads that will update them, so the first step does not
         # pay for page faults (and on NUMA machines each piece is near its thread)
         self._engine_class.first_touch(states, [values] * len(states))
