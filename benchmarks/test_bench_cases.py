@@ -1,6 +1,9 @@
 """The summary cases of ``fastopt bench`` and the bandwidth baselines as pytest-benchmark
 suites: Adam over many small arrays, the latency of a small step, the streaming copy,
-and the serial/parallel crossover that sets the driver's serial threshold."""
+and the serial/parallel crossovers that set the driver's serial thresholds (team awake
+and team asleep)."""
+import time
+
 import numpy as np
 import pytest
 
@@ -70,5 +73,24 @@ def test_threshold(benchmark, n, mode):
         opt.step(g)
         benchmark.group = f"threshold n={n:,}"
         benchmark(lambda: opt.step(g))
+    finally:
+        driver.set_serial_threshold(*saved)
+
+
+@pytest.mark.parametrize("mode", ["serial", "parallel", "auto"])
+@pytest.mark.parametrize("n", [32_768, 131_072, 262_144, 524_288])
+def test_threshold_after_idle(benchmark, n, mode):
+    """The same after 2 ms without a step, long enough for idle workers to sleep:
+    the crossover behind the asleep threshold (``auto``: the driver's choice)."""
+    p = np.zeros(n, np.float32)
+    g = [np.full(n, 1e-2, np.float32)]
+    opt = fastopt.Adam([p])
+    saved = driver.serial_thresholds()
+    if mode != "auto":
+        driver.set_serial_threshold(1 << 62 if mode == "serial" else 0)
+    try:
+        opt.step(g)
+        benchmark.group = f"threshold after 2 ms idle n={n:,}"
+        benchmark.pedantic(lambda: opt.step(g), setup=lambda: time.sleep(0.002), rounds=200, iterations=1)
     finally:
         driver.set_serial_threshold(*saved)
