@@ -574,8 +574,16 @@ def header(cfg, torch):
              f"numpy {np.__version__}; torch {torch.__version__ if torch is not None else 'not used'}; "
              f"CFLAGS {build.get('CFLAGS', '?')}",
              f"threads {','.join(map(str, cfg.threads))}; {cfg.repeat} samples per figure (median); "
-             f"load average {load:.2f} at start"]
+             f"load average {load:.2f} at start",
+             f"OpenMP wait policy: {waitpolicy.describe()}" + (
+                 "; torch shares this libgomp" if torch is not None and _shares_libgomp() else "")]
     return lines
+
+
+def _shares_libgomp():
+    """True when only one libgomp is mapped, i.e. torch's OpenMP is fastopt's."""
+    paths = waitpolicy._libgomp_paths()
+    return paths is not None and len(paths) == 1
 
 
 def table_lines(records, copy_figures):

@@ -1,4 +1,6 @@
 """New optimizer state is written by the step's threads (driver.first_touch)."""
+import time
+
 import numpy as np
 import pytest
 
@@ -29,6 +31,15 @@ def test_every_element_gets_its_value(threads, nbuf, threads_restored):
             np.testing.assert_array_equal(a, np.full(a.size, v, dt))
 
 
+def test_fill_uses_the_steps_threads_even_when_the_team_sleeps(threads_restored):
+    threads_restored.set_num_threads(2)
+    n = 300_000                     # Adam: 8.4 MB a step, but only 2.4 MB of state to fill
+    states, vals = new_state([n], [np.float32], 2, (0.0, 0.0))
+    time.sleep(0.01)                # longer than the hot window: the team is asleep
+    driver.first_touch(states, vals)
+    assert driver.last_pass_threads() == (2 if driver.openmp_enabled() else 1)
+
+
 def test_reference_engine_fills_the_same():
     values = (0.5, 0.0)
     a, va = new_state(SIZES, [np.float32] * 5, 2, values)
@@ -51,6 +62,9 @@ def bad_cases():
     ro.flags.writeable = False
     yield [(ok, ro)], [(1.0, 1.0)], "writeable"
     yield [(ok, np.zeros(8, np.int32))], [(1.0, 1.0)], "float32/float64"
+    yield [(ok, np.zeros(8, ">f4"))], [(1.0, 1.0)], "native"
+    raw = np.zeros(8 * 4 + 1, np.uint8)[1:].view(np.float32)
+    yield [(ok, raw)], [(1.0, 1.0)], "aligned"
     yield [tuple(np.zeros(8, np.float32) for _ in range(7))], [(0.0,) * 7], "at most 6"
 
 

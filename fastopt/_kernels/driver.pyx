@@ -26,7 +26,9 @@ cdef Py_ssize_t SERIAL_BELOW = 640 * 1024
 # below SERIAL_BELOW_COLD uses the team only if the previous pass of at least
 # SERIAL_BELOW bytes ended within HOT_WINDOW seconds: the team is still spinning, or
 # the caller is in a tight loop and one wake-up buys a team that stays awake.
-# HOT_WINDOW 0 (the user chose the wait policy): only SERIAL_BELOW applies.
+# HOT_WINDOW 0 (the user chose the wait policy): only SERIAL_BELOW applies. (With more
+# threads than CPUs libgomp spins only 1,000 loops; such a team is then thought awake
+# when it is not, which costs a wake-up, never a wrong result.)
 cdef Py_ssize_t SERIAL_BELOW_COLD = 5 * 1024 * 1024
 cdef double HOT_WINDOW = 0.0
 cdef double _last_pass_end = -1e300
@@ -56,12 +58,13 @@ cdef int plan_threads(Py_ssize_t nbytes, int nthreads) noexcept nogil:
     return nthreads
 
 
-cdef void pass_done(Py_ssize_t nbytes, int nthreads) noexcept nogil:
-    """Call after a pass of ``nbytes`` run with the ``nthreads`` that
-    :func:`plan_threads` gave."""
+cdef void pass_done(Py_ssize_t nbytes, int used, int wanted) noexcept nogil:
+    """Call after a pass of ``nbytes`` that asked :func:`plan_threads` for ``wanted``
+    threads and ran with ``used``. A pass that could have used the team (``wanted`` >
+    1) marks the team awake: it is, or a tight loop makes waking it worthwhile."""
     global _last_pass_end, _last_pass_threads
-    _last_pass_threads = nthreads
-    if nbytes >= SERIAL_BELOW and HOT_WINDOW > 0.0:
+    _last_pass_threads = used
+    if nbytes >= SERIAL_BELOW and wanted > 1 and HOT_WINDOW > 0.0:
         _last_pass_end = fo_now()
 
 
@@ -109,9 +112,9 @@ cdef void run_slots(Slot* slots, Py_ssize_t nslots, int nthreads) noexcept nogil
 cdef void update_slots(Slot* slots, Py_ssize_t nslots, int nthreads) noexcept nogil:
     """:func:`run_slots` with up to ``nthreads`` threads, as :func:`plan_threads` says."""
     cdef Py_ssize_t nbytes = slots_bytes(slots, nslots)
-    nthreads = plan_threads(nbytes, nthreads)
-    run_slots(slots, nslots, nthreads)
-    pass_done(nbytes, nthreads)
+    cdef int used = plan_threads(nbytes, nthreads)
+    run_slots(slots, nslots, used)
+    pass_done(nbytes, used, nthreads)
 
 
 ctypedef fused real:
@@ -321,7 +324,9 @@ cdef void _fill_range(Fill* fills, Py_ssize_t nf, Py_ssize_t lo, Py_ssize_t hi) 
 
 def first_touch(list states, list values):
     """Write ``values[k][j]`` into every element of ``states[k][j]`` (the j-th state
-    buffer of parameter k), each thread writing exactly the elements a step gives it.
+    buffer of parameter k), each thread writing the elements that a step over exactly
+    these parameters gives it (one optimizer group: a step over several groups splits
+    their elements together, so later groups line up only roughly).
 
     New state is written before the first step so that step does not pay the page
     faults, and written by the threads that will update it, so that on a NUMA machine
@@ -342,28 +347,31 @@ def first_touch(list states, list values):
             fills[k].n = bufs[0].size if bufs else 0
             fills[k].itemsize = bufs[0].itemsize if bufs else 4
             for j, (a, v) in enumerate(zip(bufs, vals)):
-                if (a.dtype.char not in "fd" or a.size != fills[k].n or a.itemsize != fills[k].itemsize
-                        or not a.flags.c_contiguous or not a.flags.writeable):
-                    raise ValueError(f"parameter {k}, buffer {j}: need writeable C-contiguous float32/float64 "
-                                     "buffers of one dtype and size")
+                if (a.dtype.char not in "fd" or not a.dtype.isnative or a.size != fills[k].n
+                        or a.itemsize != fills[k].itemsize or not a.flags.c_contiguous or not a.flags.aligned
+                        or not a.flags.writeable):
+                    raise ValueError(f"parameter {k}, buffer {j}: need writeable, aligned, C-contiguous native "
+                                     "float32/float64 buffers of one dtype and size")
                 fills[k].buf[j] = <char*>cnp.PyArray_DATA(a)
                 fills[k].value[j] = v
             total += fills[k].n
-            nbytes += fills[k].n * fills[k].itemsize * fills[k].nbuf
-        nt = plan_threads(nbytes, resolve_threads(0))
+            # what the step will move (param, grad, and each buffer read and written)
+            nbytes += fills[k].n * fills[k].itemsize * (3 + 2 * fills[k].nbuf)
+        # the step's threads, even if they are asleep now: placement is the point
+        nt = resolve_threads(0) if nbytes >= SERIAL_BELOW and fo_openmp_enabled() else 1
         with nogil:
             if nt <= 1:
                 _fill_range(fills, nf, 0, total)
             else:
                 for part in prange(nt, num_threads=nt, schedule="static", chunksize=1):
                     _fill_range(fills, nf, _cut(total, part, nt), _cut(total, part + 1, nt))
-            pass_done(nbytes, nt)
+            pass_done(nbytes, nt, nt)
     finally:
         free(fills)
 
 
 # --- cheap checks for the per-call entry points ------------------------------------------
-def data_span(cnp.ndarray arr):
+def data_span(cnp.ndarray arr not None):
     """``(first byte, one past the last byte)`` of a C-contiguous array's data."""
     cdef Py_ssize_t lo = <Py_ssize_t>cnp.PyArray_DATA(arr)
     return lo, lo + cnp.PyArray_NBYTES(arr)

@@ -269,7 +269,7 @@ cdef class Engine:
         cdef double* row
         cdef double* h
         cdef const RuleEntry* e
-        cdef int rc, nt
+        cdef int rc, nt, wanted
         if len(grads) != n:
             raise ValueError(f"expected {n} gradients (one per parameter), got {len(grads)}")
         keep = None
@@ -324,11 +324,13 @@ cdef class Engine:
             self.run[j].scal = row
             self.run[j].noise_key = noise_key(self.seed, <unsigned long long>(self.steps[k] + 1), k)
         nbytes = slots_bytes(self.run, nact)
-        nt = plan_threads(nbytes, resolve_threads(0))      # one plan for both passes
+        wanted = resolve_threads(0)
+        nt = plan_threads(nbytes, wanted)                  # one plan for both passes
         self.last_skipped = False
         if self.clip_norm > 0.0 or self.policy != 0:
             with nogil:
                 rc = sumsq_slots(self.run, nact, nt, &total)
+                pass_done(nbytes, nt, wanted)
             if rc < 0:
                 raise MemoryError()
             self.last_grad_norm = sqrt(total)
@@ -345,7 +347,7 @@ cdef class Engine:
                         (<double*>self.run[j].scal)[C_COEF] = coef
         with nogil:
             run_slots(self.run, nact, nt)
-            pass_done(nbytes, nt)
+            pass_done(nbytes, nt, wanted)
         for k in range(n):
             if grads[k] is not None:
                 self.steps[k] += 1

@@ -90,7 +90,8 @@ def stream(grad, rw, int threads=0):
     f32, n = _check([grad] + list(rw))
     cdef int nw = len(rw)
     cdef Py_ssize_t nbytes = (1 + 2 * nw) * n * grad.itemsize
-    cdef int nt = plan_threads(nbytes, resolve_threads(threads))
+    cdef int wanted = resolve_threads(threads)
+    cdef int nt = plan_threads(nbytes, wanted)
     cdef void* ptrs[5]
     cdef Py_ssize_t part, N = n
     for k in range(nw):
@@ -102,14 +103,15 @@ def stream(grad, rw, int threads=0):
     else:
         for part in prange(nt, num_threads=nt, schedule="static", chunksize=1, nogil=True):
             _rw(<double*>g, <double**>ptrs, nw, _cut(N, part, nt), _cut(N, part + 1, nt))
-    pass_done(nbytes, nt)
+    pass_done(nbytes, nt, wanted)
 
 
 def copy(dst, src, int threads=0):
     """``dst[:] = src`` as a parallel streaming copy (2 arrays, one read, one written)."""
     f32, n = _check([dst, src])
     cdef Py_ssize_t nbytes = 2 * n * dst.itemsize
-    cdef int nt = plan_threads(nbytes, resolve_threads(threads))
+    cdef int wanted = resolve_threads(threads)
+    cdef int nt = plan_threads(nbytes, wanted)
     cdef void* d = cnp.PyArray_DATA(dst)
     cdef void* s = cnp.PyArray_DATA(src)
     cdef Py_ssize_t part, N = n
@@ -119,4 +121,4 @@ def copy(dst, src, int threads=0):
     else:
         for part in prange(nt, num_threads=nt, schedule="static", chunksize=1, nogil=True):
             _copy(<double*>d, <double*>s, _cut(N, part, nt), _cut(N, part + 1, nt))
-    pass_done(nbytes, nt)
+    pass_done(nbytes, nt, wanted)

@@ -5,17 +5,20 @@ pause loops, 300,000 by default: about 9 ms on the 2-core reference machine. For
 long after each ``opt.step`` a worker holds a core that the caller's own threaded code
 (BLAS, PyTorch, the next forward pass) wants: a 2-thread 300x300 matmul run right after
 a step took 3.6 ms instead of 0.9 ms. fastopt therefore caps the spin at
-:data:`SPINCOUNT` loops (about 0.3 ms there), still long enough for the back-to-back
+:data:`SPINCOUNT` loops (about 0.25 ms there), still long enough for the back-to-back
 regions of one step (gradient-norm pass, then update) and for steps called in a tight
 loop. Waking a sleeping team costs more (~45 us there), so the driver keeps a higher
 serial threshold for a team that has been idle longer than the hot window: 80% of the
 spin, timed here from the length of one ``pause``.
 
 libgomp reads its environment once, when it is loaded, so :func:`load_kernels` sets
-the variable only for the duration of the first import of the compiled kernels and
-then restores ``os.environ``: child processes and other OpenMP runtimes are not
-affected. A policy the user chose (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` in the
-environment) is left alone, and then a team always counts as awake.
+the variable only while the compiled kernels are first imported and then restores
+``os.environ``: child processes do not inherit it. libgomp is one runtime per process,
+though: whatever later loads a ``libgomp.so.1`` gets this one and shares the cap
+(PyTorch 2.13's bundled ``torch/lib/libgomp.so.1`` does, when torch is imported after
+fastopt); only renamed copies (``libgomp-<hash>.so.1`` from auditwheel) keep their own. A policy the user chose (``OMP_WAIT_POLICY`` or
+``GOMP_SPINCOUNT`` in the environment) is left alone, and then a team always counts
+as awake; so is a libgomp that was already loaded.
 """
 import os
 
@@ -32,34 +35,44 @@ USER_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 policy = "unknown"
 
 
-def _libgomp_loaded():
-    """True/False when /proc/self/maps shows whether libgomp.so is mapped, else None."""
+def _libgomp_paths():
+    """Paths of the libgomp copies mapped into this process (``libgomp.so.1`` or a
+    wheel's renamed ``libgomp-<hash>.so.1``), or None without /proc/self/maps."""
     try:
         with open("/proc/self/maps") as maps:
-            return any(os.path.basename(line.split()[-1]).startswith("libgomp.so")
-                       for line in maps if "/" in line)
+            return {path for path in (line.split()[-1] for line in maps if "/" in line)
+                    if os.path.basename(path).startswith("libgomp") and ".so" in os.path.basename(path)}
     except OSError:
         return None
+
+
+def _libgomp_loaded():
+    """True/False when /proc/self/maps tells whether any libgomp is mapped, else None."""
+    paths = _libgomp_paths()
+    return None if paths is None else bool(paths)
 
 
 def load_kernels():
     """Import the compiled driver under fastopt's wait policy; returns the policy."""
     global policy
     user = any(name in os.environ for name in USER_VARIABLES)
-    before = None if user else _libgomp_loaded()
-    if user or before is not False:
+    before = None if user else _libgomp_paths()
+    if user or before is None:
         from fastopt._kernels import driver
-        policy = "environment" if user else ("preloaded" if before else "unknown")
+        policy = "environment" if user else "unknown"
     else:
         os.environ["GOMP_SPINCOUNT"] = str(SPINCOUNT)
         try:
             from fastopt._kernels import driver
         finally:
             del os.environ["GOMP_SPINCOUNT"]
-        if _libgomp_loaded():
+        after = _libgomp_paths() or set()
+        if after - before:                    # the kernels brought their libgomp: it read the cap
             policy = "fastopt"
             pause = driver.pause_seconds()
             driver.set_hot_window(0.8 * SPINCOUNT * pause if pause > 0.0 else FALLBACK_WINDOW)
+        else:                                 # theirs was loaded already (or they use another runtime)
+            policy = "preloaded" if after else "unknown"
     if not driver.openmp_enabled():
         policy = "serial"
     return policy
