@@ -83,15 +83,23 @@ cdef inline Py_ssize_t _cut(Py_ssize_t total, Py_ssize_t part, Py_ssize_t parts)
     return x - x % 16
 
 
+cdef inline bint _piece(Py_ssize_t off, Py_ssize_t n, Py_ssize_t lo, Py_ssize_t hi,
+                        Py_ssize_t* a, Py_ssize_t* b) noexcept nogil:
+    """For an array at [off, off + n) of the element sequence: its own indices [a, b)
+    that fall in the sequence range [lo, hi); False if none do."""
+    if off + n <= lo or off >= hi or n <= 0:
+        return False
+    a[0] = (lo if lo > off else off) - off
+    b[0] = (hi if hi < off + n else off + n) - off
+    return True
+
+
 cdef void _run_range(Slot* slots, Py_ssize_t nslots, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    cdef Py_ssize_t k, off = 0, n, a, b
+    cdef Py_ssize_t k, off = 0, a, b
     for k in range(nslots):
-        n = slots[k].n
-        if off + n > lo and off < hi and n > 0:
-            a = (lo if lo > off else off) - off
-            b = (hi if hi < off + n else off + n) - off
+        if _piece(off, slots[k].n, lo, hi, &a, &b):
             slots[k].fn(&slots[k], a, b - a)
-        off = off + n
+        off = off + slots[k].n
         if off >= hi:
             break
 
@@ -310,14 +318,11 @@ cdef void _fill_one(Fill* f, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
 
 
 cdef void _fill_range(Fill* fills, Py_ssize_t nf, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    cdef Py_ssize_t k, off = 0, n, a, b
+    cdef Py_ssize_t k, off = 0, a, b
     for k in range(nf):
-        n = fills[k].n
-        if off + n > lo and off < hi and n > 0:
-            a = (lo if lo > off else off) - off
-            b = (hi if hi < off + n else off + n) - off
+        if _piece(off, fills[k].n, lo, hi, &a, &b):
             _fill_one(&fills[k], a, b)
-        off = off + n
+        off = off + fills[k].n
         if off >= hi:
             break
 
