@@ -12,12 +12,11 @@ def info_lines():
     """The lines printed by ``fastopt info``."""
     import fastopt
     from fastopt._kernels import driver, waitpolicy
-    from fastopt.bench import threshold_text
     lines = [f"fastopt {fastopt.__version__}",
              f"OpenMP enabled: {fastopt.openmp_enabled()}",
              f"threads: {fastopt.get_num_threads()}",
              f"SIMD level: {driver.simd_level()}",
-             f"serial threshold: {threshold_text()}",
+             f"serial threshold: {driver.threshold_text()}",
              f"OpenMP wait policy: {waitpolicy.describe()}"]
     try:
         from fastopt import _build_info as build

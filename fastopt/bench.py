@@ -570,7 +570,7 @@ def header(cfg, torch):
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [f"fastopt {fastopt.__version__} bench — {platform.processor() or platform.machine()}, "
              f"{os.cpu_count()} CPUs, OpenMP {'on' if fastopt.openmp_enabled() else 'OFF'}, "
-             f"SIMD {driver.simd_level()}, serial threshold {threshold_text()}",
+             f"SIMD {driver.simd_level()}, serial threshold {driver.threshold_text()}",
              f"numpy {np.__version__}; torch {torch.__version__ if torch is not None else 'not used'}; "
              f"CFLAGS {build.get('CFLAGS', '?')}",
              f"threads {','.join(map(str, cfg.threads))}; {cfg.repeat} samples per figure (median); "
@@ -658,15 +658,6 @@ def small_line(s):
     if s["torch_us"] is not None:
         text += f"; torch {s['torch_mode']} {s['torch_us']:.1f} µs ({s['torch_us'] / s['fastopt_us']:.1f}×)"
     return text
-
-
-def threshold_text():
-    """The driver's serial thresholds in bytes moved (awake team; asleep team)."""
-    awake, asleep = driver.serial_thresholds()
-    if driver.hot_window() <= 0.0 or asleep <= awake:
-        return f"{awake:,} bytes"
-    return (f"{awake:,} bytes ({asleep:,} once the team has been idle "
-            f"{driver.hot_window() * 1e6:.0f} µs)")
 
 
 def _build_info():

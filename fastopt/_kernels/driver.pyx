@@ -250,6 +250,14 @@ def set_serial_threshold(Py_ssize_t n, cold=None):
     SERIAL_BELOW_COLD = c
 
 
+def threshold_text():
+    """The serial thresholds in bytes moved, as ``fastopt info`` and the bench print them."""
+    if HOT_WINDOW <= 0.0 or SERIAL_BELOW_COLD <= SERIAL_BELOW:
+        return f"{SERIAL_BELOW:,} bytes"
+    return (f"{SERIAL_BELOW:,} bytes ({SERIAL_BELOW_COLD:,} once the team has been idle "
+            f"{HOT_WINDOW * 1e6:.0f} µs)")
+
+
 def hot_window():
     """Seconds after a parallel region during which the team counts as awake (0: it
     always does, and only the awake threshold applies)."""
