@@ -14,10 +14,7 @@ import numbers
 from fastopt._kernels.driver import arrays_ok
 from fastopt._kernels.engine import apply_rule
 from fastopt._validate import as_array, check_disjoint, check_like
-from fastopt.rules import BY_NAME, CLIP_VALUE, FLAG, LR, MAX_STEP, WEIGHT_DECAY, Hyper
-
-# NAdam's running product of momentum coefficients, each in [0, 1)
-SCALAR_STATE = {"mu_product": Hyper("mu_product", 1.0, lo=0.0, hi=1.0)}
+from fastopt.rules import BY_NAME, CLIP_VALUE, FLAG, LR, MAX_STEP, WEIGHT_DECAY
 
 # defaults the low-level functions use where PyTorch's classes differ from the rule's
 _LR_DEFAULTS = {"adagrad": 1e-2, "adadelta": 1.0, "adamax": 2e-3, "lion": 1e-4,
@@ -65,7 +62,7 @@ def _make(rule):
             h.check(hyper[h.name]) if h.name in hyper else d for h, d in zip(rule.hyper, defaults)))
         wd = WEIGHT_DECAY.check(weight_decay)
         clip = math.inf if clip_value is None else CLIP_VALUE.check(clip_value)
-        sstate = [SCALAR_STATE[n].check(hyper.get(n, init)) for n, init in rule.scalar_state]
+        sstate = [rule.domains[n].check(hyper.get(n, init), n) for n, init in rule.scalar_state]
         out = apply_rule(rule.name, p, g, tuple(states), values, float(step), sstate, wd,
                          bool(FLAG.check(maximize, "maximize")),
                          bool(FLAG.check(decoupled_weight_decay, "decoupled_weight_decay")), clip, int(threads))

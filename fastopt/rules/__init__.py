@@ -6,7 +6,7 @@ kernels (``fastopt/_kernels/_codegen.py``); the optimizer classes read them for
 validation and state layout. This package imports nothing outside the standard
 library so that the build can load it before anything is compiled.
 """
-from ._spec import Hyper, Rule
+from ._spec import NONNEG, Hyper, Rule
 from . import adadelta, adagrad, adam, rmsprop, sgd
 
 RULES = sgd.RULES + adagrad.RULES + rmsprop.RULES + adadelta.RULES + adam.RULES
@@ -22,5 +22,5 @@ CLIP_VALUE = Hyper("clip_value", float("inf"), lo=0.0, lo_open=True)
 FLAG = Hyper("flag", 0.0, kind="bool")     # pass the flag's name as the label
 MAX_STEP = 2 ** 53                         # steps reach the kernels as doubles
 
-__all__ = ["Hyper", "Rule", "RULES", "BY_NAME", "COMMON_SCALARS", "LR", "WEIGHT_DECAY", "CLIP_VALUE", "FLAG",
+__all__ = ["Hyper", "Rule", "NONNEG", "RULES", "BY_NAME", "COMMON_SCALARS", "LR", "WEIGHT_DECAY", "CLIP_VALUE", "FLAG",
            "MAX_STEP"]

@@ -41,7 +41,10 @@ class Hyper:
             raise TypeError(f"{label} must be a bool, got {value!r}")
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"{label} must be a real number, got {type(value).__name__}")
-        v = float(value)
+        try:
+            v = float(value)
+        except OverflowError:               # an int beyond float range, e.g. 10**400
+            raise ValueError(f"invalid {label} {value!r}: must be finite") from None
         if not math.isfinite(v):
             raise ValueError(f"invalid {label} {v!r}: must be finite")
         if v < self.lo or (self.lo_open and v == self.lo) or v > self.hi or (self.hi_open and v == self.hi):
@@ -52,6 +55,10 @@ class Hyper:
         left = "(" if self.lo_open or self.lo == -math.inf else "["
         right = ")" if self.hi_open or self.hi == math.inf else "]"
         return f"{left}{self.lo:g}, {self.hi:g}{right}"
+
+
+#: the domain of state that only accumulates squares or maxima of absolute values
+NONNEG = Hyper("state", 0.0, lo=0.0, doc="non-negative")
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,11 @@ class Rule:
       and ``g`` (already pre-processed), each state name, and each output, and
       assigns ``p`` and the state names.
     * ``flags``: outputs that are integers (branch selectors) rather than reals.
+    * ``domains``: state buffer or scalar state name -> :class:`Hyper` giving the values
+      the rule can produce there (e.g. second moments are >= 0). A loaded state_dict
+      and the low-level entry points are checked against it, so a value the rule could
+      never reach (which would turn the next step into NaN or a wrong-way step) is
+      refused instead of corrupting training.
     """
     name: str
     doc: str
@@ -85,6 +97,7 @@ class Rule:
     scalar_state: tuple = ()          # ((name, initial value), ...)
     decoupled_decay: bool = False     # weight decay is decoupled unless asked otherwise (Lion)
     state_init: dict = field(default_factory=dict)
+    domains: dict = field(default_factory=dict)
 
     @property
     def accesses_per_element(self):
@@ -97,6 +110,9 @@ class Rule:
         missing = set(self.outputs) - assigned
         if missing:
             raise ValueError(f"rule {self.name}: scalars code does not assign {sorted(missing)}")
+        unknown = set(self.domains) - set(self.state) - {n for n, _ in self.scalar_state}
+        if unknown:
+            raise ValueError(f"rule {self.name}: domains name no state {sorted(unknown)}")
 
     @property
     def hyper_names(self):

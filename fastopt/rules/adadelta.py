@@ -1,10 +1,11 @@
 """AdaDelta (Zeiler 2012) in PyTorch's form."""
-from ._spec import Hyper, Rule
+from ._spec import NONNEG, Hyper, Rule
 
 ADADELTA = Rule(
     name="adadelta",
     doc="v = ρ v + (1-ρ) g²; Δ = √(u + ε)/√(v + ε) · g; u = ρ u + (1-ρ) Δ²; p -= lr Δ",
     state=("square_avg", "acc_delta"),
+    domains={"square_avg": NONNEG, "acc_delta": NONNEG},
     hyper=(Hyper("rho", 0.9, lo=0.0, hi=1.0), Hyper("eps", 1e-6, lo=0.0)),
     scalars="""
 r = rho

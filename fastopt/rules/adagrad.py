@@ -1,11 +1,12 @@
 """AdaGrad (Duchi et al. 2011) in PyTorch's form, with ``lr_decay``."""
-from ._spec import Hyper, Rule
+from ._spec import NONNEG, Hyper, Rule
 
 ADAGRAD = Rule(
     name="adagrad",
     doc="clr = lr / (1 + (t-1) lr_decay); s += g²; p -= clr g / (√s + ε)",
     state=("sum",),
     state_init={"sum": "initial_accumulator_value"},
+    domains={"sum": NONNEG},
     hyper=(
         Hyper("lr_decay", 0.0, lo=0.0),
         Hyper("initial_accumulator_value", 0.0, lo=0.0),

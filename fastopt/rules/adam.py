@@ -1,6 +1,6 @@
 """Adam (Kingma & Ba 2015), its AMSGrad variant (Reddi et al. 2018), and the
 variants that share its two moments: NAdam (both forms), Adamax, RAdam."""
-from ._spec import Hyper, Rule
+from ._spec import NONNEG, Hyper, Rule
 
 BETA1 = Hyper("beta1", 0.9, lo=0.0, hi=1.0, hi_open=True)
 BETA2 = Hyper("beta2", 0.999, lo=0.0, hi=1.0, hi_open=True)
@@ -25,6 +25,7 @@ ADAM = Rule(
     name="adam",
     doc="m = β1 m + (1-β1) g; v = β2 v + (1-β2) g²; p -= (lr/bc1) m / (√v/√bc2 + ε)",
     state=("exp_avg", "exp_avg_sq"),
+    domains={"exp_avg_sq": NONNEG},
     hyper=(BETA1, BETA2, EPS),
     scalars=_BETAS + """
 bc1 = 1.0 - beta1 ** t
@@ -42,6 +43,7 @@ AMSGRAD = Rule(
     name="adam_amsgrad",
     doc="as Adam, with v̂max = max(v̂max, v) in place of v in the denominator",
     state=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+    domains={"exp_avg_sq": NONNEG, "max_exp_avg_sq": NONNEG},
     hyper=ADAM.hyper,
     scalars=ADAM.scalars,
     outputs=ADAM.outputs,
@@ -59,6 +61,8 @@ NADAM = Rule(
     state=("exp_avg", "exp_avg_sq"),
     hyper=(BETA1, BETA2, EPS, Hyper("momentum_decay", 4e-3, lo=0.0)),
     scalar_state=(("mu_product", 1.0),),
+    # a product of momentum coefficients, each in [0, 1)
+    domains={"exp_avg_sq": NONNEG, "mu_product": Hyper("mu_product", 1.0, lo=0.0, hi=1.0)},
     scalars=_BETAS + """
 bc2 = 1.0 - beta2 ** t
 mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
@@ -80,6 +84,7 @@ NADAM_OPTAX = Rule(
     name="nadam_optax",
     doc="m, v as Adam; m̄ = β1 m/(1-β1^(t+1)) + (1-β1) g/(1-β1^t); p -= lr m̄ / (√(v/bc2) + ε)",
     state=("exp_avg", "exp_avg_sq"),
+    domains={"exp_avg_sq": NONNEG},
     hyper=(BETA1, BETA2, EPS),
     scalars=_BETAS + """
 c_avg = beta1 / (1.0 - beta1 ** (t + 1.0))
@@ -97,6 +102,7 @@ ADAMAX = Rule(
     name="adamax",
     doc="m as Adam; u = max(β2 u, |g| + ε); p -= lr/(1-β1^t) · m/u",
     state=("exp_avg", "exp_inf"),
+    domains={"exp_inf": NONNEG},
     hyper=(BETA1, BETA2, EPS),
     scalars=_BETAS + """
 clr = lr / (1.0 - beta1 ** t)
@@ -116,6 +122,7 @@ RADAM = Rule(
     doc=("m, v as Adam; ρ∞ = 2/(1-β2) - 1; ρ_t = ρ∞ - 2tβ2^t/bc2; if ρ_t > 5: "
          "p -= (m/bc1) lr (√bc2/(√v + ε)) r, else p -= (m/bc1) lr"),
     state=("exp_avg", "exp_avg_sq"),
+    domains={"exp_avg_sq": NONNEG},
     hyper=(BETA1, BETA2, EPS),
     scalars=_BETAS + """
 bc1 = 1.0 - beta1 ** t

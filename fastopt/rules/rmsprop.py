@@ -1,5 +1,5 @@
 """RMSProp (Hinton's lecture 6e) in PyTorch's form: plain, centered, with momentum."""
-from ._spec import Hyper, Rule
+from ._spec import NONNEG, Hyper, Rule
 
 _HYPER = (
     Hyper("alpha", 0.99, lo=0.0, hi=1.0, doc="smoothing constant"),
@@ -35,7 +35,7 @@ def _rule(centered, momentum):
     upd = "b = μ b + g/den; p -= lr b" if momentum else "p -= lr g/den"
     doc = "v = α v + (1-α) g²; " + ("ḡ = α ḡ + (1-α) g; " if centered else "") + f"den = {den}; {upd}"
     return Rule(name=name, doc=doc, state=tuple(state), hyper=_HYPER, scalars=_SCALARS,
-                outputs=_OUT, body="\n".join(lines))
+                outputs=_OUT, body="\n".join(lines), domains={"square_avg": NONNEG})
 
 
 RULES = tuple(_rule(c, m) for c in (False, True) for m in (False, True))
