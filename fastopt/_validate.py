@@ -7,17 +7,40 @@ from fastopt._kernels.driver import data_span
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def grads_sequence(grads):
+    """``grads`` (a sequence: one entry per parameter) as a new list, each entry read
+    once; TypeError naming ``grads`` for anything else (None, a generator, a dict)."""
+    if isinstance(grads, np.ndarray):
+        if grads.ndim == 0:
+            raise TypeError("grads must be a sequence of arrays (one per parameter), got a 0-d array")
+        return list(grads)
+    if isinstance(grads, (str, bytes, dict)) or not (hasattr(grads, "__len__") and hasattr(grads, "__getitem__")):
+        raise TypeError(f"grads must be a sequence (list or tuple) of arrays, one per parameter (None to skip "
+                        f"one), got {type(grads).__name__}" + ("; pass list(grads)" if hasattr(grads, "__next__")
+                                                               else ""))
+    n = len(grads)
+    return [grads[k] for k in range(n)]
+
+
 def as_array(obj, name, *, writeable):
     """``obj`` as an ndarray sharing its memory (buffer protocol, ``__array__``)."""
+    if isinstance(obj, np.ma.MaskedArray):
+        # the update would run over masked elements too, silently ignoring the mask
+        raise TypeError(f"{name} is a masked array; fastopt ignores no elements: pass np.ma.getdata({name}) "
+                        "or fill the masked entries (e.g. .filled(0))")
     if isinstance(obj, np.ndarray):
         arr = obj
     else:
         try:
             arr = np.asarray(obj)
+        except RuntimeError:
+            raise                     # e.g. the object re-entered the optimizer: its own message says so
         except Exception as exc:  # noqa: BLE001 - report whatever the object did
             raise TypeError(f"{name} is not an array ({type(obj).__name__}): {exc}") from None
         if arr.dtype == object:
             raise TypeError(f"{name} is not a numeric array ({type(obj).__name__})")
+    if isinstance(arr, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array; fastopt ignores no elements: pass the data without the mask")
     if arr.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} has dtype {arr.dtype}; fastopt works on native-byte-order float32 and "
                         "float64 arrays")
@@ -47,6 +70,20 @@ def check_disjoint(named_arrays):
         if lo2 < hi1:
             raise ValueError(f"{n1} and {n2} share memory; every parameter and state buffer "
                              "must be its own array")
+
+
+def check_domain(arr, name, domain):
+    """Raise ValueError naming ``name`` if an element of ``arr`` lies outside the
+    :class:`fastopt.rules.Hyper` range ``domain`` (NaN passes: the rules carry NaN
+    through, and a state the optimizer itself produced must load back)."""
+    with np.errstate(invalid="ignore"):
+        below = arr < domain.lo if not domain.lo_open else arr <= domain.lo
+        above = arr > domain.hi if not domain.hi_open else arr >= domain.hi
+        bad = np.flatnonzero(below | above)
+    if bad.size:
+        k = bad[0]
+        raise ValueError(f"{name} holds {arr.reshape(-1)[k].item()!r} at index {k} ({bad.size} such values): must be "
+                         f"in {domain.range_text()}; no step of the rule can produce it")
 
 
 def check_like(arr, name, ref, ref_name):

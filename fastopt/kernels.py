@@ -11,10 +11,12 @@ many arrays in one parallel region; these functions are for embedding.
 import math
 import numbers
 
-from fastopt._kernels.driver import arrays_ok
+from fastopt._kernels.driver import arrays_ok, check_threads, max_threads
 from fastopt._kernels.engine import apply_rule
 from fastopt._validate import as_array, check_disjoint, check_like
 from fastopt.rules import BY_NAME, CLIP_VALUE, FLAG, LR, MAX_STEP, WEIGHT_DECAY
+
+_MAX_THREADS = max_threads()
 
 # defaults the low-level functions use where PyTorch's classes differ from the rule's
 _LR_DEFAULTS = {"adagrad": 1e-2, "adadelta": 1.0, "adamax": 2e-3, "lion": 1e-4,
@@ -55,9 +57,8 @@ def _make(rule):
         if type(step) is not int and (isinstance(step, bool) or not isinstance(step, numbers.Integral)) \
                 or not 1 <= step <= MAX_STEP:
             raise ValueError(f"step must be an int in [1, 2**53] (the 1-based step count), got {step!r}")
-        if type(threads) is not int and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral)) \
-                or threads < 0:
-            raise ValueError(f"threads must be an int >= 0 (0: the default), got {threads!r}")
+        if type(threads) is not int or not 0 <= threads <= _MAX_THREADS:
+            threads = check_threads(threads)
         values = (LR.check(lr),) + (defaults if not hyper else tuple(
             h.check(hyper[h.name]) if h.name in hyper else d for h, d in zip(rule.hyper, defaults)))
         wd = WEIGHT_DECAY.check(weight_decay)

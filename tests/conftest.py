@@ -94,8 +94,12 @@ def threads_restored():
     """Lets a test call driver.set_num_threads / set_serial_threshold; puts the
     defaults back afterwards (0 = follow OpenMP, and the threshold found at start)."""
     thresholds = driver.serial_thresholds()
+    late = driver.late_threshold()
+    # a busy machine must not change the planned thread counts these tests check
+    driver.set_late_threshold(float("inf"))
     try:
         yield driver
     finally:
         driver.set_num_threads(0)
         driver.set_serial_threshold(*thresholds)
+        driver.set_late_threshold(late)

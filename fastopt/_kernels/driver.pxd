@@ -7,3 +7,4 @@ cdef int plan_threads(Py_ssize_t nbytes, int nthreads) noexcept nogil
 cdef void pass_done(Py_ssize_t nbytes, int used, int wanted) noexcept nogil
 cdef Py_ssize_t slots_bytes(const Slot* slots, Py_ssize_t nslots) noexcept nogil
 cdef void update_slots(Slot* slots, Py_ssize_t nslots, int nthreads) noexcept nogil
+cdef void _team_started_now() noexcept nogil

@@ -1,19 +1,39 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False, cpow=True
 """Runs rule kernels over many parameters in one parallel region.
 
-The elements of all parameters form one sequence; thread k gets the k-th of T equal
+The elements of all parameters form one sequence; thread k owns the k-th of T equal
 contiguous pieces of it (cut at 64-byte multiples), so threads stay balanced for any
 mix of sizes and each element is updated by exactly the same arithmetic whatever T is.
+
+A piece is worked through in chunks claimed from a shared counter, and a thread that
+has finished its own piece claims the chunks other members have not started. On a
+busy machine the OS may not schedule a team member until long after the region began;
+its work is then done by the others instead of waiting for it. A member that arrives
+after all the work is gone has cost the step a wait at the region's end, so the next
+passes use fewer threads (see :func:`plan_threads`) and the full team is tried again
+after a back-off. Which thread computes an element never changes its bits.
+
+After ``fork()`` libgomp's worker threads are gone but the runtime still believes in
+them, so a child's first parallel region would wait forever: a child forked from a
+process that may have had a team runs serially (see :func:`forked_serial`).
 """
 cimport numpy as cnp
 from cython.parallel cimport prange
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport calloc, malloc, free
 from fastopt._kernels._types cimport Slot
+
+import numbers
+import os
+import sys
 
 cdef extern from "fo_omp.h":
     int fo_openmp_enabled() noexcept nogil
     int fo_omp_max_threads() noexcept nogil
+    int fo_omp_thread_limit() noexcept nogil
+    int fo_num_procs() noexcept nogil
+    Py_ssize_t fo_claim(Py_ssize_t* counter) noexcept nogil
     double fo_now() noexcept nogil
+    void fo_sleep(double seconds) noexcept nogil
     double fo_pause_seconds(int n) noexcept nogil
 
 # A step that moves fewer bytes than this runs on the calling thread: handing work to
@@ -39,31 +59,94 @@ cnp.import_array()
 
 cdef int _threads = 0          # 0: follow OpenMP (OMP_NUM_THREADS, threadpoolctl)
 
+# libgomp creates whatever team it is asked for: 40,000 threads exhaust the process
+# ("Thread creation failed", exit) and 100,000 crash inside GOMP_parallel. No update
+# gains from more threads than a few per processor, so counts are bounded here.
+cdef int MAX_THREADS = max(16, 4 * fo_num_procs())
+if fo_omp_thread_limit() > 0 and fo_omp_thread_limit() < MAX_THREADS:
+    MAX_THREADS = fo_omp_thread_limit()
+
+# Set in a child forked from a process that may have had a worker team: see fork().
+cdef bint _fork_serial = False
+# Set once a region with more than one thread ran: the team's threads then exist.
+cdef bint _team_started = False
+
+# Chunks claimed from the shared counters: small enough that a late member's share is
+# taken over at a fine grain, large enough that claiming (one atomic add) is free.
+cdef Py_ssize_t CHUNK = 16384
+# A member that arrives this long after the region began and finds no work left was
+# late because the OS had not scheduled it (a woken, spinning member takes a few us).
+# Only members that should have been spinning count: waking a sleeping team takes
+# 45 us to ~1 ms here, which is the wake-up's cost (the serial thresholds weigh it), not
+# a busy machine. Awake means the team's last region ended within the hot window (or,
+# where the spin is unknown, within TIGHT_LOOP: a loop of back-to-back steps).
+cdef double LATE = 20e-6
+cdef double TIGHT_LOOP = 100e-6
+cdef double _team_last_end = -1e300
+# Passes run with fewer threads after a late member; doubled each time the full team is
+# late again (up to BACKOFF_MAX), reset when it is on time. Counting passes rather than
+# seconds keeps the probe's cost a fixed share of the steps.
+cdef int BACKOFF_MIN = 4
+cdef int BACKOFF_MAX = 1024
+cdef int _cap_threads = 0      # 0: no cap
+cdef int _cap_left = 0
+cdef int _backoff = 4
+cdef double _member_delay = 0.0   # tests: the last member sleeps this long first
+
 
 cdef int resolve_threads(int requested) noexcept nogil:
+    cdef int n
+    if _fork_serial:
+        return 1
     if requested > 0:
-        return requested
-    if _threads > 0:
-        return _threads
-    return fo_omp_max_threads()
+        n = requested
+    elif _threads > 0:
+        n = _threads
+    else:
+        n = fo_omp_max_threads()
+    return n if n <= MAX_THREADS else MAX_THREADS
 
 
 cdef int plan_threads(Py_ssize_t nbytes, int nthreads) noexcept nogil:
     """Threads for a pass that moves ``nbytes``: ``nthreads``, or 1 when the pass is
-    too small to repay handing it to the team."""
+    too small to repay handing it to the team, or fewer while members have recently
+    been late (a busy machine)."""
+    global _cap_left
     if nthreads <= 1 or nbytes < SERIAL_BELOW or not fo_openmp_enabled():
         return 1
     if nbytes < SERIAL_BELOW_COLD and HOT_WINDOW > 0.0 and fo_now() - _last_pass_end > HOT_WINDOW:
         return 1
+    if _cap_left > 0:
+        _cap_left -= 1
+        if _cap_threads < nthreads:
+            return _cap_threads
     return nthreads
+
+
+cdef void _team_started_now() noexcept nogil:
+    global _team_started
+    _team_started = True
+
+
+cdef void _team_report(int nthreads, int late) noexcept nogil:
+    # after a pass with the full planned team: adapt the cap to the members that were late
+    global _cap_threads, _cap_left, _backoff
+    if late > 0:
+        _cap_threads = nthreads - late
+        _cap_left = _backoff
+        _backoff = _backoff * 2 if _backoff < BACKOFF_MAX else BACKOFF_MAX
+    elif _cap_left == 0:
+        _backoff = BACKOFF_MIN
 
 
 cdef void pass_done(Py_ssize_t nbytes, int used, int wanted) noexcept nogil:
     """Call after a pass of ``nbytes`` that asked :func:`plan_threads` for ``wanted``
     threads and ran with ``used``. A pass that could have used the team (``wanted`` >
     1) marks the team awake: it is, or a tight loop makes waking it worthwhile."""
-    global _last_pass_end, _last_pass_threads
+    global _last_pass_end, _last_pass_threads, _team_last_end
     _last_pass_threads = used
+    if used > 1:
+        _team_last_end = fo_now()
     if nbytes >= SERIAL_BELOW and wanted > 1 and HOT_WINDOW > 0.0:
         _last_pass_end = fo_now()
 
@@ -94,7 +177,95 @@ cdef inline bint _piece(Py_ssize_t off, Py_ssize_t n, Py_ssize_t lo, Py_ssize_t 
     return True
 
 
-cdef void _run_range(Slot* slots, Py_ssize_t nslots, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+cdef void _run_range(Slot* slots, const Py_ssize_t* offs, Py_ssize_t nslots, Py_ssize_t lo,
+                     Py_ssize_t hi) noexcept nogil:
+    # offs[k]: where slot k starts in the element sequence; find the first slot that
+    # ends after lo by bisection (a step over many small arrays claims many chunks)
+    cdef Py_ssize_t k = 0, top = nslots, mid, a, b
+    while k < top:
+        mid = (k + top) // 2
+        if offs[mid] + slots[mid].n <= lo:
+            k = mid + 1
+        else:
+            top = mid
+    while k < nslots and offs[k] < hi:
+        if _piece(offs[k], slots[k].n, lo, hi, &a, &b):
+            slots[k].fn(&slots[k], a, b - a)
+        k = k + 1
+
+
+cdef enum:
+    PAD = 8        # one counter per 64-byte line: members do not share the line they claim from
+
+
+cdef void _member(Slot* slots, const Py_ssize_t* offs, Py_ssize_t nslots, Py_ssize_t total, int nthreads,
+                  int part, Py_ssize_t* next_chunk, Py_ssize_t* claimed, double* arrived) noexcept nogil:
+    """Member ``part``'s share of a pass: the chunks of its own piece, then whatever is
+    left of the others' pieces (each chunk is claimed by exactly one member)."""
+    cdef int v, k
+    cdef Py_ssize_t lo, hi, nch, c, a, b, mine = 0
+    if _member_delay > 0.0 and part == nthreads - 1:
+        fo_sleep(_member_delay)
+    arrived[part * PAD] = fo_now()
+    for v in range(nthreads):
+        k = (part + v) % nthreads
+        lo = _cut(total, k, nthreads)
+        hi = _cut(total, k + 1, nthreads)
+        nch = (hi - lo + CHUNK - 1) // CHUNK
+        while True:
+            c = fo_claim(&next_chunk[k * PAD])
+            if c >= nch:
+                break
+            a = lo + c * CHUNK
+            b = a + CHUNK if a + CHUNK < hi else hi
+            _run_range(slots, offs, nslots, a, b)
+            mine = mine + 1
+    claimed[part * PAD] = mine
+
+
+cdef void run_slots(Slot* slots, Py_ssize_t nslots, int nthreads) noexcept nogil:
+    """Apply every slot's kernel to all of its elements with at most ``nthreads``
+    threads (1: the calling thread alone); see :func:`update_slots`."""
+    cdef Py_ssize_t k, total = 0, part
+    cdef int late = 0
+    cdef bint awake
+    cdef double t0
+    cdef Py_ssize_t* offs = <Py_ssize_t*>malloc((nslots + 1) * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* shared = NULL
+    if offs == NULL:
+        nthreads = 1
+    else:
+        for k in range(nslots):
+            offs[k] = total
+            total = total + slots[k].n
+        offs[nslots] = total
+    if nthreads > 1:
+        # next chunk per piece, chunks each member ran, when each member arrived
+        shared = <Py_ssize_t*>calloc(3 * nthreads * PAD, sizeof(Py_ssize_t))
+    if shared == NULL or nthreads <= 1:
+        if offs == NULL:
+            _run_range_scan(slots, nslots, 0, total)
+        else:
+            _run_range(slots, offs, nslots, 0, total)
+        free(offs)
+        return
+    _team_started_now()
+    t0 = fo_now()
+    awake = t0 - _team_last_end <= (HOT_WINDOW if HOT_WINDOW > 0.0 else TIGHT_LOOP)
+    for part in prange(nthreads, num_threads=nthreads, schedule="static", chunksize=1):
+        _member(slots, offs, nslots, total, nthreads, part, shared, shared + nthreads * PAD,
+                <double*>(shared + 2 * nthreads * PAD))
+    if awake:
+        for k in range(nthreads):
+            if (shared + nthreads * PAD)[k * PAD] == 0 and (<double*>(shared + 2 * nthreads * PAD))[k * PAD] - t0 > LATE:
+                late = late + 1
+        _team_report(nthreads, late if late < nthreads else nthreads - 1)
+    free(shared)
+    free(offs)
+
+
+cdef void _run_range_scan(Slot* slots, Py_ssize_t nslots, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    # the walk without the offsets table (only when allocating it failed)
     cdef Py_ssize_t k, off = 0, a, b
     for k in range(nslots):
         if _piece(off, slots[k].n, lo, hi, &a, &b):
@@ -102,19 +273,6 @@ cdef void _run_range(Slot* slots, Py_ssize_t nslots, Py_ssize_t lo, Py_ssize_t h
         off = off + slots[k].n
         if off >= hi:
             break
-
-
-cdef void run_slots(Slot* slots, Py_ssize_t nslots, int nthreads) noexcept nogil:
-    """Apply every slot's kernel to all of its elements with exactly ``nthreads``
-    threads (1: the calling thread alone); see :func:`update_slots`."""
-    cdef Py_ssize_t k, total = 0, part
-    for k in range(nslots):
-        total = total + slots[k].n
-    if nthreads <= 1:
-        _run_range(slots, nslots, 0, total)
-        return
-    for part in prange(nthreads, num_threads=nthreads, schedule="static", chunksize=1):
-        _run_range(slots, nslots, _cut(total, part, nthreads), _cut(total, part + 1, nthreads))
 
 
 cdef void update_slots(Slot* slots, Py_ssize_t nslots, int nthreads) noexcept nogil:
@@ -186,7 +344,11 @@ cdef int sumsq_slots(const Slot* slots, Py_ssize_t nslots, int nthreads, double*
             j = j + REDUCE_BLOCK
     if nthreads < 1:
         nthreads = 1
-    for b in prange(nblocks, num_threads=nthreads, schedule="static"):
+    if nthreads > 1:
+        _team_started_now()
+    # dynamic: blocks go to whichever member is running (a late one finds none left);
+    # each block's partial sums land in its own slot, so the total does not depend on who
+    for b in prange(nblocks, num_threads=nthreads, schedule="dynamic", chunksize=4):
         _reduce_block(&slots[owner[b]], first[b], res + 2 * b)
     cdef double total = 0.0, bad = 0.0
     for b in range(nblocks):
@@ -218,12 +380,94 @@ def get_num_threads():
     return resolve_threads(0)
 
 
-def set_num_threads(int n):
-    """Use ``n`` threads for every step (``n <= 0`` goes back to following OpenMP)."""
+def max_threads():
+    """The most threads a step may use: 4 per processor this process may run on (at
+    least 16), or OpenMP's thread limit if lower. Larger counts are refused by
+    :func:`set_num_threads` and ``threads=`` arguments, and an ``OMP_NUM_THREADS``
+    above it is capped: libgomp fails to create (or crashes on) tens of thousands."""
+    return MAX_THREADS
+
+
+def check_threads(n, name="threads"):
+    """``n`` as an int in [0, :func:`max_threads`], or TypeError/ValueError naming ``name``."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(n).__name__} {n!r}")
+    if not 0 <= n <= MAX_THREADS:
+        raise ValueError(f"invalid {name} {n!r}: must be in [0, {MAX_THREADS}] (0: the default; at most "
+                         f"4 per processor, see fastopt.driver.max_threads)")
+    return int(n)
+
+
+def set_num_threads(n):
+    """Use ``n`` threads for every step (0 goes back to following OpenMP:
+    ``OMP_NUM_THREADS`` or a ``threadpoolctl`` limit); ``n`` in [0, :func:`max_threads`]."""
     global _threads
-    if n < 0:
-        raise ValueError(f"invalid number of threads {n}: must be >= 0")
-    _threads = n
+    _threads = check_threads(n, "n")
+
+
+def forked_serial():
+    """True in a process forked from one whose OpenMP team may have been running: its
+    steps run on the calling thread only (libgomp's workers do not survive ``fork``,
+    and a parallel region would wait for them forever)."""
+    return bool(_fork_serial)
+
+
+def _before_fork():
+    global _torch_loaded
+    # torch imported after fastopt shares this libgomp (one runtime per process), and
+    # its own parallel regions leave a team behind that the child cannot use either.
+    # Other threads do not tell: NumPy's OpenBLAS keeps a pool of its own in every process.
+    _torch_loaded = "torch" in sys.modules
+
+
+def _after_fork_in_child():
+    global _fork_serial
+    if _team_started or _torch_loaded:
+        _fork_serial = True
+
+
+_torch_loaded = False
+os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+
+
+def team_cap():
+    """``(threads, passes)``: after a member arrived too late to do any work (a busy
+    machine), passes use at most ``threads`` for ``passes`` more passes; ``(0, 0)``
+    when the whole team is in use."""
+    if _cap_left > 0:
+        return _cap_threads, _cap_left
+    return 0, 0
+
+
+def reset_team_cap():
+    """Forget late members: the next pass uses the whole team (tests, benchmarks)."""
+    global _cap_threads, _cap_left, _backoff
+    _cap_threads, _cap_left, _backoff = 0, 0, BACKOFF_MIN
+
+
+def late_threshold():
+    """Seconds after a region starts by which an awake member must have arrived, or its
+    absence makes the next passes use fewer threads (inf: never adapt)."""
+    return LATE
+
+
+def set_late_threshold(double seconds):
+    """Set :func:`late_threshold` (``math.inf`` turns the adaptation off, e.g. for tests
+    that check the planned thread count)."""
+    global LATE
+    if not seconds > 0.0:
+        raise ValueError(f"late threshold must be > 0 seconds, got {seconds}")
+    LATE = seconds
+    reset_team_cap()
+
+
+def set_member_delay(double seconds):
+    """Make the last member of every parallel pass sleep ``seconds`` before it starts,
+    as on a machine whose cores are busy (for tests of the late-member handling)."""
+    global _member_delay
+    if not 0.0 <= seconds <= 1.0:
+        raise ValueError(f"delay must be in [0, 1] seconds, got {seconds}")
+    _member_delay = seconds
 
 
 def serial_threshold():
@@ -373,6 +617,8 @@ def first_touch(list states, list values):
         # the step's threads, even if they are asleep now: placement is the point
         nt = resolve_threads(0) if nbytes >= SERIAL_BELOW and fo_openmp_enabled() else 1
         with nogil:
+            if nt > 1:
+                _team_started_now()
             if nt <= 1:
                 _fill_range(fills, nf, 0, total)
             else:

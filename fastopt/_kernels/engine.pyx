@@ -6,9 +6,21 @@ parameters and their state, checks the gradients, turns each group's hyper-param
 into per-step scalars (once per group and step), runs the optional global reduction
 (norm clipping, non-finite detection) and then every parameter's kernel in one
 parallel region. Nothing is written until every check has passed.
+
+Lifetimes: the step holds its own reference to every gradient (and to every converted
+array) until the kernels are done, so a container that builds gradients on demand, or
+another thread emptying the caller's list, cannot free memory the kernels read.
+
+Threads: one optimizer may be shared by threads. Its :class:`StepGuard` serialises
+``step``, ``state_dict``, ``load_state_dict`` and ``add_param_group``; a thread waiting
+for it has released the GIL. Re-entering the optimizer from the thread that holds it
+(a gradient's ``__array__`` or a schedule calling ``step``) raises RuntimeError.
 """
 cimport numpy as cnp
 from cpython.dict cimport PyDict_GetItem
+from cpython.pythread cimport (NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock, PyThread_allocate_lock,
+                               PyThread_free_lock, PyThread_get_thread_ident, PyThread_release_lock,
+                               PyThread_type_lock)
 from cpython.ref cimport PyObject
 from libc.math cimport INFINITY, isfinite, pow, sqrt
 from libc.stdlib cimport calloc, free
@@ -25,7 +37,7 @@ import numpy as np
 
 from fastopt._kernels.driver import first_touch
 from fastopt._kernels.rules import RULE_INDEX
-from fastopt._validate import as_array, check_like
+from fastopt._validate import as_array, check_like, grads_sequence
 
 cnp.import_array()
 
@@ -51,6 +63,56 @@ POLICIES = {"ignore": 0, "raise": 1, "skip": 2}
 
 class NonFiniteGradientError(FloatingPointError, ValueError):
     """A gradient held inf or NaN and the optimizer's policy is ``"raise"``."""
+
+
+cdef class StepGuard:
+    """The lock of one optimizer: held by ``step`` (with the GIL released while the
+    kernels run), ``state_dict``, ``load_state_dict`` and ``add_param_group``, so two
+    threads never see each other's half-done work. Not re-entrant: the holding thread
+    calling in again gets a RuntimeError instead of a deadlock or a torn state."""
+    cdef PyThread_type_lock lock
+    cdef unsigned long owner
+    cdef str doing
+
+    def __cinit__(self):
+        self.lock = PyThread_allocate_lock()
+        if self.lock == NULL:
+            raise MemoryError()
+        self.owner = 0
+        self.doing = ""
+
+    def __dealloc__(self):
+        if self.lock != NULL:
+            PyThread_free_lock(self.lock)
+
+    cdef int enter(self, str what) except -1:
+        cdef unsigned long me = PyThread_get_thread_ident()
+        cdef int got
+        # only the holder ever stores its own ident, so this is true only for the holder
+        if self.owner == me:
+            raise RuntimeError(f"{what} called while this thread is inside {self.doing} of the same optimizer "
+                               "(e.g. from a gradient's __array__ or a learning-rate schedule); an optimizer "
+                               "cannot be re-entered")
+        if not PyThread_acquire_lock(self.lock, NOWAIT_LOCK):
+            with nogil:
+                got = PyThread_acquire_lock(self.lock, WAIT_LOCK)
+        self.owner = me
+        self.doing = what
+        return 0
+
+    cdef void leave(self) noexcept:
+        self.owner = 0
+        PyThread_release_lock(self.lock)
+
+    def acquire(self, str what):
+        """Take the guard for ``what`` (a name for the error a re-entry gets)."""
+        self.enter(what)
+
+    def release(self):
+        """Give the guard back (only the thread that took it may)."""
+        if self.owner != PyThread_get_thread_ident():
+            raise RuntimeError("the optimizer's guard is not held by this thread")
+        self.leave()
 
 
 cdef inline int _typenum_itemsize(int typenum) noexcept:
@@ -90,7 +152,10 @@ cdef class Engine:
     cdef Py_ssize_t niv
     cdef readonly Py_ssize_t nparams, ngroups
     cdef list params, states, groups, keys, cache
+    cdef int* typenum           # per parameter: its dtype at construction
     cdef object validate
+    cdef StepGuard guard
+    cdef Engine successor       # set when add_param_group replaced this engine
     cdef double clip_norm, noise_eta, noise_gamma
     cdef unsigned long long seed
     cdef int policy
@@ -107,7 +172,7 @@ cdef class Engine:
         first_touch(states, values)
 
     def __init__(self, list params, list states, list rules, list group_of, list groups, list keys,
-                 validate, *, clip_norm=None, noise=None, seed=0, nonfinite="ignore"):
+                 validate, *, clip_norm=None, noise=None, seed=0, nonfinite="ignore", StepGuard guard=None):
         """params: ndarrays; states: per param, the tuple of state ndarrays in rule order;
         rules: per param, the rule name; group_of: per param, its group index; groups:
         the optimizer's param_groups (dicts, read on every step); keys: per group, the
@@ -123,6 +188,7 @@ cdef class Engine:
         self.groups = groups
         self.keys = keys
         self.validate = validate
+        self.guard = StepGuard() if guard is None else guard
         self.cache = [[None] * len(kk) for kk in keys]
         if nonfinite not in POLICIES:
             raise ValueError(f"nonfinite must be one of {sorted(POLICIES)}, got {nonfinite!r}")
@@ -147,7 +213,8 @@ cdef class Engine:
         self.gstep = <long long*>calloc(max(ng, 1), sizeof(long long))
         self.iv_lo = <Py_ssize_t*>calloc(m * MAX_BUFFERS, sizeof(Py_ssize_t))
         self.iv_hi = <Py_ssize_t*>calloc(m * MAX_BUFFERS, sizeof(Py_ssize_t))
-        if (self.slots == NULL or self.run == NULL or self.scal == NULL or self.iv_lo == NULL
+        self.typenum = <int*>calloc(m, sizeof(int))
+        if (self.typenum == NULL or self.slots == NULL or self.run == NULL or self.scal == NULL or self.iv_lo == NULL
                 or self.iv_hi == NULL or self.sstate == NULL or self.sstate_new == NULL):
             raise MemoryError()
         intervals = []
@@ -159,6 +226,7 @@ cdef class Engine:
             self.rule_of[k] = r
             self.group_of[k] = group_of[k]
             a = params[k]
+            self.typenum[k] = cnp.PyArray_TYPE(a)
             itemsize = _typenum_itemsize(cnp.PyArray_TYPE(a))
             self.slots[k].n = cnp.PyArray_SIZE(a)
             self.slots[k].itemsize = itemsize
@@ -184,6 +252,7 @@ cdef class Engine:
             free(self.slots); free(self.run); free(self.rule_of); free(self.group_of)
             free(self.steps); free(self.sstate); free(self.sstate_new); free(self.scal)
             free(self.ghyper); free(self.gcommon); free(self.gstep); free(self.iv_lo); free(self.iv_hi)
+            free(self.typenum)
 
     cdef bint _overlaps_written(self, Py_ssize_t lo, Py_ssize_t hi) noexcept:
         # the written ranges are disjoint and sorted: only the last one starting before
@@ -213,6 +282,29 @@ cdef class Engine:
                 return False
         cdef Py_ssize_t lo = <Py_ssize_t>cnp.PyArray_DATA(arr)
         return not (cnp.PyArray_SIZE(arr) and self._overlaps_written(lo, lo + cnp.PyArray_NBYTES(arr)))
+
+    cdef int _check_buffers(self, Py_ssize_t k) except -1:
+        # the step writes through pointers taken at construction: refuse if the arrays
+        # behind them were made read-only, re-typed or reallocated since (ndarray.resize
+        # with refcheck=False moves the data and frees the old block)
+        cdef cnp.ndarray a = <cnp.ndarray>self.params[k]
+        cdef Py_ssize_t j
+        if (<char*>cnp.PyArray_DATA(a) != self.slots[k].buf[0] or cnp.PyArray_TYPE(a) != self.typenum[k]
+                or cnp.PyArray_SIZE(a) != self.slots[k].n or not cnp.PyArray_ISWRITEABLE(a)):
+            self._buffer_error(k, a, f"params[{k}]")
+        states = <tuple>self.states[k]
+        for j in range(len(states)):
+            a = <cnp.ndarray>states[j]
+            if (<char*>cnp.PyArray_DATA(a) != self.slots[k].buf[2 + j] or cnp.PyArray_TYPE(a) != self.typenum[k]
+                    or cnp.PyArray_SIZE(a) != self.slots[k].n or not cnp.PyArray_ISWRITEABLE(a)):
+                self._buffer_error(k, a, f"the state buffer {j} of params[{k}]")
+        return 0
+
+    cdef void _buffer_error(self, Py_ssize_t k, cnp.ndarray a, str name) except *:
+        if not cnp.PyArray_ISWRITEABLE(a):
+            raise ValueError(f"{name} is read-only (made so after the optimizer was created); nothing was updated")
+        raise ValueError(f"{name} no longer has the memory, dtype or size it had when the optimizer was created "
+                         "(resized or re-typed in place?); nothing was updated")
 
     cdef object _check_grad(self, object g, Py_ssize_t k):
         # the slow path: convert what can be converted, or raise naming the gradient
@@ -264,24 +356,49 @@ cdef class Engine:
     def step(self, grads):
         """Apply one update with ``grads`` (one per parameter, ``None`` to leave a
         parameter and its state alone). Returns False when the step was skipped."""
+        self.guard.enter("step")
+        try:
+            if self.successor is not None:
+                # a caller that fetched this engine before add_param_group replaced it
+                # (while it waited for the guard) must step the engine that is current
+                return self._current()._step(grads)
+            return self._step(grads)
+        finally:
+            self.guard.leave()
+
+    cdef Engine _current(self):
+        cdef Engine e = self
+        while e.successor is not None:
+            e = e.successor
+        return e
+
+    def retire(self, Engine successor):
+        """Hand over to ``successor`` (same guard): later steps through this engine go
+        there. Call holding the guard."""
+        if successor.guard is not self.guard:
+            raise ValueError("the successor must share this engine's guard")
+        self.successor = successor
+
+    cdef object _step(self, object grads):
         cdef Py_ssize_t k, j, gi, prev, nact = 0, n = self.nparams, nbytes
         cdef double lr, t, sigma, total, coef
         cdef double* row
         cdef double* h
         cdef const RuleEntry* e
         cdef int rc, nt, wanted
-        if len(grads) != n:
-            raise ValueError(f"expected {n} gradients (one per parameter), got {len(grads)}")
-        keep = None
+        # our own list: it keeps every gradient alive until the kernels are done, however
+        # the caller's container produces or drops them
+        cdef list held = list(grads) if (type(grads) is list or type(grads) is tuple) else grads_sequence(grads)
+        if len(held) != n:
+            raise ValueError(f"expected {n} gradients (one per parameter), got {len(held)}")
         for k in range(n):
-            g = grads[k]
+            g = held[k]
             if g is None:
                 continue
             if not self._fast_grad_ok(g, k):
                 g = self._check_grad(g, k)     # raises with a message, or converts
-                if keep is None:
-                    keep = []
-                keep.append(g)                 # a converted array must outlive the kernels
+                held[k] = g                    # a converted array must outlive the kernels
+            self._check_buffers(k)
             self.run[nact] = self.slots[k]
             self.run[nact].buf[1] = <char*>cnp.PyArray_DATA(<cnp.ndarray>g)
             self.run[nact].noise_key = k            # parameter index until keys are made
@@ -349,7 +466,7 @@ cdef class Engine:
             run_slots(self.run, nact, nt)
             pass_done(nbytes, nt, wanted)
         for k in range(n):
-            if grads[k] is not None:
+            if held[k] is not None:
                 self.steps[k] += 1
                 memcpy(self.sstate + k * MAX_SSTATE, self.sstate_new + k * MAX_SSTATE, MAX_SSTATE * sizeof(double))
         for gi in range(self.ngroups):

@@ -9,7 +9,7 @@ plain two-array streaming copy. Both run serially below the kernels' serial thre
 cimport numpy as cnp
 from cython.parallel cimport prange
 
-from fastopt._kernels.driver cimport pass_done, plan_threads, resolve_threads
+from fastopt._kernels.driver cimport _team_started_now, pass_done, plan_threads, resolve_threads
 
 import numpy as np
 
@@ -97,6 +97,8 @@ def stream(grad, rw, int threads=0):
     for k in range(nw):
         ptrs[k] = cnp.PyArray_DATA(rw[k])
     cdef void* g = cnp.PyArray_DATA(grad)
+    if nt > 1:
+        _team_started_now()
     if f32:
         for part in prange(nt, num_threads=nt, schedule="static", chunksize=1, nogil=True):
             _rw(<float*>g, <float**>ptrs, nw, _cut(N, part, nt), _cut(N, part + 1, nt))
@@ -115,6 +117,8 @@ def copy(dst, src, int threads=0):
     cdef void* d = cnp.PyArray_DATA(dst)
     cdef void* s = cnp.PyArray_DATA(src)
     cdef Py_ssize_t part, N = n
+    if nt > 1:
+        _team_started_now()
     if f32:
         for part in prange(nt, num_threads=nt, schedule="static", chunksize=1, nogil=True):
             _copy(<float*>d, <float*>s, _cut(N, part, nt), _cut(N, part + 1, nt))

@@ -11,9 +11,11 @@ import numbers
 
 import numpy as np
 
+import functools
+
 from fastopt._kernels.driver import data_span
-from fastopt._kernels.engine import Engine, NonFiniteGradientError
-from fastopt._validate import as_array, check_disjoint
+from fastopt._kernels.engine import Engine, NonFiniteGradientError, StepGuard
+from fastopt._validate import as_array, check_disjoint, check_domain
 from fastopt.rules import BY_NAME, CLIP_VALUE, FLAG, LR, MAX_STEP, WEIGHT_DECAY, Hyper
 from fastopt.schedules import Schedule
 
@@ -45,8 +47,28 @@ def state_buffer(p):
     return raw[start:start + p.nbytes].view(p.dtype).reshape(p.shape)
 
 
+def _guarded(method):
+    """Run ``method`` holding the optimizer's guard (see :class:`StepGuard`)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        self._guard.acquire(method.__name__)
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._guard.release()
+    return wrapper
+
+
 class Optimizer:
     """Base class of the fastopt optimizers.
+
+    Threads: an optimizer may be shared between threads. ``step``, ``state_dict``,
+    ``load_state_dict``, ``add_param_group`` and ``state`` hold its lock, so each sees
+    the others' work whole (a thread waiting for the lock has released the GIL);
+    calling back into the same optimizer from inside one of them (from a gradient's
+    ``__array__`` or a schedule) raises RuntimeError. After ``os.fork()`` the child's
+    steps run serially if the parent may have had an OpenMP team (see
+    :func:`fastopt.driver.forked_serial`).
 
     Parameters common to every optimizer (keyword-only):
 
@@ -75,6 +97,7 @@ class Optimizer:
     _engine_class = Engine
 
     def __init__(self, params, defaults, *, clip_norm=None, grad_noise=None, seed=0, nonfinite="ignore"):
+        self._guard = StepGuard()
         self.defaults = dict(defaults, **self._fixed)
         self.defaults.setdefault("clip_value", None)
         self.defaults.setdefault("weight_decay", 0.0)
@@ -105,6 +128,8 @@ class Optimizer:
         if clip_norm is not None:
             clip_norm = Hyper("clip_norm", 1.0, lo=0.0, lo_open=True).check(clip_norm)
         if grad_noise is not None:
+            if isinstance(grad_noise, (tuple, list)) and len(grad_noise) != 2:
+                raise ValueError(f"grad_noise must be eta or (eta, gamma), got {grad_noise!r}")
             eta, gamma = grad_noise if isinstance(grad_noise, (tuple, list)) else (grad_noise, 0.55)
             grad_noise = (Hyper("grad_noise eta", 0.0, lo=0.0, lo_open=True).check(eta),
                           Hyper("grad_noise gamma", 0.55, lo=0.0).check(gamma))
@@ -160,11 +185,12 @@ class Optimizer:
 
     def _build_engine(self, carry=None):
         keys = [[k for k in g if k != "params"] for g in self.param_groups]
+        old = getattr(self, "_engine", None)
         self._engine = self._engine_class(
             list(self._params), list(self._states), [self._group_rule[g].name for g in self._group_of],
             list(self._group_of), self.param_groups, keys, self._validate_group,
             clip_norm=self._options["clip_norm"], noise=self._options["grad_noise"],
-            seed=self._options["seed"], nonfinite=self._options["nonfinite"])
+            seed=self._options["seed"], nonfinite=self._options["nonfinite"], guard=self._guard)
         if carry is not None:
             steps, sstate, gsteps = carry
             self._engine.set_steps(steps + [0] * (len(self._params) - len(steps)))
@@ -174,6 +200,8 @@ class Optimizer:
         for k in range(0 if carry is None else len(carry[1]), len(self._params)):
             rule = self._group_rule[self._group_of[k]]
             self._engine.set_scalar_state(k, [v for _, v in rule.scalar_state])
+        if old is not None:
+            old.retire(self._engine)
 
     # --- validation ----------------------------------------------------------------------
     def _rule_for(self, group):
@@ -197,8 +225,9 @@ class Optimizer:
             value = group[key]
             label = key
             if idx is not None:
-                if not isinstance(value, tuple) or len(value) <= idx:
-                    raise ValueError(f"{key} must be a tuple of {idx + 1}+ numbers, got {value!r}")
+                size = self._tuple_sizes()[key]
+                if not isinstance(value, tuple) or len(value) != size:
+                    raise ValueError(f"{key} must be a tuple of {size} numbers, got {value!r}")
                 value, label = value[idx], f"{key}[{idx}]"
             hyper.append(h.check(value, label))
         wd = WEIGHT_DECAY.check(group["weight_decay"])
@@ -208,6 +237,15 @@ class Optimizer:
         clip = None if clip is None else CLIP_VALUE.check(clip)
         self._check_extra(group)
         return tuple(hyper), wd, maximize, decoupled, clip
+
+    @classmethod
+    def _tuple_sizes(cls):
+        """Group key -> the length its tuple value must have (e.g. betas: 2)."""
+        sizes = {}
+        for key, idx in cls._hyper_keys.values():
+            if idx is not None:
+                sizes[key] = max(sizes.get(key, 0), idx + 1)
+        return sizes
 
     def _check_extra(self, group):
         """Cross-parameter constraints of a subclass (e.g. Nesterov needs momentum)."""
@@ -260,6 +298,13 @@ class Optimizer:
     def state(self):
         """Per parameter (in ``params`` order): ``{"step": int, <state name>: array, ...}``.
         The arrays are the live buffers."""
+        self._guard.acquire("state")
+        try:
+            return self._state_entries()
+        finally:
+            self._guard.release()
+
+    def _state_entries(self):
         steps = self._engine.get_steps()
         out = []
         for k, p in enumerate(self._params):
@@ -270,6 +315,7 @@ class Optimizer:
             out.append(entry)
         return out
 
+    @_guarded
     def add_param_group(self, group):
         """Add a group of new parameters (with optional hyper-parameter overrides)."""
         if not isinstance(group, dict):
@@ -285,6 +331,7 @@ class Optimizer:
         self._build_engine(carry)
 
     # --- state_dict --------------------------------------------------------------------------
+    @_guarded
     def state_dict(self):
         """A snapshot of everything a resumed run needs, as plain Python scalars, lists,
         dicts and NumPy arrays (copies). See :func:`fastopt.flatten_state_dict` to save it
@@ -306,7 +353,7 @@ class Optimizer:
             entry["group_step"] = gsteps[gi]
             groups.append(entry)
         state = {}
-        for k, entry in enumerate(self.state):
+        for k, entry in enumerate(self._state_entries()):
             state[k] = {name: (v.copy() if isinstance(v, np.ndarray) else v) for name, v in entry.items()}
         return {"algorithm": type(self).__name__, "version": STATE_DICT_VERSION,
                 "options": {"clip_norm": self._options["clip_norm"],
@@ -314,10 +361,13 @@ class Optimizer:
                             "seed": self._options["seed"], "nonfinite": self._options["nonfinite"]},
                 "param_groups": groups, "state": state}
 
+    @_guarded
     def load_state_dict(self, state_dict):
         """Restore a snapshot from :meth:`state_dict`. Everything is checked first (the
-        algorithm, group and parameter counts, every state array's shape and dtype, every
-        hyper-parameter); on any mismatch a ValueError is raised and nothing changes."""
+        algorithm, group and parameter counts, every state array's shape, dtype and values
+        against the rule's domain — e.g. no negative second moment —, every
+        hyper-parameter and option); on any mismatch a ValueError is raised and nothing
+        changes. The saved options (clip_norm, grad_noise, seed, nonfinite) are restored."""
         sd = state_dict
         name = type(self).__name__
         if not isinstance(sd, dict) or sd.get("algorithm") != name:
@@ -325,6 +375,20 @@ class Optimizer:
                              f"not {name}")
         if sd.get("version") != STATE_DICT_VERSION:
             raise ValueError(f"state_dict version {sd.get('version')!r} is not {STATE_DICT_VERSION}")
+        options = self._options
+        if "options" in sd:
+            saved = sd["options"]
+            if not isinstance(saved, dict) or set(saved) - set(self._options):
+                raise ValueError(f"state_dict['options'] must be a dict with keys from {sorted(self._options)}, "
+                                 f"got {saved!r}")
+            merged = dict(self._options, **saved)
+            noise = merged["grad_noise"]
+            if isinstance(noise, (list, tuple)) and not noise:
+                noise = None
+            try:
+                options = self._check_options(merged["clip_norm"], noise, merged["seed"], merged["nonfinite"])
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"state_dict['options']: {exc}") from None
         groups, state = sd.get("param_groups"), sd.get("state")
         if not isinstance(groups, list) or len(groups) != len(self.param_groups):
             raise ValueError(f"state_dict has {len(groups) if isinstance(groups, list) else '?'} parameter "
@@ -390,15 +454,20 @@ class Optimizer:
             arrays = []
             for name in rule.state:
                 a = entry[name]
-                if not isinstance(a, np.ndarray) or a.shape != p.shape or a.dtype != p.dtype:
+                if (not isinstance(a, np.ndarray) or isinstance(a, np.ma.MaskedArray) or a.shape != p.shape
+                        or a.dtype != p.dtype):
                     raise ValueError(f"state[{k}]['{name}'] must be a {p.dtype} array of shape {p.shape}, got "
                                      f"{getattr(a, 'dtype', type(a).__name__)} {getattr(a, 'shape', '')}")
+                if name in rule.domains:
+                    check_domain(a, f"state[{k}]['{name}']", rule.domains[name])
                 arrays.append(a)
             scalars = []
             for n, _ in rule.scalar_state:
                 v = entry[n]
                 if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
                     raise ValueError(f"state[{k}]['{n}'] must be a finite number, got {v!r}")
+                if n in rule.domains:
+                    rule.domains[n].check(v, f"state[{k}]['{n}']")
                 scalars.append(float(v))
             loaded.append((int(step), arrays, scalars))
         # everything checked: commit
@@ -414,6 +483,10 @@ class Optimizer:
         for k, (step, arrays, scalars) in enumerate(loaded):
             for dst, src in zip(self._states[k], arrays):
                 np.copyto(dst, src)
+        if options != self._options:
+            self._options = options
+            self._build_engine()
+        for k, (step, arrays, scalars) in enumerate(loaded):
             self._engine.set_scalar_state(k, scalars)
         self._engine.set_steps([s for s, _, _ in loaded])
         self._engine.set_group_steps([g for _, _, g in new_groups])

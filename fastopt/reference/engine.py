@@ -6,7 +6,8 @@ import numbers
 
 import numpy as np
 
-from fastopt._validate import as_array, byte_range, check_like
+from fastopt._kernels.engine import StepGuard
+from fastopt._validate import as_array, byte_range, check_like, grads_sequence
 from fastopt.optim.base import NonFiniteGradientError
 from fastopt.reference import rules as R
 from fastopt.rules import BY_NAME
@@ -29,7 +30,9 @@ class ReferenceEngine:
                 a[...] = v
 
     def __init__(self, params, states, rules, group_of, groups, keys, validate, *, clip_norm=None, noise=None,
-                 seed=0, nonfinite="ignore"):
+                 seed=0, nonfinite="ignore", guard=None):
+        self.guard = StepGuard() if guard is None else guard
+        self.successor = None
         self.params, self.states, self.group_of, self.groups = params, states, group_of, groups
         self.rules = [BY_NAME[r] for r in rules]
         self.validate = validate
@@ -42,6 +45,21 @@ class ReferenceEngine:
         self._written = [byte_range(a) for k, p in enumerate(params) for a in (p,) + tuple(states[k]) if a.size]
 
     def step(self, grads):
+        self.guard.acquire("step")
+        try:
+            engine = self
+            while engine.successor is not None:
+                engine = engine.successor
+            return engine._step(grads)
+        finally:
+            self.guard.release()
+
+    def retire(self, successor):
+        """Hand over to ``successor``: later steps through this engine go there."""
+        self.successor = successor
+
+    def _step(self, grads):
+        grads = grads_sequence(grads)
         if len(grads) != len(self.params):
             raise ValueError(f"expected {len(self.params)} gradients (one per parameter), got {len(grads)}")
         checked = []
@@ -54,6 +72,11 @@ class ReferenceEngine:
             lo, hi = byte_range(g)
             if g.size and any(lo < b and a < hi for a, b in self._written):
                 raise ValueError(f"grads[{k}] shares memory with a parameter or optimizer state")
+            for name, a in [(f"params[{k}]", self.params[k])] + [
+                    (f"the state buffer {j} of params[{k}]", s) for j, s in enumerate(self.states[k])]:
+                if not a.flags.writeable:
+                    raise ValueError(f"{name} is read-only (made so after the optimizer was created); "
+                                     "nothing was updated")
             checked.append(g)
         settings = []
         for gi, group in enumerate(self.groups):

@@ -1,0 +1,76 @@
+"""Issue 10, reproducer 4: a child forked after the parent used the OpenMP team does not
+hang: libgomp's workers do not survive fork, so such a child steps serially."""
+import os
+
+import pytest
+
+from fastopt._kernels import driver
+from subproc import assert_ok, run_snippet
+
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork")
+needs_openmp = pytest.mark.skipif(not driver.openmp_enabled(), reason="built without OpenMP")
+
+_PARENT = """
+import os, sys, numpy as np, fastopt
+from fastopt._kernels import driver
+fastopt.set_num_threads(2)
+driver.set_serial_threshold(0)
+driver.set_late_threshold(float("inf"))   # a busy machine must not shrink the team here
+def run():
+    p = np.zeros(1_000_000, np.float32)
+    opt = fastopt.Adam([p], lr=0.1, clip_norm=1.0)
+    g = np.linspace(-1, 1, p.size, dtype=np.float32)
+    for _ in range(3):
+        opt.step([g])
+    return p
+expected = run()                 # the parent's team now exists
+assert driver.last_pass_threads() == 2 and not driver.forked_serial()
+"""
+
+
+@needs_fork
+@needs_openmp
+def test_a_forked_child_steps_serially_and_gets_the_same_bits():
+    # before: the child's first parallel region waited forever
+    r = run_snippet(_PARENT + """
+pid = os.fork()
+if pid == 0:
+    ok = driver.forked_serial() and (run() == expected).all() and driver.last_pass_threads() == 1
+    os._exit(0 if ok else 3)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+assert not driver.forked_serial() and driver.get_num_threads() == 2
+print("OK")
+""", timeout=60)
+    assert_ok(r)
+
+
+@needs_fork
+@needs_openmp
+def test_multiprocessing_fork_workers_do_not_hang():
+    r = run_snippet(_PARENT + """
+import multiprocessing as mp
+def work(_):
+    return bool((run() == expected).all()), driver.get_num_threads()
+with mp.get_context("fork").Pool(2) as pool:
+    out = pool.map(work, range(2))
+assert out == [(True, 1), (True, 1)], out
+print("OK")
+""", timeout=60)
+    assert_ok(r)
+
+
+@needs_fork
+def test_a_child_of_a_process_without_a_team_keeps_its_threads():
+    # nothing ran in parallel and no other thread existed: no team was lost in the fork
+    r = run_snippet("""
+import os
+from fastopt._kernels import driver
+pid = os.fork()
+if pid == 0:
+    os._exit(3 if driver.forked_serial() else 0)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0
+print("OK")
+""", timeout=60)
+    assert_ok(r)

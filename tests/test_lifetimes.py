@@ -1,0 +1,101 @@
+"""Issue 10, reproducer 1: the step owns a reference to every gradient until its
+kernels are done, whoever else holds (or drops) them."""
+import threading
+
+import numpy as np
+import pytest
+
+import fastopt
+from subproc import assert_ok, run_snippet
+
+
+def test_gradients_built_on_demand_are_kept_alive():
+    # each __getitem__ makes a new array that nothing but the step references: before
+    # the fix the kernels read freed memory (garbage, or a segfault for large arrays)
+    r = run_snippet("""
+        import numpy as np, fastopt
+        class Lazy:
+            def __len__(self): return 2
+            def __getitem__(self, k): return np.full(200_000, k + 1.0, np.float32)
+        p0, p1 = np.zeros(200_000, np.float32), np.zeros(200_000, np.float32)
+        for _ in range(3):
+            fastopt.SGD([p0, p1], lr=1.0).step(Lazy())
+        assert (p0 == -3.0).all() and (p1 == -6.0).all(), (p0[:4], p1[:4])
+        print("OK")
+    """)
+    assert_ok(r)
+
+
+def test_each_gradient_of_a_sequence_is_read_once():
+    calls = []
+
+    class Counting:
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, k):
+            calls.append(k)
+            return np.ones(10)
+
+    p = [np.zeros(10), np.zeros(10)]
+    fastopt.SGD(p, lr=1.0).step(Counting())
+    assert calls == [0, 1]
+    assert (p[0] == -1).all() and (p[1] == -1).all()
+
+
+@pytest.mark.parametrize("n", [2_000_000])
+def test_a_gradient_dropped_by_another_thread_during_the_step_stays_valid(n):
+    # the schedule runs inside the step, before the kernels: it wakes a thread that
+    # drops the caller's only reference while the kernels run without the GIL
+    p = np.zeros(n)
+    grads = [np.full(n, 2.0)]
+    dropped = threading.Event()
+    go = threading.Event()
+
+    def drop():
+        go.wait()
+        grads[0] = None
+        dropped.set()
+
+    def lr(step):
+        go.set()
+        return 0.5
+
+    t = threading.Thread(target=drop)
+    t.start()
+    opt = fastopt.SGD([p], lr=lr)
+    opt.step(grads)
+    t.join()
+    assert dropped.is_set()
+    assert (p == -1.0).all()
+
+
+def test_a_gradient_whose_array_reenters_the_optimizer_is_refused():
+    p = np.zeros(100)
+    opt = fastopt.SGD([p], lr=1.0)
+
+    class Sneaky:
+        def __array__(self, dtype=None, copy=None):
+            opt.step([np.ones(100)])
+            return np.ones(100)
+
+    with pytest.raises(RuntimeError, match="re-entered"):
+        opt.step([Sneaky()])
+    assert (p == 0).all()
+    opt.step([np.ones(100)])                 # the guard was released
+    assert (p == -1).all()
+
+
+def test_a_schedule_that_reenters_the_optimizer_is_refused():
+    p = np.zeros(10)
+    holder = []
+
+    def lr(step):
+        holder[0].state_dict()
+        return 0.1
+
+    opt = fastopt.Adam([p], lr=lr)
+    holder.append(opt)
+    with pytest.raises(RuntimeError, match="re-entered"):
+        opt.step([np.ones(10)])
+    assert (p == 0).all() and opt.state[0]["step"] == 0
