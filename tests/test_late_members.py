@@ -51,8 +51,9 @@ def test_a_late_member_shrinks_the_team_then_the_team_is_tried_again(late_member
     opt = fastopt.Adam([p])
     g = [np.ones_like(p)]
     late_member.set_num_threads(2)
-    opt.step(g)                                # wakes the team; no delay: nobody late
-    assert late_member.team_cap() == (0, 0) and late_member.last_pass_threads() == 2
+    opt.step(g)                                # wakes the team
+    assert late_member.last_pass_threads() == 2
+    late_member.reset_team_cap()               # (a busy test machine may have made it late)
     late_member.set_member_delay(0.005)
     opt.step(g)                                # the last member sleeps 5 ms: the caller does it all
     assert late_member.team_cap() == (1, 4)
@@ -71,6 +72,7 @@ def test_the_back_off_doubles_while_members_stay_late(late_member):
     g = [np.ones_like(p)]
     late_member.set_num_threads(2)
     opt.step(g)
+    late_member.reset_team_cap()
     late_member.set_member_delay(0.002)
     opt.step(g)
     assert late_member.team_cap() == (1, 4)
