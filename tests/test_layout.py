@@ -164,3 +164,19 @@ def test_importing_every_library_module_loads_neither_cli_nor_bench(tmp_path):
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [], f"importing {len(mods)} library modules loaded {out.stdout.split()}"
+
+
+def test_schedules_import_only_math_dataclasses_rules_and_themselves():
+    # what test_schedules.py::test_module_imports_only_math meant for the single file:
+    # a schedule is plain float arithmetic, so importing one costs no NumPy, no argparse
+    allowed = {"math", "dataclasses", "fastopt.rules"}
+    for path in sorted((PACKAGE / "schedules").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = ["." if node.level else node.module]
+            else:
+                continue
+            assert set(names) <= allowed | {"."}, (path.name, names)
