@@ -44,10 +44,10 @@ MAX_STEP = 2 ** 53                         # steps reach the kernels as doubles
 
 
 def _consistent():
-    names = [r.name for r in RULES]
-    dup = {n for n in names if names.count(n) > 1} | {c.name for c in CLASSES if list(CLASS_BY_NAME).count(c.name) > 1}
-    if dup or len(CLASS_BY_NAME) != len(CLASSES):
-        raise RuleError(f"rules or classes defined twice: {sorted(dup)}")
+    for names in ([r.name for r in RULES], [c.name for c in CLASSES]):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise RuleError(f"defined twice: {dup}")
     for c in CLASSES:
         for rule, _ in c.rules:
             if rule not in BY_NAME:
