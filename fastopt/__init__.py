@@ -7,13 +7,15 @@
 True
 """
 from fastopt._kernels.driver import get_num_threads, openmp_enabled, set_num_threads
-from fastopt.optim import (SGD, AMSGrad, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion, Momentum, NAdam, Nesterov,
-                           NonFiniteGradientError, Optimizer, RAdam, RMSprop, flatten_state_dict,
-                           unflatten_state_dict)
+from fastopt import optim
+from fastopt.optim import NonFiniteGradientError, Optimizer, flatten_state_dict, unflatten_state_dict
 from fastopt import kernels, schedules
+
+# the optimizer classes, one per fastopt.rules.ClassSpec
+globals().update({cls.__name__: cls for cls in optim.ALL})
 
 __version__ = "0.1.0"
 
-__all__ = ["SGD", "Momentum", "Nesterov", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "AMSGrad", "NAdam",
-           "Adamax", "RAdam", "Lion", "Optimizer", "NonFiniteGradientError", "flatten_state_dict",
-           "unflatten_state_dict", "get_num_threads", "set_num_threads", "openmp_enabled", "kernels", "schedules"]
+__all__ = ([cls.__name__ for cls in optim.ALL]
+           + ["Optimizer", "NonFiniteGradientError", "flatten_state_dict", "unflatten_state_dict", "get_num_threads",
+              "set_num_threads", "openmp_enabled", "kernels", "schedules"])

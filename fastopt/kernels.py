@@ -18,11 +18,6 @@ from fastopt.rules import BY_NAME, CLIP_VALUE, FLAG, LR, MAX_STEP, WEIGHT_DECAY
 
 _MAX_THREADS = max_threads()
 
-# defaults the low-level functions use where PyTorch's classes differ from the rule's
-_LR_DEFAULTS = {"adagrad": 1e-2, "adadelta": 1.0, "adamax": 2e-3, "lion": 1e-4,
-                "rmsprop": 1e-2, "rmsprop_centered": 1e-2, "rmsprop_momentum": 1e-2,
-                "rmsprop_centered_momentum": 1e-2}
-
 
 def _checked_arrays(rule, param, grad, state):
     """The arrays as ndarrays after every check, each raising with the argument's name."""
@@ -43,7 +38,7 @@ def _make(rule):
     defaults = tuple(float(h.default) for h in rule.hyper)
     nstate = len(rule.state)
 
-    def update(param, grad, *state, step, lr=_LR_DEFAULTS.get(rule.name, 1e-3), weight_decay=0.0,
+    def update(param, grad, *state, step, lr=rule.lr, weight_decay=0.0,
                decoupled_weight_decay=rule.decoupled_decay, maximize=False, clip_value=None, threads=0, **hyper):
         if hyper and not allowed.issuperset(hyper):
             raise TypeError(f"{rule.name}() got unexpected keyword arguments {sorted(set(hyper) - allowed)}")
@@ -74,7 +69,7 @@ def _make(rule):
     ss = "".join(f", {n}={v!r}" for n, v in rule.scalar_state)
     update.__name__ = update.__qualname__ = rule.name
     update.__doc__ = (
-        f"{rule.name}({args}, *, step, lr={_LR_DEFAULTS.get(rule.name, 1e-3)!r}{', ' + hyp if hyp else ''}{ss}, "
+        f"{rule.name}({args}, *, step, lr={rule.lr!r}{', ' + hyp if hyp else ''}{ss}, "
         f"weight_decay=0.0, decoupled_weight_decay={rule.decoupled_decay}, maximize=False, clip_value=None, "
         "threads=0)\n\n"
         f"    {rule.doc}\n\n"

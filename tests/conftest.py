@@ -6,14 +6,13 @@ import pytest
 from fastopt import kernels
 from fastopt._kernels import driver
 from fastopt.reference import rules as ref
-from fastopt.rules import BY_NAME
+from fastopt.reference.engine import reference_function
+from fastopt.rules import RULES
 
-# rule name -> reference function; the state goes in by keyword (the reference's
-# parameter names are the rule's state names, e.g. rmsprop(p, g, square_avg,
-# grad_avg=None, momentum_buffer=None), adam(..., max_exp_avg_sq=None))
-REF_FN = {name: getattr(ref, name) for name in BY_NAME if hasattr(ref, name)}
-REF_FN.update({"adam_amsgrad": ref.adam, "rmsprop_momentum": ref.rmsprop,
-               "rmsprop_centered": ref.rmsprop, "rmsprop_centered_momentum": ref.rmsprop})
+# rule name -> reference function (Rule.reference); the state goes in by keyword (the
+# reference's parameter names are the rule's state names, e.g. rmsprop(p, g,
+# square_avg, grad_avg=None, momentum_buffer=None), adam(..., max_exp_avg_sq=None))
+REF_FN = {rule.name: reference_function(rule) for rule in RULES}
 
 FLOATS = (np.float32, np.float64)
 

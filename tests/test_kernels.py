@@ -44,6 +44,8 @@ CUSTOM = {
     "adamax": {"beta1": 0.8, "beta2": 0.99, "eps": 1e-7},
     "radam": {"beta1": 0.8, "beta2": 0.95, "eps": 1e-7},   # ρ∞ = 39: both branches within 120 steps
     "lion": {"beta1": 0.95, "beta2": 0.98},
+    "adabelief": {"beta1": 0.8, "beta2": 0.99, "eps": 1e-7},
+    "adabelief_optax": {"beta1": 0.8, "beta2": 0.99, "eps": 1e-7},
 }
 assert set(CUSTOM) == set(BY_NAME), "a rule was added: give it a CUSTOM entry"
 # the default momentum of momentum/nesterov/rmsprop*_momentum is 0; keep a nonzero one
@@ -497,6 +499,17 @@ def spec_step(name, p, g, st, t, lr, h, *, maximize=False, weight_decay=0.0,
         d = math.sqrt(st["u"] + e) / math.sqrt(st["v"] + e) * g
         st["u"] = r * st["u"] + (1 - r) * d * d
         p -= lr * d
+    elif name.startswith("adabelief"):
+        # pytorch form: g - m with the new m, den = √s/√bc2 + ε; optax: the old m, √(s/bc2) + ε
+        m_old = st["m"]
+        st["m"] = b1 * st["m"] + (1 - b1) * g
+        d = g - (st["m"] if name == "adabelief" else m_old)
+        st["v"] = b2 * st["v"] + (1 - b2) * d * d + h["eps"]
+        bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+        if name == "adabelief":
+            p -= (lr / bc1) * st["m"] / (math.sqrt(st["v"]) / math.sqrt(bc2) + h["eps"])
+        else:
+            p -= lr * (st["m"] / bc1) / (math.sqrt(st["v"] / bc2) + h["eps"])
     elif name == "lion":
         c = b1 * st["m"] + (1 - b1) * g
         p -= lr * ((c > 0) - (c < 0))

@@ -47,6 +47,9 @@ CASES = [
     ("RAdam", {}),
     ("RAdam", dict(decoupled_weight_decay=True, weight_decay=0.1)),
     ("Lion", dict(weight_decay=0.1)),
+    ("AdaBelief", {}),
+    ("AdaBelief", dict(variant="optax")),
+    ("AdaBelief", dict(decoupled_weight_decay=True, weight_decay=0.05)),
 ]
 CASE_IDS = [name + "".join(f"-{k}={v}" for k, v in kw.items()) for name, kw in CASES]
 
@@ -203,6 +206,7 @@ RUNTIME_CHANGES = {
     "Adamax": [("betas", (0.5, 0.9)), ("clip_value", 0.1)],
     "RAdam": [("betas", (0.8, 0.9)), ("weight_decay", 0.2)],
     "Lion": [("betas", (0.5, 0.5)), ("weight_decay", 0.5), ("lr", 0.01)],
+    "AdaBelief": [("betas", (0.5, 0.9)), ("eps", 1e-3), ("decoupled_weight_decay", True)],
 }
 
 

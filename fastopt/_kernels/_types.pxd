@@ -1,8 +1,11 @@
 # The contract between the generated rule kernels and the driver that runs them.
 
+# N_COMMON: the common pre-processing scalars at the head of Slot.scal (generated from
+# fastopt/rules/_layout.py, with their slots C_SIGN ... C_LR and accesses())
+from fastopt._kernels.layout cimport N_COMMON
+
 cdef enum:
     MAX_BUFFERS = 8     # param, grad and up to six state buffers
-    N_COMMON = 8        # common pre-processing scalars at the head of Slot.scal
     NOISE_BLOCK = 256   # gradient-noise draws made per block, on the stack
 
 cdef struct Slot
@@ -20,7 +23,7 @@ cdef struct Slot:
     const double* scal          # N_COMMON common scalars, then the rule's outputs
     RangeFn fn                  # the rule kernel for this buffer's precision
     int itemsize                # 4 (float32) or 8 (float64)
-    int accesses                # array elements read or written per element (3 + 2 * states)
+    int accesses                # array elements read or written per element (layout.accesses)
     unsigned long long noise_key
 
 cdef struct RuleEntry:

@@ -21,6 +21,7 @@ cimport numpy as cnp
 from cython.parallel cimport prange
 from libc.stdlib cimport calloc, malloc, free
 from fastopt._kernels._types cimport Slot
+from fastopt._kernels.layout cimport C_HAS_WD, C_WD, accesses
 
 import numbers
 import os
@@ -291,8 +292,8 @@ ctypedef fused real:
 cdef void _block(const real* g, const real* p, const double* scal, Py_ssize_t a, Py_ssize_t b,
                  double* res) noexcept nogil:
     # eight independent float64 lanes: fixed association, yet not one long dependency chain
-    cdef int has_wd = scal[1] != 0.0
-    cdef real wd = <real>scal[2]
+    cdef int has_wd = scal[C_HAS_WD] != 0.0
+    cdef real wd = <real>scal[C_WD]
     cdef double acc[8]
     cdef double bad[8]
     cdef Py_ssize_t i, k
@@ -613,7 +614,7 @@ def first_touch(list states, list values):
                 fills[k].value[j] = v
             total += fills[k].n
             # what the step will move (param, grad, and each buffer read and written)
-            nbytes += fills[k].n * fills[k].itemsize * (3 + 2 * fills[k].nbuf)
+            nbytes += fills[k].n * fills[k].itemsize * accesses(fills[k].nbuf)
         # the step's threads, even if they are asleep now: placement is the point
         nt = resolve_threads(0) if nbytes >= SERIAL_BELOW and fo_openmp_enabled() else 1
         with nogil:

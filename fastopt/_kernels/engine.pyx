@@ -27,6 +27,7 @@ from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
 
 from fastopt._kernels._types cimport MAX_BUFFERS, N_COMMON, RuleEntry, Slot
+from fastopt._kernels.layout cimport C_CLIP, C_COEF, C_DECAY, C_HAS_WD, C_LR, C_SIGMA, C_SIGN, C_WD, accesses
 from fastopt._kernels.driver cimport pass_done, plan_threads, resolve_threads, run_slots, slots_bytes, sumsq_slots, update_slots
 from fastopt._kernels.noise cimport noise_key
 from fastopt._kernels.rules cimport N_RULES, rule_entry
@@ -46,17 +47,6 @@ cdef enum:
     MAX_HYPER = 16
     MAX_OUT = 24
     STRIDE = N_COMMON + MAX_OUT
-
-# Positions in the common scalars (fastopt.rules.COMMON_SCALARS)
-cdef enum:
-    C_SIGN = 0
-    C_HAS_WD = 1
-    C_WD = 2
-    C_COEF = 3
-    C_CLIP = 4
-    C_DECAY = 5
-    C_SIGMA = 6
-    C_LR = 7
 
 POLICIES = {"ignore": 0, "raise": 1, "skip": 2}
 
@@ -230,7 +220,7 @@ cdef class Engine:
             itemsize = _typenum_itemsize(cnp.PyArray_TYPE(a))
             self.slots[k].n = cnp.PyArray_SIZE(a)
             self.slots[k].itemsize = itemsize
-            self.slots[k].accesses = 3 + 2 * e.n_state
+            self.slots[k].accesses = accesses(e.n_state)
             self.slots[k].fn = e.f32 if itemsize == 4 else e.f64
             self.slots[k].buf[0] = <char*>cnp.PyArray_DATA(a)
             if len(states[k]) != e.n_state:
@@ -516,7 +506,7 @@ def apply_rule(str rule, cnp.ndarray param, cnp.ndarray grad, tuple states, tupl
     e.scalars(h, t, ss, row + N_COMMON)
     slot.n = cnp.PyArray_SIZE(param)
     slot.itemsize = cnp.PyArray_ITEMSIZE(param)
-    slot.accesses = 3 + 2 * e.n_state
+    slot.accesses = accesses(e.n_state)
     slot.fn = e.f32 if slot.itemsize == 4 else e.f64
     slot.scal = row
     slot.noise_key = 0

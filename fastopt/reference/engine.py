@@ -14,11 +14,11 @@ from fastopt.rules import BY_NAME
 
 
 def reference_function(rule):
-    """The plain-NumPy function of a rule variant (variants share their base rule)."""
-    base = {"adam_amsgrad": "adam"}.get(rule.name, rule.name)
-    if base.startswith("rmsprop"):
-        base = "rmsprop"
-    return getattr(R, base)
+    """The plain-NumPy function of a rule (``Rule.reference``: a function of
+    :mod:`fastopt.reference.rules` by name, the rule's own name by default, or a
+    function declared in the rule's file)."""
+    ref = rule.name if rule.reference is None else rule.reference
+    return getattr(R, ref) if isinstance(ref, str) else ref
 
 
 class ReferenceEngine:

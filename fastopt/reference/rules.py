@@ -1,7 +1,9 @@
 """Every update rule in plain NumPy, written to be read beside the formula.
 
 Each function updates ``p`` and the state arrays in place for step ``t`` (1-based), with
-``g`` already pre-processed (see :func:`preprocess`). Scalars that depend only on ``t``
+``g`` already pre-processed (see :func:`preprocess`). A rule may instead keep its
+reference in its own file (``Rule.reference``); those are listed here too, under the
+rule's name. Scalars that depend only on ``t``
 are computed once in Python floats; array arithmetic stays in the arrays' precision
 and follows the same order of operations as the compiled kernels, so the two agree
 bit for bit.
@@ -196,3 +198,11 @@ def lion(p, g, exp_avg, *, t, lr, beta1=0.9, beta2=0.99):
     c = beta1 * exp_avg + (1.0 - beta1) * g
     p -= lr * np.sign(c)
     exp_avg[...] = beta2 * exp_avg + (1.0 - beta2) * g
+
+
+def _rule_file_references():
+    from fastopt.rules import RULES
+    return {r.name: r.reference for r in RULES if callable(r.reference)}
+
+
+globals().update({k: v for k, v in _rule_file_references().items() if k not in globals()})

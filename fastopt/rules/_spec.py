@@ -7,6 +7,9 @@ import math
 import numbers
 from dataclasses import dataclass, field
 
+from ._check import check_rule, definition_site, line_origins, show_path
+from ._layout import accesses
+
 
 @dataclass(frozen=True)
 class Hyper:
@@ -60,6 +63,12 @@ class Hyper:
 #: the domain of state that only accumulates squares or maxima of absolute values
 NONNEG = Hyper("state", 0.0, lo=0.0, doc="non-negative")
 
+# The hyper-parameters every rule takes besides its own (checked by every entry point).
+LR = Hyper("lr", 1e-3, lo=0.0)
+WEIGHT_DECAY = Hyper("weight_decay", 0.0, lo=0.0)
+CLIP_VALUE = Hyper("clip_value", float("inf"), lo=0.0, lo_open=True)
+FLAG = Hyper("flag", 0.0, kind="bool")     # pass the flag's name as the label
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -74,17 +83,37 @@ class Rule:
       pre-processing options are added by the engine).
     * ``scalars``: Python-syntax code run once per step in double precision. It sees
       ``t`` (the 1-based step as a double), ``lr``, every hyper-parameter and every
-      scalar state by name, may assign scalar state, and must assign every name in
-      ``outputs``.
-    * ``body``: Cython code run per element in the buffer's precision. It sees ``p``
-      and ``g`` (already pre-processed), each state name, and each output, and
-      assigns ``p`` and the state names.
+      scalar state by name, must assign every scalar state and every name in
+      ``outputs`` that is not a hyper-parameter, and may call ``sqrt`` and ``fabs``.
+    * ``outputs``: the scalars the body sees, each rounded once to the buffer's
+      precision. An output may name a hyper-parameter itself (passed through). The
+      older rules copy one under another name (``eps_ = eps``); both forms give the
+      same kernel.
+    * ``body``: code run per element in the buffer's precision: one assignment a
+      line, Python syntax (``a if c else b`` for branches). It sees ``p`` and ``g``
+      (already pre-processed), each state name, each output and the common scalars
+      (``lr``, ...: see ``_layout.COMMON_SCALARS``), must assign ``p`` and every
+      state, may assign temporaries, and may call ``sqrt`` and ``fabs``. A float
+      literal such as ``1.0`` is the buffer's precision (the generator casts it), so
+      it never promotes float32 arithmetic to double.
     * ``flags``: outputs that are integers (branch selectors) rather than reals.
     * ``domains``: state buffer or scalar state name -> :class:`Hyper` giving the values
       the rule can produce there (e.g. second moments are >= 0). A loaded state_dict
       and the low-level entry points are checked against it, so a value the rule could
       never reach (which would turn the next step into NaN or a wrong-way step) is
       refused instead of corrupting training.
+    * ``lr``: the default learning rate: of the low-level ``fastopt.kernels`` function
+      and of every optimizer class whose default settings select this rule.
+    * ``reference``: the plain-NumPy step of the rule, the oracle of the bit-exact
+      tests: the name of a function in :mod:`fastopt.reference.rules` (None: the
+      rule's own name; variants share one, e.g. every ``rmsprop*`` uses ``rmsprop``),
+      or a function in the rule's own file (which imports numpy inside the function,
+      since this package imports only the standard library), so that a new rule is one
+      new file. It is called as ``f(p, g, *state, t=, lr=, **hyper, **scalar_state)``,
+      updates in place and returns the new scalar state, if any.
+
+    Everything is checked when the rule is defined (see :mod:`fastopt.rules._check`):
+    a mistake raises :class:`~fastopt.rules.RuleError` naming the rule's file and line.
     """
     name: str
     doc: str
@@ -98,21 +127,33 @@ class Rule:
     decoupled_decay: bool = False     # weight decay is decoupled unless asked otherwise (Lion)
     state_init: dict = field(default_factory=dict)
     domains: dict = field(default_factory=dict)
+    lr: float = 1e-3
+    reference: object = None
+    # where the rule was defined, and the file line of each line of its code (for
+    # errors and for the generated kernels' annotations); set by __post_init__
+    origin: tuple = field(init=False, repr=False, compare=False, default=None)
+    body_origins: dict = field(init=False, repr=False, compare=False, default=None)
 
     @property
     def accesses_per_element(self):
         """Array elements read or written per parameter element: param r+w, grad r, state r+w."""
-        return 3 + 2 * len(self.state)
+        return accesses(len(self.state))
 
     def __post_init__(self):
-        assigned = {n.id for n in ast.walk(ast.parse(self.scalars))
-                    if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-        missing = set(self.outputs) - assigned
-        if missing:
-            raise ValueError(f"rule {self.name}: scalars code does not assign {sorted(missing)}")
+        site = definition_site()
+        object.__setattr__(self, "origin", site)
+        bad = set(self.outputs) & (set(self.state) | {"p", "g"})
         unknown = set(self.domains) - set(self.state) - {n for n, _ in self.scalar_state}
-        if unknown:
-            raise ValueError(f"rule {self.name}: domains name no state {sorted(unknown)}")
+        if bad or unknown or not set(self.flags) <= set(self.outputs):
+            raise ValueError(f"{self.where}: rule {self.name}: outputs named like state {sorted(bad)}, "
+                             f"domains naming no state {sorted(unknown)}, or flags {self.flags} not among the outputs")
+        check_rule(self, site)
+        object.__setattr__(self, "body_origins", line_origins(self, site, self.body))
+
+    @property
+    def where(self):
+        """``path:line`` of the statement that defined the rule."""
+        return f"{show_path(self.origin[0])}:{self.origin[1]}"
 
     @property
     def hyper_names(self):

@@ -1,4 +1,5 @@
 """AdaDelta (Zeiler 2012) in PyTorch's form."""
+from ._classes import Bench, ClassSpec
 from ._spec import NONNEG, Hyper, Rule
 
 ADADELTA = Rule(
@@ -19,6 +20,16 @@ delta = sqrt(acc_delta + eps_) / sqrt(square_avg + eps_) * g
 acc_delta = r * acc_delta + omr * (delta * delta)
 p = p - lr * delta
 """,
+    lr=1.0,
 )
 
 RULES = (ADADELTA,)
+
+CLASSES = (ClassSpec(
+    name="Adadelta",
+    doc="""AdaDelta: ``v = ρ v + (1-ρ) g²``; ``Δ = √(u + ε)/√(v + ε) · g``;
+    ``u = ρ u + (1-ρ) Δ²``; ``p -= lr Δ``.""",
+    rules=(("adadelta", {}),),
+    args=("lr", "rho", "eps", "weight_decay"),
+    bench=Bench("adadelta", torch="Adadelta"),
+),)

@@ -1,4 +1,5 @@
 """AdaGrad (Duchi et al. 2011) in PyTorch's form, with ``lr_decay``."""
+from ._classes import Bench, ClassSpec
 from ._spec import NONNEG, Hyper, Rule
 
 ADAGRAD = Rule(
@@ -21,6 +22,16 @@ eps_ = eps
 sum = sum + g * g
 p = p - clr * (g / (sqrt(sum) + eps_))
 """,
+    lr=1e-2,
 )
 
 RULES = (ADAGRAD,)
+
+CLASSES = (ClassSpec(
+    name="Adagrad",
+    doc="""AdaGrad: ``clr = lr / (1 + (t-1) lr_decay)``; ``s += g²``; ``p -= clr g / (√s + ε)``,
+    with ``s`` starting at ``initial_accumulator_value``.""",
+    rules=(("adagrad", {}),),
+    args=("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps"),
+    bench=Bench("adagrad", torch="Adagrad"),
+),)

@@ -1,5 +1,6 @@
 """Adam (Kingma & Ba 2015), its AMSGrad variant (Reddi et al. 2018), and the
 variants that share its two moments: NAdam (both forms), Adamax, RAdam."""
+from ._classes import Bench, ClassSpec
 from ._spec import NONNEG, Hyper, Rule
 
 BETA1 = Hyper("beta1", 0.9, lo=0.0, hi=1.0, hi_open=True)
@@ -52,6 +53,7 @@ AMSGRAD = Rule(
 max_exp_avg_sq = max_exp_avg_sq if max_exp_avg_sq >= exp_avg_sq or max_exp_avg_sq != max_exp_avg_sq else exp_avg_sq
 p = p - step_size * (exp_avg / (sqrt(max_exp_avg_sq) / sqrt_bc2 + eps_))
 """,
+    reference="adam",
 )
 
 NADAM = Rule(
@@ -78,6 +80,7 @@ den = sqrt(exp_avg_sq / bc2_) + eps_
 p = p - c_grad * (g / den)
 p = p - c_avg * (exp_avg / den)
 """,
+    lr=2e-3,
 )
 
 NADAM_OPTAX = Rule(
@@ -96,6 +99,7 @@ bc2_ = 1.0 - beta2 ** t
 mbar = c_avg * exp_avg + c_grad * g
 p = p - lr * (mbar / (sqrt(exp_avg_sq / bc2_) + eps_))
 """,
+    lr=2e-3,
 )
 
 ADAMAX = Rule(
@@ -115,6 +119,7 @@ fresh = fabs(g) + eps_
 exp_inf = decayed if decayed >= fresh or decayed != decayed else fresh
 p = p - clr * (exp_avg / exp_inf)
 """,
+    lr=2e-3,
 )
 
 RADAM = Rule(
@@ -154,20 +159,86 @@ b1 = beta1
 b2 = beta2
 omb1 = 1.0 - beta1
 omb2 = 1.0 - beta2
-one = 1.0
-zero = 0.0
 """,
-    outputs=("b1", "b2", "omb1", "omb2", "one", "zero"),
+    outputs=("b1", "b2", "omb1", "omb2"),
     # sign(c) that keeps NaN, like numpy.sign
     body="""
 c = b1 * exp_avg + omb1 * g
-sgn = zero
-sgn = one if c > zero else sgn
-sgn = -one if c < zero else sgn
+sgn = 0.0
+sgn = 1.0 if c > 0.0 else sgn
+sgn = -1.0 if c < 0.0 else sgn
 sgn = c if c != c else sgn
 p = p - lr * sgn
 exp_avg = b2 * exp_avg + omb2 * g
 """,
+    lr=1e-4,
 )
 
 RULES = (ADAM, AMSGRAD, NADAM, NADAM_OPTAX, ADAMAX, RADAM, LION)
+
+BETAS = {"betas": ("beta1", "beta2")}
+
+ADAM_CLASS = ClassSpec(
+    name="Adam",
+    doc="""Adam: ``m = β1 m + (1-β1) g``; ``v = β2 v + (1-β2) g²``;
+    ``p -= (lr / (1-β1^t)) m / (√v / √(1-β2^t) + ε)``. ``amsgrad=True`` uses
+    ``v̂ = max(v̂, v)`` in the denominator; ``decoupled_weight_decay=True`` gives AdamW.""",
+    rules=(("adam_amsgrad", {"amsgrad": True}), ("adam", {})),
+    args=("lr", "betas", "eps", "weight_decay", "amsgrad"),
+    kwonly=("maximize", "decoupled_weight_decay", "clip_value"),
+    packed=BETAS,
+    flags=("amsgrad",),
+    bench=Bench("adam", torch="Adam"),
+)
+
+CLASSES = (
+    ADAM_CLASS,
+    ADAM_CLASS.subclass("AdamW", """Adam with decoupled weight decay: ``p = p (1 - lr λ)`` before the Adam update
+    (λ = 1e-2 by default).""", defaults={"weight_decay": 1e-2}, fixed={"decoupled_weight_decay": True},
+                        bench=Bench("adamw", torch="AdamW")),
+    ADAM_CLASS.subclass("AMSGrad", "Adam with ``amsgrad=True``: the denominator uses ``v̂ = max(v̂, v)``.",
+                        preset={"amsgrad": True}, bench=Bench("amsgrad", torch="Adam", torch_kwargs={"amsgrad": True})),
+    ClassSpec(
+        name="NAdam",
+        doc="""NAdam. ``variant="pytorch"`` (default, PyTorch's form with momentum decay ψ):
+    ``μ_t = β1 (1 - ½ 0.96^(t ψ))``, ``μ_prod *= μ_t``, ``den = √(v/bc2) + ε``,
+    ``p -= lr (1-μ_t)/(1-μ_prod) g/den + lr μ_{t+1}/(1-μ_prod μ_{t+1}) m/den``.
+    ``variant="optax"`` (the seeds' form): ``m̄ = β1 m/(1-β1^(t+1)) + (1-β1) g/(1-β1^t)``,
+    ``p -= lr m̄ / (√(v/bc2) + ε)``.""",
+        rules=(("nadam", {"variant": "pytorch"}), ("nadam_optax", {"variant": "optax"})),
+        args=("lr", "betas", "eps", "weight_decay", "momentum_decay"),
+        kwonly=("variant", "maximize", "decoupled_weight_decay", "clip_value"),
+        defaults={"variant": "pytorch"},
+        packed=BETAS,
+        bench=Bench("nadam", torch="NAdam"),
+    ),
+    ClassSpec(
+        name="Adamax",
+        doc="""Adamax: ``m = β1 m + (1-β1) g``; ``u = max(β2 u, |g| + ε)``; ``p -= lr/(1-β1^t) · m/u``.""",
+        rules=(("adamax", {}),),
+        args=("lr", "betas", "eps", "weight_decay"),
+        packed=BETAS,
+        bench=Bench("adamax", torch="Adamax"),
+    ),
+    ClassSpec(
+        name="RAdam",
+        doc="""RAdam: ``m``, ``v`` as Adam; ``ρ∞ = 2/(1-β2) - 1``; ``ρ_t = ρ∞ - 2tβ2^t/(1-β2^t)``;
+    if ``ρ_t > 5``: ``p -= (m/bc1) lr (√bc2/(√v + ε)) r`` with the rectification ``r``,
+    else ``p -= (m/bc1) lr``.""",
+        rules=(("radam", {}),),
+        args=("lr", "betas", "eps", "weight_decay"),
+        kwonly=("maximize", "decoupled_weight_decay", "clip_value"),
+        packed=BETAS,
+        bench=Bench("radam", torch="RAdam"),
+    ),
+    ClassSpec(
+        name="Lion",
+        doc="""Lion: ``c = β1 m + (1-β1) g``; ``p = p (1 - lr λ) - lr sign(c)``;
+    ``m = β2 m + (1-β2) g`` (weight decay always decoupled).""",
+        rules=(("lion", {}),),
+        args=("lr", "betas", "weight_decay"),
+        packed=BETAS,
+        fixed={"decoupled_weight_decay": True},
+        bench=Bench("lion"),
+    ),
+)

@@ -1,4 +1,5 @@
 """RMSProp (Hinton's lecture 6e) in PyTorch's form: plain, centered, with momentum."""
+from ._classes import Bench, ClassSpec
 from ._spec import NONNEG, Hyper, Rule
 
 _HYPER = (
@@ -35,7 +36,20 @@ def _rule(centered, momentum):
     upd = "b = μ b + g/den; p -= lr b" if momentum else "p -= lr g/den"
     doc = "v = α v + (1-α) g²; " + ("ḡ = α ḡ + (1-α) g; " if centered else "") + f"den = {den}; {upd}"
     return Rule(name=name, doc=doc, state=tuple(state), hyper=_HYPER, scalars=_SCALARS,
-                outputs=_OUT, body="\n".join(lines), domains={"square_avg": NONNEG})
+                outputs=_OUT, body="\n".join(lines), domains={"square_avg": NONNEG}, lr=1e-2,
+                reference="rmsprop")
 
 
 RULES = tuple(_rule(c, m) for c in (False, True) for m in (False, True))
+
+CLASSES = (ClassSpec(
+    name="RMSprop",
+    doc="""RMSProp: ``v = α v + (1-α) g²``; centered: ``ḡ = α ḡ + (1-α) g``,
+    ``den = √(v - ḡ²) + ε``, else ``den = √v + ε``; with momentum μ > 0:
+    ``b = μ b + g/den``, ``p -= lr b``; else ``p -= lr g/den``.""",
+    rules=tuple(("rmsprop" + ("_centered" if c else "") + ("_momentum" if m else ""), {"centered": c, "momentum": m})
+                for c in (True, False) for m in (True, False)),
+    args=("lr", "alpha", "eps", "weight_decay", "momentum", "centered"),
+    flags=("centered",),
+    bench=Bench("rmsprop", torch="RMSprop"),
+),)
