@@ -21,7 +21,13 @@ ctypedef fused real:
 
 
 cdef void _rw(real* g, real** w, int nw, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    # Every load of an element comes before every store, as in the generated rule
+    # kernels. Interleaved (w0 += g; w1 += g; ...) each load of w[k+1][i] followed the
+    # store to w[k][i] and, with the arrays at one offset within a 4 KiB page (as a
+    # parameter and its state are), waited on it (4K aliasing): in cache the stream
+    # then ran up to 2x slower than the Adam and AMSGrad steps it should bound.
     cdef Py_ssize_t i
+    cdef real x, y0, y1, y2, y3, y4
     cdef real* w0 = w[0]
     cdef real* w1
     cdef real* w2
@@ -29,33 +35,30 @@ cdef void _rw(real* g, real** w, int nw, Py_ssize_t a, Py_ssize_t b) noexcept no
     cdef real* w4
     if nw == 1:
         for i in range(a, b):
-            w0[i] = w0[i] + g[i]
+            x = g[i]; y0 = w0[i]
+            w0[i] = y0 + x
     elif nw == 2:
         w1 = w[1]
         for i in range(a, b):
-            w0[i] = w0[i] + g[i]
-            w1[i] = w1[i] + g[i]
+            x = g[i]; y0 = w0[i]; y1 = w1[i]
+            w0[i] = y0 + x; w1[i] = y1 + x
     elif nw == 3:
         w1 = w[1]; w2 = w[2]
         for i in range(a, b):
-            w0[i] = w0[i] + g[i]
-            w1[i] = w1[i] + g[i]
-            w2[i] = w2[i] + g[i]
+            x = g[i]; y0 = w0[i]; y1 = w1[i]; y2 = w2[i]
+            w0[i] = y0 + x; w1[i] = y1 + x; w2[i] = y2 + x
     elif nw == 4:
         w1 = w[1]; w2 = w[2]; w3 = w[3]
         for i in range(a, b):
-            w0[i] = w0[i] + g[i]
-            w1[i] = w1[i] + g[i]
-            w2[i] = w2[i] + g[i]
-            w3[i] = w3[i] + g[i]
+            x = g[i]; y0 = w0[i]; y1 = w1[i]; y2 = w2[i]; y3 = w3[i]
+            w0[i] = y0 + x; w1[i] = y1 + x; w2[i] = y2 + x; w3[i] = y3 + x
     else:
+        # not vectorised: six arrays need 15 runtime alias checks, more than GCC's
+        # vect-max-version-for-alias-checks (10). No rule has four state buffers yet.
         w1 = w[1]; w2 = w[2]; w3 = w[3]; w4 = w[4]
         for i in range(a, b):
-            w0[i] = w0[i] + g[i]
-            w1[i] = w1[i] + g[i]
-            w2[i] = w2[i] + g[i]
-            w3[i] = w3[i] + g[i]
-            w4[i] = w4[i] + g[i]
+            x = g[i]; y0 = w0[i]; y1 = w1[i]; y2 = w2[i]; y3 = w3[i]; y4 = w4[i]
+            w0[i] = y0 + x; w1[i] = y1 + x; w2[i] = y2 + x; w3[i] = y3 + x; w4[i] = y4 + x
 
 
 cdef void _copy(real* dst, real* src, Py_ssize_t a, Py_ssize_t b) noexcept nogil:

@@ -1,0 +1,155 @@
+"""The ``bench`` command line: options, their parsing, and the subcommand."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+import numpy as np
+
+import fastopt
+from fastopt.bench.algos import ALGO_BY_KEY, ALGOS
+from fastopt.bench.plot import write_plot
+from fastopt.bench.runner import Config, run
+
+__all__ = ["DESCRIPTION", "parse_sizes", "parse_threads", "parse_algos", "parse_dtypes", "add_arguments",
+           "config_from_args", "handle", "add_cli", "main"]
+
+DESCRIPTION = ("Time every optimizer step against the memory bus (a stream kernel with the same arrays), "
+               "the NumPy reference and torch.optim (when installed). The default run takes a few minutes.")
+
+
+def parse_sizes(text):
+    """``"1e3,1e5,10_000_000"`` -> ``[1000, 100000, 10000000]`` (positive integers)."""
+    sizes = []
+    for item in _items(text):
+        try:
+            value = float(item.replace("_", ""))
+        except ValueError:
+            raise ValueError(f"invalid size {item!r}: use numbers such as 1000, 1e5, 10_000_000") from None
+        if not (math.isfinite(value) and value >= 1 and value == int(value)):
+            raise ValueError(f"invalid size {item!r}: must be a positive integer")
+        sizes.append(int(value))
+    return sorted(set(sizes))
+
+
+def parse_threads(text, maximum=None):
+    """``"1,max"`` -> ``[1, N]`` with N = :func:`fastopt.get_num_threads` (deduplicated, sorted)."""
+    maximum = maximum or max(1, fastopt.get_num_threads())
+    out = []
+    for item in _items(text):
+        if item.lower() in ("max", "all"):
+            out.append(maximum)
+            continue
+        try:
+            value = int(item)
+        except ValueError:
+            raise ValueError(f"invalid thread count {item!r}: use integers or 'max'") from None
+        if value < 1:
+            raise ValueError(f"invalid thread count {value}: must be >= 1")
+        out.append(value)
+    return sorted(set(out))
+
+
+def parse_algos(text):
+    """``"adam,sgd"`` or ``"all"`` -> the :class:`~fastopt.bench.algos.Algo` entries, in table order."""
+    keys = [k.lower() for k in _items(text)]
+    if "all" in keys:
+        return list(ALGOS)
+    unknown = [k for k in keys if k not in ALGO_BY_KEY]
+    if unknown:
+        raise ValueError(f"unknown algorithm(s) {', '.join(unknown)}; choose from {', '.join(ALGO_BY_KEY)}")
+    return [a for a in ALGOS if a.key in keys]
+
+
+def parse_dtypes(text):
+    """``"float32,float64"`` -> numpy dtypes."""
+    out = []
+    for item in _items(text):
+        if item not in ("float32", "float64"):
+            raise ValueError(f"invalid dtype {item!r}: float32 or float64")
+        out.append(np.dtype(item))
+    return sorted(set(out), key=lambda d: d.itemsize)
+
+
+def _items(text):
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not items:
+        raise ValueError("empty list")
+    return items
+
+
+def add_arguments(parser):
+    """Add the ``bench`` options to an argparse parser."""
+    parser.add_argument("--algos", default="all", help=f"comma-separated: {','.join(ALGO_BY_KEY)} (default all)")
+    parser.add_argument("--sizes", default="1e3,1e5,1e7", help="elements per array (default 1e3,1e5,1e7)")
+    parser.add_argument("--dtypes", default="float32,float64", help="default float32,float64")
+    parser.add_argument("--threads", default="1,max", help="thread counts; 'max' = fastopt.get_num_threads() "
+                                                           "(default 1,max)")
+    parser.add_argument("--repeat", type=int, default=9, help="timed samples per figure (default 9)")
+    parser.add_argument("--no-reference", action="store_true", help="skip the (slow) NumPy reference")
+    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is importable")
+    parts = parser.add_argument_group("parts", "run only the named parts (any combination; default: all three)")
+    parts.add_argument("--table", action="store_true", help="the per-algorithm table")
+    parts.add_argument("--many-arrays", action="store_true",
+                       help="Adam over 160 x 10,000 float32 arrays vs one 1,600,000 array vs torch fused")
+    parts.add_argument("--small", action="store_true",
+                       help="median latency of one step on 1,000 float32 elements, fastopt vs torch fused")
+    parser.add_argument("--json", metavar="PATH", help="also write machine-readable results to PATH")
+    parser.add_argument("--plot", metavar="PATH", help="save a bar chart to PATH (needs matplotlib)")
+    parser.add_argument("--progress", action="store_true", help="progress on stderr even when it is not a TTY")
+    return parser
+
+
+def config_from_args(args):
+    """Build a :class:`~fastopt.bench.runner.Config` from parsed arguments (ValueError on bad values)."""
+    if args.repeat < 1:
+        raise ValueError(f"--repeat must be >= 1, got {args.repeat}")
+    everything = not (args.table or args.many_arrays or args.small)
+    return Config(algos=parse_algos(args.algos), sizes=parse_sizes(args.sizes), dtypes=parse_dtypes(args.dtypes),
+                  threads=parse_threads(args.threads), repeat=args.repeat, reference=not args.no_reference,
+                  torch=not args.no_torch, table=args.table or everything,
+                  many_arrays=args.many_arrays or everything, small=args.small or everything,
+                  json_path=args.json, plot_path=args.plot, progress=args.progress or sys.stderr.isatty())
+
+
+def handle(args):
+    """The ``bench`` subcommand: run, print, optionally write JSON and a plot; exit code."""
+    try:
+        cfg = config_from_args(args)
+    except ValueError as exc:
+        print(f"fastopt bench: error: {exc}", file=sys.stderr)
+        return 2
+    results = run(cfg)
+    code = 0
+    if cfg.json_path:
+        with open(cfg.json_path, "w") as f:
+            json.dump(results, f, indent=1)
+        print(f"results written to {cfg.json_path}")
+    if cfg.plot_path:
+        problem = write_plot(cfg.plot_path, results)
+        if problem:
+            print(f"fastopt bench: {problem}", file=sys.stderr)
+            code = 1
+        else:
+            print(f"plot written to {cfg.plot_path}")
+    return code
+
+
+def add_cli(subparsers):
+    """Register the ``bench`` subcommand on an argparse ``subparsers`` object."""
+    p = subparsers.add_parser("bench", help="benchmark the optimizers", description=DESCRIPTION)
+    add_arguments(p)
+    p.set_defaults(func=handle)
+    return p
+
+
+def main(argv=None):
+    """``python -m fastopt.bench [options]``: the same as ``python -m fastopt bench``."""
+    parser = add_arguments(argparse.ArgumentParser(prog="fastopt bench", description=DESCRIPTION))
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code
+    return handle(args)

@@ -1,0 +1,125 @@
+"""One bench run: its configuration, the order of the parts, printing as results come
+in, and the JSON-ready results."""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+import fastopt
+from fastopt._kernels import driver, waitpolicy
+from fastopt.bench.cases import bench_many_arrays, bench_pool, bench_small
+from fastopt.bench.load import LoadMeter
+from fastopt.bench.peers import load_torch
+from fastopt.bench.pool import Pool
+from fastopt.bench.progress import Progress
+from fastopt.bench.table import (LEGEND, build_info, header, many_arrays_line, scaling_lines, small_line,
+                                 table_lines)
+
+__all__ = ["Config", "run", "run_table", "meta"]
+
+
+@dataclass
+class Config:
+    """Everything one run needs (the parsed command line)."""
+    algos: list
+    sizes: list
+    dtypes: list
+    threads: list
+    repeat: int = 9
+    reference: bool = True
+    torch: bool = True
+    table: bool = True
+    many_arrays: bool = True
+    small: bool = True
+    json_path: str | None = None
+    plot_path: str | None = None
+    progress: bool = False
+
+
+def run(cfg, out=None):
+    """Run the benchmark described by ``cfg``, printing to ``out`` as results come in;
+    return the results as a JSON-ready dict. Afterwards fastopt follows OpenMP's thread
+    count again (``set_num_threads(0)``) and torch's thread count is restored."""
+    out = out or sys.stdout
+    torch = load_torch(cfg.torch)
+    torch_threads = torch.get_num_threads() if torch is not None else None
+    results = {"meta": meta(cfg, torch), "copy": [], "table": [], "many_arrays": [], "small": None}
+    total = (len(cfg.dtypes) * len(cfg.sizes) * len(cfg.algos) if cfg.table else 0) + cfg.many_arrays + cfg.small
+    progress = Progress(total, cfg.progress)
+    t0, load = time.perf_counter(), LoadMeter()
+    emit = _printer(out, progress)
+    for line in header(cfg, torch):
+        emit(line)
+    try:
+        if cfg.table:
+            run_table(cfg, torch, progress, emit, results)
+        if cfg.many_arrays:
+            progress.step("many arrays")
+            results["many_arrays"] = bench_many_arrays(cfg, torch)
+            for record in results["many_arrays"]:
+                emit(many_arrays_line(record))
+        if cfg.small:
+            progress.step("small step")
+            results["small"] = bench_small(cfg, torch, max(cfg.threads))
+            emit(small_line(results["small"]))
+    finally:
+        fastopt.set_num_threads(0)          # back to following OpenMP
+        if torch is not None:
+            torch.set_num_threads(torch_threads)
+        progress.clear()
+    results["meta"]["seconds"] = time.perf_counter() - t0
+    results["meta"]["other_load_cpus"] = other = load.other_cpus()
+    text = f"total benchmark time {results['meta']['seconds']:.0f} s"
+    if other is not None:
+        text += f"; other processes used {other:.2f} of {os.cpu_count()} CPUs meanwhile"
+        if other > 0.2:
+            text += " (competing load: the multi-thread figures are unreliable, rerun on a quiet machine)"
+    emit(text)
+    return results
+
+
+def run_table(cfg, torch, progress, emit, results):
+    """The main table: one block per (dtype, size), printed as soon as it is done."""
+    nstream = 1 + max(a.nstate for a in cfg.algos)
+    for dtype in cfg.dtypes:
+        for n in cfg.sizes:
+            pool = Pool(n, dtype, nstream)
+            copies = pool.copy_gbps(cfg.threads, cfg.repeat)
+            results["copy"] += [{"dtype": dtype.name, "n": n, "threads": t, "gbps": v} for t, v in copies.items()]
+            records = bench_pool(pool, cfg, torch, progress)
+            results["table"] += records
+            del pool
+            for line in table_lines(records, copies) + [""]:
+                emit(line)
+    for line in textwrap.wrap(LEGEND, 100):
+        emit(line)
+    for line in scaling_lines(results["table"]):
+        emit(line)
+
+
+def _printer(out, progress):
+    """A function printing one line to ``out`` without mixing it into the progress line."""
+    def emit(line):
+        progress.clear()
+        print(line, file=out, flush=True)
+    return emit
+
+
+def meta(cfg, torch):
+    """Run metadata for the JSON output."""
+    return {"fastopt": fastopt.__version__, "numpy": np.__version__,
+            "torch": torch.__version__ if torch is not None else None, "python": platform.python_version(),
+            "machine": platform.machine(), "cpus": os.cpu_count(), "openmp": fastopt.openmp_enabled(),
+            "simd": driver.simd_level(), "serial_threshold": driver.serial_threshold(),
+            "serial_threshold_asleep": driver.serial_thresholds()[1], "hot_window_s": driver.hot_window(),
+            "wait_policy": waitpolicy.policy, "build": build_info(),
+            "threads": cfg.threads, "sizes": cfg.sizes, "dtypes": [d.name for d in cfg.dtypes],
+            "algos": [a.key for a in cfg.algos], "repeat": cfg.repeat,
+            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
