@@ -9,7 +9,6 @@
 * ``FASTOPT_VEC_REPORT=1`` prints GCC's vectorisation report (``-fopt-info-vec``).
 """
 import os
-import shutil
 import subprocess
 import sys
 import sysconfig

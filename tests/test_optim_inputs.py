@@ -5,7 +5,6 @@ schedule position). Also: parameters given through the buffer protocol (bytearra
 array.array, memoryview, ctypes, torch) are updated in place.
 """
 import array
-import copy
 import ctypes
 
 import numpy as np

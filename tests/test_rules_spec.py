@@ -182,7 +182,7 @@ def test_classspec_refuses_a_key_without_default():
 def test_adabelief_first_steps_by_hand():
     """Two steps of adabelief-pytorch's update on float64 Python numbers."""
     p, g1, g2, lr, b1, b2, eps = 1.0, 0.5, -0.25, 1e-2, 0.9, 0.999, 1e-16
-    w = np.array([p]); m = np.zeros(1); s = np.zeros(1)
+    w, m, s = np.array([p]), np.zeros(1), np.zeros(1)
     m_, s_ = 0.0, 0.0
     for t, g in ((1, g1), (2, g2)):
         kernels.adabelief(w, np.array([g]), m, s, step=t, lr=lr)

@@ -5,7 +5,6 @@ built the same way (schedule objects included), load_state_dict and k more steps
 bitwise params, states, steps, current_lr and schedule state. Every mismatched
 state_dict raises ValueError and leaves the optimizer exactly as it was.
 """
-import copy
 import math
 
 import numpy as np
@@ -20,7 +19,8 @@ F32, F64 = np.float32, np.float64
 
 CASES = [("SGD", {}), ("SGD", dict(momentum=0.9, dampening=0.1)), ("Nesterov", {}), ("Momentum", {}),
          ("Adagrad", dict(initial_accumulator_value=0.1, lr_decay=0.01)),
-         ("RMSprop", dict(centered=True, momentum=0.4)), ("RMSprop", {}), ("Adadelta", {}), ("Adam", {}), ("Adam", dict(amsgrad=True)), ("AdamW", {}),
+         ("RMSprop", dict(centered=True, momentum=0.4)), ("RMSprop", {}), ("Adadelta", {}), ("Adam", {}),
+         ("Adam", dict(amsgrad=True)), ("AdamW", {}),
          ("AMSGrad", {}), ("NAdam", {}), ("NAdam", dict(variant="optax")), ("Adamax", {}), ("RAdam", {}),
          ("Lion", dict(weight_decay=0.01))]
 IDS = [n + "".join(f"-{k}={v}" for k, v in kw.items()) for n, kw in CASES]

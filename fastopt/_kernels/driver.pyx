@@ -231,6 +231,8 @@ cdef void run_slots(Slot* slots, Py_ssize_t nslots, int nthreads) noexcept nogil
     cdef int late = 0
     cdef bint awake
     cdef double t0
+    cdef Py_ssize_t* ran
+    cdef double* arrived
     cdef Py_ssize_t* offs = <Py_ssize_t*>malloc((nslots + 1) * sizeof(Py_ssize_t))
     cdef Py_ssize_t* shared = NULL
     if offs == NULL:
@@ -257,8 +259,10 @@ cdef void run_slots(Slot* slots, Py_ssize_t nslots, int nthreads) noexcept nogil
         _member(slots, offs, nslots, total, nthreads, part, shared, shared + nthreads * PAD,
                 <double*>(shared + 2 * nthreads * PAD))
     if awake:
+        ran = shared + nthreads * PAD
+        arrived = <double*>(shared + 2 * nthreads * PAD)
         for k in range(nthreads):
-            if (shared + nthreads * PAD)[k * PAD] == 0 and (<double*>(shared + 2 * nthreads * PAD))[k * PAD] - t0 > LATE:
+            if ran[k * PAD] == 0 and arrived[k * PAD] - t0 > LATE:
                 late = late + 1
         _team_report(nthreads, late if late < nthreads else nthreads - 1)
     free(shared)
@@ -333,7 +337,9 @@ cdef int sumsq_slots(const Slot* slots, Py_ssize_t nslots, int nthreads, double*
     cdef Py_ssize_t* first = <Py_ssize_t*>malloc(nblocks * sizeof(Py_ssize_t))
     cdef double* res = <double*>malloc(2 * nblocks * sizeof(double))
     if owner == NULL or first == NULL or res == NULL:
-        free(owner); free(first); free(res)
+        free(owner)
+        free(first)
+        free(res)
         return -1
     b = 0
     for k in range(nslots):
@@ -355,7 +361,9 @@ cdef int sumsq_slots(const Slot* slots, Py_ssize_t nslots, int nthreads, double*
     for b in range(nblocks):
         total = total + res[2 * b]
         bad = bad + res[2 * b + 1]
-    free(owner); free(first); free(res)
+    free(owner)
+    free(first)
+    free(res)
     sumsq[0] = total
     return 0 if bad == 0.0 else 1
 

@@ -28,13 +28,12 @@ from libc.string cimport memcpy
 
 from fastopt._kernels._types cimport MAX_BUFFERS, N_COMMON, RuleEntry, Slot
 from fastopt._kernels.layout cimport C_CLIP, C_COEF, C_DECAY, C_HAS_WD, C_LR, C_SIGMA, C_SIGN, C_WD, accesses
-from fastopt._kernels.driver cimport pass_done, plan_threads, resolve_threads, run_slots, slots_bytes, sumsq_slots, update_slots
+from fastopt._kernels.driver cimport (pass_done, plan_threads, resolve_threads, run_slots, slots_bytes, sumsq_slots,
+                                      update_slots)
 from fastopt._kernels.noise cimport noise_key
-from fastopt._kernels.rules cimport N_RULES, rule_entry
+from fastopt._kernels.rules cimport rule_entry
 
 from numbers import Real
-
-import numpy as np
 
 from fastopt._kernels.driver import first_touch
 from fastopt._kernels.rules import RULE_INDEX
@@ -77,7 +76,6 @@ cdef class StepGuard:
 
     cdef int enter(self, str what) except -1:
         cdef unsigned long me = PyThread_get_thread_ident()
-        cdef int got
         # only the holder ever stores its own ident, so this is true only for the holder
         if self.owner == me:
             raise RuntimeError(f"{what} called while this thread is inside {self.doing} of the same optimizer "
@@ -85,7 +83,7 @@ cdef class StepGuard:
                                "cannot be re-entered")
         if not PyThread_acquire_lock(self.lock, NOWAIT_LOCK):
             with nogil:
-                got = PyThread_acquire_lock(self.lock, WAIT_LOCK)
+                PyThread_acquire_lock(self.lock, WAIT_LOCK)      # waiting forever cannot fail
         self.owner = me
         self.doing = what
         return 0
@@ -239,9 +237,19 @@ cdef class Engine:
 
     def __dealloc__(self):
         if self.slots != NULL:
-            free(self.slots); free(self.run); free(self.rule_of); free(self.group_of)
-            free(self.steps); free(self.sstate); free(self.sstate_new); free(self.scal)
-            free(self.ghyper); free(self.gcommon); free(self.gstep); free(self.iv_lo); free(self.iv_hi)
+            free(self.slots)
+            free(self.run)
+            free(self.rule_of)
+            free(self.group_of)
+            free(self.steps)
+            free(self.sstate)
+            free(self.sstate_new)
+            free(self.scal)
+            free(self.ghyper)
+            free(self.gcommon)
+            free(self.gstep)
+            free(self.iv_lo)
+            free(self.iv_hi)
             free(self.typenum)
 
     cdef bint _overlaps_written(self, Py_ssize_t lo, Py_ssize_t hi) noexcept:

@@ -35,30 +35,61 @@ cdef void _rw(real* g, real** w, int nw, Py_ssize_t a, Py_ssize_t b) noexcept no
     cdef real* w4
     if nw == 1:
         for i in range(a, b):
-            x = g[i]; y0 = w0[i]
+            x = g[i]
+            y0 = w0[i]
             w0[i] = y0 + x
     elif nw == 2:
         w1 = w[1]
         for i in range(a, b):
-            x = g[i]; y0 = w0[i]; y1 = w1[i]
-            w0[i] = y0 + x; w1[i] = y1 + x
+            x = g[i]
+            y0 = w0[i]
+            y1 = w1[i]
+            w0[i] = y0 + x
+            w1[i] = y1 + x
     elif nw == 3:
-        w1 = w[1]; w2 = w[2]
+        w1 = w[1]
+        w2 = w[2]
         for i in range(a, b):
-            x = g[i]; y0 = w0[i]; y1 = w1[i]; y2 = w2[i]
-            w0[i] = y0 + x; w1[i] = y1 + x; w2[i] = y2 + x
+            x = g[i]
+            y0 = w0[i]
+            y1 = w1[i]
+            y2 = w2[i]
+            w0[i] = y0 + x
+            w1[i] = y1 + x
+            w2[i] = y2 + x
     elif nw == 4:
-        w1 = w[1]; w2 = w[2]; w3 = w[3]
+        w1 = w[1]
+        w2 = w[2]
+        w3 = w[3]
         for i in range(a, b):
-            x = g[i]; y0 = w0[i]; y1 = w1[i]; y2 = w2[i]; y3 = w3[i]
-            w0[i] = y0 + x; w1[i] = y1 + x; w2[i] = y2 + x; w3[i] = y3 + x
+            x = g[i]
+            y0 = w0[i]
+            y1 = w1[i]
+            y2 = w2[i]
+            y3 = w3[i]
+            w0[i] = y0 + x
+            w1[i] = y1 + x
+            w2[i] = y2 + x
+            w3[i] = y3 + x
     else:
         # not vectorised: six arrays need 15 runtime alias checks, more than GCC's
         # vect-max-version-for-alias-checks (10). No rule has four state buffers yet.
-        w1 = w[1]; w2 = w[2]; w3 = w[3]; w4 = w[4]
+        w1 = w[1]
+        w2 = w[2]
+        w3 = w[3]
+        w4 = w[4]
         for i in range(a, b):
-            x = g[i]; y0 = w0[i]; y1 = w1[i]; y2 = w2[i]; y3 = w3[i]; y4 = w4[i]
-            w0[i] = y0 + x; w1[i] = y1 + x; w2[i] = y2 + x; w3[i] = y3 + x; w4[i] = y4 + x
+            x = g[i]
+            y0 = w0[i]
+            y1 = w1[i]
+            y2 = w2[i]
+            y3 = w3[i]
+            y4 = w4[i]
+            w0[i] = y0 + x
+            w1[i] = y1 + x
+            w2[i] = y2 + x
+            w3[i] = y3 + x
+            w4[i] = y4 + x
 
 
 cdef void _copy(real* dst, real* src, Py_ssize_t a, Py_ssize_t b) noexcept nogil:

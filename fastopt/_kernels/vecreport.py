@@ -50,7 +50,6 @@ def report(cc=None, flags=None):
     if shutil.which(cc) is None:
         raise RuntimeError(f"no C compiler '{cc}'")
     flags = (flags or _build_flags()).split()
-    root = os.path.dirname(os.path.dirname(HERE))
     with tempfile.TemporaryDirectory() as tmp:
         pkg = os.path.join(tmp, "fastopt", "_kernels")
         os.makedirs(pkg)

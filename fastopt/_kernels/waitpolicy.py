@@ -16,7 +16,8 @@ the variable only while the compiled kernels are first imported and then restore
 ``os.environ``: child processes do not inherit it. libgomp is one runtime per process,
 though: whatever later loads a ``libgomp.so.1`` gets this one and shares the cap
 (PyTorch 2.13's bundled ``torch/lib/libgomp.so.1`` does, when torch is imported after
-fastopt); only renamed copies (``libgomp-<hash>.so.1`` from auditwheel) keep their own. A policy the user chose (``OMP_WAIT_POLICY`` or
+fastopt); only renamed copies (``libgomp-<hash>.so.1`` from auditwheel) keep their own.
+A policy the user chose (``OMP_WAIT_POLICY`` or
 ``GOMP_SPINCOUNT`` in the environment) is left alone, and then a team always counts
 as awake; so is a libgomp that was already loaded.
 """

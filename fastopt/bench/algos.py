@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fastopt.rules import BY_NAME
+from fastopt.rules import BY_NAME, bench_rows
 
 __all__ = ["Algo", "ALGOS", "ALGO_BY_KEY"]
 
@@ -30,19 +30,6 @@ class Algo:
         return len(BY_NAME[self.rule].state)
 
 
-ALGOS = (
-    Algo("sgd", "SGD", "sgd", {"lr": 1e-3}, "SGD", {"lr": 1e-3}),
-    Algo("momentum", "Momentum", "momentum", {"lr": 1e-3}, "SGD", {"lr": 1e-3, "momentum": 0.9}),
-    Algo("nesterov", "Nesterov", "nesterov", {"lr": 1e-3}, "SGD", {"lr": 1e-3, "momentum": 0.9, "nesterov": True}),
-    Algo("adagrad", "Adagrad", "adagrad", {}, "Adagrad"),
-    Algo("rmsprop", "RMSprop", "rmsprop", {}, "RMSprop"),
-    Algo("adadelta", "Adadelta", "adadelta", {}, "Adadelta"),
-    Algo("adam", "Adam", "adam", {}, "Adam"),
-    Algo("adamw", "AdamW", "adam", {}, "AdamW"),
-    Algo("amsgrad", "AMSGrad", "adam_amsgrad", {}, "Adam", {"amsgrad": True}),
-    Algo("nadam", "NAdam", "nadam", {}, "NAdam"),
-    Algo("adamax", "Adamax", "adamax", {}, "Adamax"),
-    Algo("radam", "RAdam", "radam", {}, "RAdam"),
-    Algo("lion", "Lion", "lion", {}, None),
-)
+# one row per optimizer class, as its rule file declares it (fastopt.rules)
+ALGOS = tuple(Algo(**row) for row in bench_rows())
 ALGO_BY_KEY = {a.key: a for a in ALGOS}

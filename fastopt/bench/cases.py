@@ -66,6 +66,9 @@ def make_record(algo, pool, threads, t, torch_mode, base_threads):
     mine, stream = f"fastopt@{threads}", f"stream@{threads}"
     step, raw, overhead = t[mine], t[stream], t["stream-overhead"]
     net = max(raw - overhead, 1e-9)
+    # floored like ``net``: where the stream's fixed cost exceeds its time (tiny arrays,
+    # or a round disturbed by other load) the figure is unreliable, not negative
+    pct = 100.0 * max(t.ratio(stream, mine, overhead), 1e-9 / step)
     tt = t.get(f"torch@{threads}")
     return {"algo": algo.key, "class": algo.cls, "rule": algo.rule, "dtype": pool.dtype.name, "n": n,
             "threads": threads, "accesses_per_element": acc,
@@ -73,7 +76,7 @@ def make_record(algo, pool, threads, t, torch_mode, base_threads):
             "thread_speedup": t.ratio(f"fastopt@{base_threads}", mine), "thread_speedup_base": base_threads,
             "stream_thread_speedup": t.ratio(f"stream@{base_threads}", stream),
             "stream_time_s": raw, "stream_overhead_s": overhead, "stream_net_s": net,
-            "stream_gbps": gbps(acc, itemsize, n, net), "pct_stream": 100.0 * t.ratio(stream, mine, overhead),
+            "stream_gbps": gbps(acc, itemsize, n, net), "pct_stream": pct,
             "pct_stream_reliable": net >= overhead,
             "numpy_time_s": t.get("numpy"), "speedup_numpy": t.ratio("numpy", mine),
             "torch_mode": torch_mode if tt else None, "torch_time_s": tt,

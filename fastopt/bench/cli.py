@@ -96,6 +96,9 @@ def add_arguments(parser):
                        help="Adam over 160 x 10,000 float32 arrays vs one 1,600,000 array vs torch fused")
     parts.add_argument("--small", action="store_true",
                        help="median latency of one step on 1,000 float32 elements, fastopt vs torch fused")
+    parser.add_argument("--contention", action="store_true",
+                        help="also (or, with no part named, only) time Adam steps at 30k-10M elements with 1 and "
+                             "more threads while one busy process per processor runs beside them")
     parser.add_argument("--json", metavar="PATH", help="also write machine-readable results to PATH")
     parser.add_argument("--plot", metavar="PATH", help="save a bar chart to PATH (needs matplotlib)")
     parser.add_argument("--progress", action="store_true", help="progress on stderr even when it is not a TTY")
@@ -106,11 +109,13 @@ def config_from_args(args):
     """Build a :class:`~fastopt.bench.runner.Config` from parsed arguments (ValueError on bad values)."""
     if args.repeat < 1:
         raise ValueError(f"--repeat must be >= 1, got {args.repeat}")
-    everything = not (args.table or args.many_arrays or args.small)
+    named = args.table or args.many_arrays or args.small
+    everything = not named and not args.contention
     return Config(algos=parse_algos(args.algos), sizes=parse_sizes(args.sizes), dtypes=parse_dtypes(args.dtypes),
                   threads=parse_threads(args.threads), repeat=args.repeat, reference=not args.no_reference,
                   torch=not args.no_torch, table=args.table or everything,
                   many_arrays=args.many_arrays or everything, small=args.small or everything,
+                  contention=args.contention,
                   json_path=args.json, plot_path=args.plot, progress=args.progress or sys.stderr.isatty())
 
 

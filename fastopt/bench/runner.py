@@ -13,6 +13,7 @@ import numpy as np
 
 import fastopt
 from fastopt._kernels import driver, waitpolicy
+from fastopt.bench import contention
 from fastopt.bench.cases import bench_many_arrays, bench_pool, bench_small
 from fastopt.bench.load import LoadMeter
 from fastopt.bench.peers import load_torch
@@ -37,6 +38,7 @@ class Config:
     table: bool = True
     many_arrays: bool = True
     small: bool = True
+    contention: bool = False
     json_path: str | None = None
     plot_path: str | None = None
     progress: bool = False
@@ -49,8 +51,10 @@ def run(cfg, out=None):
     out = out or sys.stdout
     torch = load_torch(cfg.torch)
     torch_threads = torch.get_num_threads() if torch is not None else None
-    results = {"meta": meta(cfg, torch), "copy": [], "table": [], "many_arrays": [], "small": None}
-    total = (len(cfg.dtypes) * len(cfg.sizes) * len(cfg.algos) if cfg.table else 0) + cfg.many_arrays + cfg.small
+    results = {"meta": meta(cfg, torch), "copy": [], "table": [], "many_arrays": [], "small": None,
+               "contention": []}
+    total = ((len(cfg.dtypes) * len(cfg.sizes) * len(cfg.algos) if cfg.table else 0) + cfg.many_arrays + cfg.small
+             + cfg.contention)
     progress = Progress(total, cfg.progress)
     t0, load = time.perf_counter(), LoadMeter()
     emit = _printer(out, progress)
@@ -68,6 +72,11 @@ def run(cfg, out=None):
             progress.step("small step")
             results["small"] = bench_small(cfg, torch, max(cfg.threads))
             emit(small_line(results["small"]))
+        if cfg.contention:
+            progress.step("busy machine")
+            results["contention"] = contention.measure(max_threads=max(cfg.threads))
+            for line in contention.lines(results["contention"]):
+                emit(line)
     finally:
         fastopt.set_num_threads(0)          # back to following OpenMP
         if torch is not None:

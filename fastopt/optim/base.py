@@ -16,7 +16,7 @@ import functools
 from fastopt._kernels.driver import data_span
 from fastopt._kernels.engine import Engine, NonFiniteGradientError, StepGuard
 from fastopt._validate import as_array, check_disjoint, check_domain
-from fastopt.rules import BY_NAME, CLIP_VALUE, FLAG, LR, MAX_STEP, WEIGHT_DECAY, Hyper
+from fastopt.rules import CLIP_VALUE, FLAG, LR, MAX_STEP, WEIGHT_DECAY, Hyper
 from fastopt.schedules import Schedule
 
 POLICIES = ("ignore", "raise", "skip")

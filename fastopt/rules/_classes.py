@@ -16,7 +16,8 @@ from ._spec import WEIGHT_DECAY
 #: group keys every class takes after its own (keyword-only, in this order)
 COMMON_KWONLY = ("maximize", "clip_value")
 #: defaults of the group keys that are no rule's hyper-parameter
-COMMON_DEFAULTS = {"weight_decay": WEIGHT_DECAY.default, "maximize": False, "clip_value": None, "decoupled_weight_decay": False}
+COMMON_DEFAULTS = {"weight_decay": WEIGHT_DECAY.default, "maximize": False, "clip_value": None,
+                   "decoupled_weight_decay": False}
 
 
 @dataclass(frozen=True)
