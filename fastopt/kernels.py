@@ -45,13 +45,12 @@ def _make(rule):
         if len(state) != nstate:
             raise TypeError(f"{rule.name}() takes param, grad and {len(rule.state)} state arrays "
                             f"({', '.join(rule.state) or 'none'}), got {len(state)}")
-        if arrays_ok(param, grad, state):
-            p, g, states = param, grad, state
-        else:
-            p, g, states = _checked_arrays(rule, param, grad, state)
+        # every scalar becomes a plain float/int first: a number's __float__ is user code,
+        # and none may run between the array checks and the kernel (it could resize them)
         if type(step) is not int and (isinstance(step, bool) or not isinstance(step, numbers.Integral)) \
                 or not 1 <= step <= MAX_STEP:
             raise ValueError(f"step must be an int in [1, 2**53] (the 1-based step count), got {step!r}")
+        step = float(int(step))
         if type(threads) is not int or not 0 <= threads <= _MAX_THREADS:
             threads = check_threads(threads)
         values = (LR.check(lr),) + (defaults if not hyper else tuple(
@@ -59,9 +58,13 @@ def _make(rule):
         wd = WEIGHT_DECAY.check(weight_decay)
         clip = math.inf if clip_value is None else CLIP_VALUE.check(clip_value)
         sstate = [rule.domains[n].check(hyper.get(n, init), n) for n, init in rule.scalar_state]
-        out = apply_rule(rule.name, p, g, tuple(states), values, float(step), sstate, wd,
-                         bool(FLAG.check(maximize, "maximize")),
-                         bool(FLAG.check(decoupled_weight_decay, "decoupled_weight_decay")), clip, int(threads))
+        flags = (bool(FLAG.check(maximize, "maximize")),
+                 bool(FLAG.check(decoupled_weight_decay, "decoupled_weight_decay")))
+        if arrays_ok(param, grad, state):
+            p, g, states = param, grad, state
+        else:
+            p, g, states = _checked_arrays(rule, param, grad, state)
+        out = apply_rule(rule.name, p, g, tuple(states), values, step, sstate, wd, flags[0], flags[1], clip, threads)
         return out[0] if len(out) == 1 else None
 
     args = ", ".join(("param", "grad") + rule.state)

@@ -100,7 +100,7 @@ def test_no_library_module_imports_the_bench():
     code = "import sys, fastopt; print(sorted(m for m in sys.modules if m.startswith('fastopt.bench')))"
     home = os.path.dirname(root)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([home, os.environ.get("PYTHONPATH", "")]))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 

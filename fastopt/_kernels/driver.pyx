@@ -403,7 +403,7 @@ def check_threads(n, name="threads"):
         raise TypeError(f"{name} must be an int, got {type(n).__name__} {n!r}")
     if not 0 <= n <= MAX_THREADS:
         raise ValueError(f"invalid {name} {n!r}: must be in [0, {MAX_THREADS}] (0: the default; at most "
-                         f"4 per processor, see fastopt.driver.max_threads)")
+                         f"4 per processor, see fastopt._kernels.driver.max_threads())")
     return int(n)
 
 

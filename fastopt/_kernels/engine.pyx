@@ -33,6 +33,8 @@ from fastopt._kernels.driver cimport (pass_done, plan_threads, resolve_threads, 
 from fastopt._kernels.noise cimport noise_key
 from fastopt._kernels.rules cimport rule_entry
 
+import os
+import weakref
 from numbers import Real
 
 from fastopt._kernels.driver import first_touch
@@ -62,11 +64,19 @@ cdef class StepGuard:
     cdef PyThread_type_lock lock
     cdef unsigned long owner
     cdef str doing
+    cdef object __weakref__
 
     def __cinit__(self):
         self.lock = PyThread_allocate_lock()
         if self.lock == NULL:
             raise MemoryError()
+        self.owner = 0
+        self.doing = ""
+        _GUARDS.add(self)
+
+    cdef void _reset_in_child(self) noexcept:
+        # the thread that held it does not exist in a forked child: a fresh lock
+        self.lock = PyThread_allocate_lock()
         self.owner = 0
         self.doing = ""
 
@@ -101,6 +111,17 @@ cdef class StepGuard:
         if self.owner != PyThread_get_thread_ident():
             raise RuntimeError("the optimizer's guard is not held by this thread")
         self.leave()
+
+
+_GUARDS = weakref.WeakSet()
+
+
+def _reset_guards_in_child():
+    for guard in list(_GUARDS):
+        (<StepGuard>guard)._reset_in_child()
+
+
+os.register_at_fork(after_in_child=_reset_guards_in_child)
 
 
 cdef inline int _typenum_itemsize(int typenum) noexcept:
@@ -288,21 +309,23 @@ cdef class Engine:
         cdef cnp.ndarray a = <cnp.ndarray>self.params[k]
         cdef Py_ssize_t j
         if (<char*>cnp.PyArray_DATA(a) != self.slots[k].buf[0] or cnp.PyArray_TYPE(a) != self.typenum[k]
-                or cnp.PyArray_SIZE(a) != self.slots[k].n or not cnp.PyArray_ISWRITEABLE(a)):
+                or cnp.PyArray_SIZE(a) != self.slots[k].n or not cnp.PyArray_ISWRITEABLE(a)
+                or not cnp.PyArray_ISNOTSWAPPED(a) or not cnp.PyArray_IS_C_CONTIGUOUS(a)):
             self._buffer_error(k, a, f"params[{k}]")
         states = <tuple>self.states[k]
         for j in range(len(states)):
             a = <cnp.ndarray>states[j]
             if (<char*>cnp.PyArray_DATA(a) != self.slots[k].buf[2 + j] or cnp.PyArray_TYPE(a) != self.typenum[k]
-                    or cnp.PyArray_SIZE(a) != self.slots[k].n or not cnp.PyArray_ISWRITEABLE(a)):
+                    or cnp.PyArray_SIZE(a) != self.slots[k].n or not cnp.PyArray_ISWRITEABLE(a)
+                    or not cnp.PyArray_ISNOTSWAPPED(a) or not cnp.PyArray_IS_C_CONTIGUOUS(a)):
                 self._buffer_error(k, a, f"the state buffer {j} of params[{k}]")
         return 0
 
     cdef void _buffer_error(self, Py_ssize_t k, cnp.ndarray a, str name) except *:
         if not cnp.PyArray_ISWRITEABLE(a):
             raise ValueError(f"{name} is read-only (made so after the optimizer was created); nothing was updated")
-        raise ValueError(f"{name} no longer has the memory, dtype or size it had when the optimizer was created "
-                         "(resized or re-typed in place?); nothing was updated")
+        raise ValueError(f"{name} no longer has the memory, dtype, byte order, layout or size it had when the "
+                         "optimizer was created (resized, re-typed or re-strided in place?); nothing was updated")
 
     cdef object _check_grad(self, object g, Py_ssize_t k):
         # the slow path: convert what can be converted, or raise naming the gradient
@@ -313,8 +336,19 @@ cdef class Engine:
             raise ValueError(f"grads[{k}] shares memory with a parameter or optimizer state")
         return arr
 
-    cdef void _refresh_group(self, Py_ssize_t gi) except *:
+    cdef dict _group(self, Py_ssize_t gi):
+        # param_groups is the optimizer's live list: a user (or a callback) may have
+        # removed or replaced entries since the engine was built
+        if len(self.groups) != self.ngroups:
+            raise ValueError(f"param_groups has {len(self.groups)} groups, the optimizer was built with "
+                             f"{self.ngroups}; add groups with add_param_group, never remove them")
         group = self.groups[gi]
+        if type(group) is not dict:
+            raise TypeError(f"param_groups[{gi}] must be a dict, got {type(group).__name__}")
+        return <dict>group
+
+    cdef void _refresh_group(self, Py_ssize_t gi) except *:
+        group = self._group(gi)
         cdef list keys = self.keys[gi], cache = self.cache[gi]
         cdef Py_ssize_t j
         cdef PyObject* v
@@ -373,6 +407,8 @@ cdef class Engine:
     def retire(self, Engine successor):
         """Hand over to ``successor`` (same guard): later steps through this engine go
         there. Call holding the guard."""
+        if successor is self or successor._current() is self:
+            raise ValueError("an engine cannot succeed itself")
         if successor.guard is not self.guard:
             raise ValueError("the successor must share this engine's guard")
         self.successor = successor
@@ -396,14 +432,13 @@ cdef class Engine:
             if not self._fast_grad_ok(g, k):
                 g = self._check_grad(g, k)     # raises with a message, or converts
                 held[k] = g                    # a converted array must outlive the kernels
-            self._check_buffers(k)
             self.run[nact] = self.slots[k]
             self.run[nact].buf[1] = <char*>cnp.PyArray_DATA(<cnp.ndarray>g)
             self.run[nact].noise_key = k            # parameter index until keys are made
             nact += 1
         for gi in range(self.ngroups):
             self._refresh_group(gi)
-            lr_obj = (<dict>self.groups[gi])["lr"]
+            lr_obj = self._group(gi)["lr"]
             if type(lr_obj) is float:
                 lr = lr_obj
             else:
@@ -416,6 +451,19 @@ cdef class Engine:
                     raise ValueError(f"param_groups[{gi}]: the learning-rate schedule gave {lr!r}; "
                                      "a learning rate must be finite and >= 0")
             self.ghyper[gi * MAX_HYPER] = lr
+        # no Python code runs from here to the kernels: only now are the pointers final
+        # (a later gradient's __array__, a schedule or a hyper-parameter's __float__ may
+        # have resized, re-typed or frozen an array checked earlier)
+        for j in range(nact):
+            k = <Py_ssize_t>self.run[j].noise_key
+            self._check_buffers(k)
+            g = held[k]
+            if (type(g) is not cnp.ndarray and not isinstance(g, cnp.ndarray)) or \
+                    <char*>cnp.PyArray_DATA(<cnp.ndarray>g) != self.run[j].buf[1] or \
+                    cnp.PyArray_SIZE(<cnp.ndarray>g) != self.slots[k].n or \
+                    cnp.PyArray_TYPE(<cnp.ndarray>g) != self.typenum[k]:
+                raise ValueError(f"grads[{k}] was resized or re-typed during the step (by a callback); "
+                                 "nothing was updated")
         prev = -1
         for j in range(nact):
             k = <Py_ssize_t>self.run[j].noise_key
@@ -484,6 +532,8 @@ cdef class Engine:
         return [self.sstate[k * MAX_SSTATE + j] for j in range(e.n_scalar_state)]
 
     def set_scalar_state(self, Py_ssize_t k, values):
+        if not 0 <= k < self.nparams or len(values) > MAX_SSTATE:
+            raise IndexError(f"no parameter {k} (or too many scalars) in this engine")
         for j, x in enumerate(values):
             self.sstate[k * MAX_SSTATE + j] = x
 

@@ -454,6 +454,8 @@ class Optimizer:
             arrays = []
             for name in rule.state:
                 a = entry[name]
+                if isinstance(a, np.ndarray) and not isinstance(a, np.ma.MaskedArray):
+                    a = np.asarray(a)        # a subclass's own comparisons and copies are not ours to trust
                 if (not isinstance(a, np.ndarray) or isinstance(a, np.ma.MaskedArray) or a.shape != p.shape
                         or a.dtype != p.dtype):
                     raise ValueError(f"state[{k}]['{name}'] must be a {p.dtype} array of shape {p.shape}, got "
