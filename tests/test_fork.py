@@ -74,3 +74,32 @@ assert os.waitstatus_to_exitcode(status) == 0
 print("OK")
 """, timeout=60)
     assert_ok(r)
+
+
+@needs_fork
+def test_a_child_forked_while_another_thread_steps_can_step():
+    # the child inherits the optimizer's lock held by a thread it does not have
+    r = run_snippet("""
+import os, threading, numpy as np, fastopt
+p = np.zeros(100)
+go, release = threading.Event(), threading.Event()
+def lr(step):
+    go.set()
+    release.wait()
+    return 0.1
+opt = fastopt.SGD([p], lr=lr)
+t = threading.Thread(target=lambda: opt.step([np.ones(100)]))
+t.start()
+go.wait()
+pid = os.fork()
+if pid == 0:
+    opt.param_groups[0]["lr"] = 1.0
+    opt.step([np.ones(100)])
+    os._exit(0 if (p < 0).all() else 3)
+release.set()
+t.join()
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+print("OK")
+""", timeout=60)
+    assert_ok(r)

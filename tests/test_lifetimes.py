@@ -99,3 +99,37 @@ def test_a_schedule_that_reenters_the_optimizer_is_refused():
     with pytest.raises(RuntimeError, match="re-entered"):
         opt.step([np.ones(10)])
     assert (p == 0).all() and opt.state[0]["step"] == 0
+
+
+def test_a_parameter_resized_by_a_schedule_during_the_step_is_refused():
+    # the schedule runs after the gradients were checked: the pointers are checked again
+    # after the last callback, before the kernels (before: a write into the freed block)
+    p = np.zeros(100_000)
+
+    def lr(step):
+        p.resize(300_000, refcheck=False)
+        return 0.1
+
+    opt = fastopt.SGD([p], lr=lr)
+    with pytest.raises(ValueError, match=r"params\[0\] no longer has the memory"):
+        opt.step([np.ones(100_000)])
+
+
+def test_removed_param_groups_are_refused_not_read():
+    p, q = np.zeros(3), np.zeros(3)
+    opt = fastopt.SGD([{"params": [p]}, {"params": [q]}], lr=1.0)
+    opt.param_groups.pop()
+    with pytest.raises(ValueError, match="param_groups has 1 groups"):
+        opt.step([np.ones(3), np.ones(3)])
+    opt.param_groups.clear()
+    with pytest.raises(ValueError, match="param_groups has 0 groups"):
+        opt.step([np.ones(3), np.ones(3)])
+    assert not p.any() and not q.any()
+
+
+def test_a_byte_swapped_parameter_is_refused():
+    p = np.zeros(10, np.float32)
+    opt = fastopt.SGD([p], lr=1.0)
+    p.dtype = ">f4"
+    with pytest.raises(ValueError, match="byte order"):
+        opt.step([np.ones(10, ">f4").astype(np.float32)])
