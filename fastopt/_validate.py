@@ -1,5 +1,7 @@
 """Checks on arrays that every entry point shares. Each raises TypeError or ValueError
 with a message naming the offending argument; none of them writes anything."""
+from collections.abc import Mapping
+
 import numpy as np
 
 from fastopt._kernels.driver import data_span
@@ -14,7 +16,7 @@ def grads_sequence(grads):
         if grads.ndim == 0:
             raise TypeError("grads must be a sequence of arrays (one per parameter), got a 0-d array")
         return list(grads)
-    if isinstance(grads, (str, bytes, dict)) or not (hasattr(grads, "__len__") and hasattr(grads, "__getitem__")):
+    if isinstance(grads, (str, bytes, Mapping)) or not (hasattr(grads, "__len__") and hasattr(grads, "__getitem__")):
         raise TypeError(f"grads must be a sequence (list or tuple) of arrays, one per parameter (None to skip "
                         f"one), got {type(grads).__name__}" + ("; pass list(grads)" if hasattr(grads, "__next__")
                                                                else ""))
@@ -29,7 +31,9 @@ def as_array(obj, name, *, writeable):
         raise TypeError(f"{name} is a masked array; fastopt ignores no elements: pass np.ma.getdata({name}) "
                         "or fill the masked entries (e.g. .filled(0))")
     if isinstance(obj, np.ndarray):
-        arr = obj
+        # a subclass's own operators (np.matrix's * is a matrix product) must not reach
+        # the reference arithmetic: work on a plain view of the same memory
+        arr = obj if type(obj) is np.ndarray else obj.view(np.ndarray)
     else:
         try:
             arr = np.asarray(obj)
@@ -52,7 +56,7 @@ def as_array(obj, name, *, writeable):
     if writeable:
         if not arr.flags.writeable:
             raise ValueError(f"{name} is read-only")
-        if arr.flags.owndata and arr is not obj:
+        if arr.flags.owndata and arr is not obj and not isinstance(obj, np.ndarray):
             raise TypeError(f"{name} is a {type(obj).__name__}, which NumPy can only copy: the update would "
                             "be lost; pass an array or a writeable buffer")
     return arr

@@ -101,18 +101,36 @@ def test_a_schedule_that_reenters_the_optimizer_is_refused():
     assert (p == 0).all() and opt.state[0]["step"] == 0
 
 
-def test_a_parameter_resized_by_a_schedule_during_the_step_is_refused():
+def test_a_parameter_changed_by_a_schedule_during_the_step_is_refused():
     # the schedule runs after the gradients were checked: the pointers are checked again
-    # after the last callback, before the kernels (before: a write into the freed block)
+    # after the last callback, before the kernels (before: a write into a freed block)
     p = np.zeros(100_000)
 
     def lr(step):
-        p.resize(300_000, refcheck=False)
+        try:
+            p.resize(300_000, refcheck=False)          # refused: the optimizer pins p
+        except ValueError:
+            p.flags.writeable = False
         return 0.1
 
     opt = fastopt.SGD([p], lr=lr)
-    with pytest.raises(ValueError, match=r"params\[0\] no longer has the memory"):
+    with pytest.raises(ValueError, match=r"params\[0\] is read-only"):
         opt.step([np.ones(100_000)])
+    assert not p.any()
+
+
+def test_a_gradient_resized_by_a_later_gradient_is_refused():
+    p, q = np.zeros(100_000), np.zeros(100_000)
+    g0 = np.ones(100_000)
+
+    class Resizer:
+        def __array__(self, dtype=None, copy=None):
+            g0.resize(300_000, refcheck=False)
+            return np.ones(100_000)
+
+    with pytest.raises(ValueError, match=r"grads\[0\] was resized or re-typed during the step"):
+        fastopt.SGD([p, q], lr=1.0).step([g0, Resizer()])
+    assert not p.any() and not q.any()
 
 
 def test_removed_param_groups_are_refused_not_read():

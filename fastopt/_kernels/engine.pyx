@@ -116,6 +116,13 @@ cdef class StepGuard:
 _GUARDS = weakref.WeakSet()
 
 
+cdef object _memory_owner(object a):
+    # the last ndarray of the chain of bases: the one NumPy could resize
+    while isinstance(a.base, cnp.ndarray):
+        a = a.base
+    return a
+
+
 def _reset_guards_in_child():
     for guard in list(_GUARDS):
         (<StepGuard>guard)._reset_in_child()
@@ -165,6 +172,7 @@ cdef class Engine:
     cdef object validate
     cdef StepGuard guard
     cdef Engine successor       # set when add_param_group replaced this engine
+    cdef list pins              # weak references that stop NumPy resizing our arrays
     cdef double clip_norm, noise_eta, noise_gamma
     cdef unsigned long long seed
     cdef int policy
@@ -250,6 +258,10 @@ cdef class Engine:
                 if buf.size:
                     lo = <Py_ssize_t>cnp.PyArray_DATA(buf)
                     intervals.append((lo, lo + buf.nbytes))
+        # NumPy refuses to resize an array that has a weak reference, even with
+        # refcheck=False, so a weak reference to the array that owns each parameter's
+        # and state's memory keeps the pointers above valid while this engine lives
+        self.pins = [weakref.ref(_memory_owner(a)) for k in range(n) for a in [params[k]] + list(states[k])]
         intervals.sort()
         self.niv = len(intervals)
         for k, (lo, hi) in enumerate(intervals):

@@ -105,12 +105,16 @@ cdef inline Py_ssize_t _cut(Py_ssize_t n, Py_ssize_t part, Py_ssize_t parts) noe
     return x - x % 16
 
 
-def _check(arrays):
+def _check(arrays, written):
+    """``arrays[k]`` for k in ``written`` are written: they must be writeable."""
     dt = arrays[0].dtype
     n = arrays[0].size
-    for a in arrays:
-        if not isinstance(a, cnp.ndarray) or a.dtype != dt or a.size != n or not a.flags.c_contiguous:
-            raise ValueError("stream kernels need C-contiguous arrays of one dtype and size")
+    for k, a in enumerate(arrays):
+        if (not isinstance(a, cnp.ndarray) or a.dtype != dt or a.size != n or not a.flags.c_contiguous
+                or not a.flags.aligned or not a.dtype.isnative):
+            raise ValueError("stream kernels need aligned, C-contiguous native arrays of one dtype and size")
+        if k in written and not a.flags.writeable:
+            raise ValueError(f"stream kernels write array {k}, which is read-only")
         if dt not in (np.float32, np.float64):
             raise TypeError("stream kernels take float32 or float64")
     return dt == np.float32, n
@@ -121,7 +125,7 @@ def stream(grad, rw, int threads=0):
     len(rw) written): the memory traffic of a rule with ``len(rw) - 1`` state buffers."""
     if not 1 <= len(rw) <= 5:
         raise ValueError("rw must hold 1 to 5 arrays")
-    f32, n = _check([grad] + list(rw))
+    f32, n = _check([grad] + list(rw), range(1, 1 + len(rw)))
     cdef int nw = len(rw)
     cdef Py_ssize_t nbytes = (1 + 2 * nw) * n * grad.itemsize
     cdef int wanted = resolve_threads(threads)
@@ -144,7 +148,7 @@ def stream(grad, rw, int threads=0):
 
 def copy(dst, src, int threads=0):
     """``dst[:] = src`` as a parallel streaming copy (2 arrays, one read, one written)."""
-    f32, n = _check([dst, src])
+    f32, n = _check([dst, src], (0,))
     cdef Py_ssize_t nbytes = 2 * n * dst.itemsize
     cdef int wanted = resolve_threads(threads)
     cdef int nt = plan_threads(nbytes, wanted)

@@ -104,7 +104,7 @@ class Optimizer:
         self.defaults.setdefault("maximize", False)
         self.defaults.setdefault("decoupled_weight_decay", False)
         self._options = self._check_options(clip_norm, grad_noise, seed, nonfinite)
-        self.param_groups = []
+        self._param_groups = []
         self._group_rule = []
         self._params = []
         self._states = []
@@ -168,16 +168,29 @@ class Optimizer:
             if key in group:
                 FLAG.check(group[key], key)
 
+    @property
+    def param_groups(self):
+        """The parameter groups (dicts, as in PyTorch): change their values between steps
+        (checked at the next step); add groups with :meth:`add_param_group`."""
+        return self._param_groups
+
+    @param_groups.setter
+    def param_groups(self, value):
+        # the engine reads the list it was built with: a new list would be silently ignored
+        raise AttributeError("param_groups cannot be replaced: change the values in its dicts, or use "
+                             "add_param_group / load_state_dict")
+
     def _append_group(self, group, rule):
-        gi = len(self.param_groups)
-        self.param_groups.append(group)
-        self._group_rule.append(rule)
+        # allocate first: a MemoryError here leaves the optimizer as it was
         values = tuple(0.0 if rule.state_init.get(name) is None else float(group[rule.state_init[name]])
                        for name in rule.state)
         states = [tuple(state_buffer(p) for _ in rule.state) for p in group["params"]]
         # written now, by the threads that will update them, so the first step does not
         # pay for page faults (and on NUMA machines each piece is near its thread)
         self._engine_class.first_touch(states, [values] * len(states))
+        gi = len(self._param_groups)
+        self._param_groups.append(group)
+        self._group_rule.append(rule)
         for p, st in zip(group["params"], states):
             self._params.append(p)
             self._states.append(st)
@@ -185,23 +198,25 @@ class Optimizer:
 
     def _build_engine(self, carry=None):
         keys = [[k for k in g if k != "params"] for g in self.param_groups]
-        old = getattr(self, "_engine", None)
-        self._engine = self._engine_class(
+        engine = self._engine_class(
             list(self._params), list(self._states), [self._group_rule[g].name for g in self._group_of],
             list(self._group_of), self.param_groups, keys, self._validate_group,
             clip_norm=self._options["clip_norm"], noise=self._options["grad_noise"],
             seed=self._options["seed"], nonfinite=self._options["nonfinite"], guard=self._guard)
         if carry is not None:
             steps, sstate, gsteps = carry
-            self._engine.set_steps(steps + [0] * (len(self._params) - len(steps)))
+            engine.set_steps(steps + [0] * (len(self._params) - len(steps)))
             for k, ss in enumerate(sstate):
-                self._engine.set_scalar_state(k, ss)
-            self._engine.set_group_steps(gsteps + [0] * (len(self.param_groups) - len(gsteps)))
+                engine.set_scalar_state(k, ss)
+            engine.set_group_steps(gsteps + [0] * (len(self.param_groups) - len(gsteps)))
         for k in range(0 if carry is None else len(carry[1]), len(self._params)):
             rule = self._group_rule[self._group_of[k]]
-            self._engine.set_scalar_state(k, [v for _, v in rule.scalar_state])
+            engine.set_scalar_state(k, [v for _, v in rule.scalar_state])
+        # only a complete engine replaces the running one
+        old = getattr(self, "_engine", None)
+        self._engine = engine
         if old is not None:
-            old.retire(self._engine)
+            old.retire(engine)
 
     # --- validation ----------------------------------------------------------------------
     def _rule_for(self, group):
@@ -327,8 +342,15 @@ class Optimizer:
         check_disjoint(existing + [(f"params[{n + j}]", p) for j, p in enumerate(new["params"])])
         carry = (self._engine.get_steps(), [self._engine.get_scalar_state(k) for k in range(len(self._params))],
                  self._engine.get_group_steps())
-        self._append_group(new, rule)
-        self._build_engine(carry)
+        sizes = (len(self._param_groups), len(self._params))
+        try:
+            self._append_group(new, rule)
+            self._build_engine(carry)
+        except BaseException:
+            # e.g. MemoryError for the new state: back to the groups the engine still runs
+            del self._param_groups[sizes[0]:], self._group_rule[sizes[0]:]
+            del self._params[sizes[1]:], self._states[sizes[1]:], self._group_of[sizes[1]:]
+            raise
 
     # --- state_dict --------------------------------------------------------------------------
     @_guarded
@@ -366,8 +388,9 @@ class Optimizer:
         """Restore a snapshot from :meth:`state_dict`. Everything is checked first (the
         algorithm, group and parameter counts, every state array's shape, dtype and values
         against the rule's domain — e.g. no negative second moment —, every
-        hyper-parameter and option); on any mismatch a ValueError is raised and nothing
-        changes. The saved options (clip_norm, grad_noise, seed, nonfinite) are restored."""
+        hyper-parameter and option); on any mismatch a ValueError (TypeError for a value
+        of the wrong type) is raised and nothing changes. The saved options (clip_norm,
+        grad_noise, seed, nonfinite) are restored."""
         sd = state_dict
         name = type(self).__name__
         if not isinstance(sd, dict) or sd.get("algorithm") != name:
