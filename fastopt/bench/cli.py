@@ -99,6 +99,8 @@ def add_arguments(parser):
     parser.add_argument("--contention", action="store_true",
                         help="also (or, with no part named, only) time Adam steps at 30k-10M elements with 1 and "
                              "more threads while one busy process per processor runs beside them")
+    parser.add_argument("--busy", type=int, default=None, metavar="N",
+                        help="busy processes beside the --contention steps (default: one per processor)")
     parser.add_argument("--json", metavar="PATH", help="also write machine-readable results to PATH")
     parser.add_argument("--plot", metavar="PATH", help="save a bar chart to PATH (needs matplotlib)")
     parser.add_argument("--progress", action="store_true", help="progress on stderr even when it is not a TTY")
@@ -107,6 +109,8 @@ def add_arguments(parser):
 
 def config_from_args(args):
     """Build a :class:`~fastopt.bench.runner.Config` from parsed arguments (ValueError on bad values)."""
+    if args.busy is not None and not 0 <= args.busy <= 256:
+        raise ValueError(f"--busy must be in [0, 256], got {args.busy}")
     if args.repeat < 1:
         raise ValueError(f"--repeat must be >= 1, got {args.repeat}")
     named = args.table or args.many_arrays or args.small
@@ -115,7 +119,7 @@ def config_from_args(args):
                   threads=parse_threads(args.threads), repeat=args.repeat, reference=not args.no_reference,
                   torch=not args.no_torch, table=args.table or everything,
                   many_arrays=args.many_arrays or everything, small=args.small or everything,
-                  contention=args.contention,
+                  contention=args.contention, busy=args.busy,
                   json_path=args.json, plot_path=args.plot, progress=args.progress or sys.stderr.isatty())
 
 

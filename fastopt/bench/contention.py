@@ -61,7 +61,7 @@ def step_times(n, threads, steps, rounds=3):
     return {t: statistics.median(v) for t, v in samples.items()}
 
 
-def measure(sizes=SIZES, busy=None, steps=STEPS, max_threads=None):
+def measure(sizes=SIZES, busy=None, steps=STEPS, max_threads=None, warm=0.2):
     """Rows ``{"n", "busy", "times": {threads: seconds}}`` with ``busy`` spinning
     processes (default: one per processor) running beside the steps."""
     ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -69,7 +69,7 @@ def measure(sizes=SIZES, busy=None, steps=STEPS, max_threads=None):
     threads = list(range(1, (max_threads or ncpu) + 1))
     procs = start_busy(busy, seconds=600)
     try:
-        time.sleep(0.2)
+        time.sleep(warm)
         rows = []
         for n in sizes:
             rows.append({"n": n, "busy": busy, "times": step_times(n, threads, steps)})

@@ -39,6 +39,7 @@ class Config:
     many_arrays: bool = True
     small: bool = True
     contention: bool = False
+    busy: int | None = None
     json_path: str | None = None
     plot_path: str | None = None
     progress: bool = False
@@ -74,7 +75,7 @@ def run(cfg, out=None):
             emit(small_line(results["small"]))
         if cfg.contention:
             progress.step("busy machine")
-            results["contention"] = contention.measure(max_threads=max(cfg.threads))
+            results["contention"] = contention.measure(busy=cfg.busy, max_threads=max(cfg.threads))
             for line in contention.lines(results["contention"]):
                 emit(line)
     finally:
