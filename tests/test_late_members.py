@@ -20,6 +20,7 @@ def late_member(threads_restored):
     driver.reset_team_cap()
     yield driver
     driver.set_member_delay(0.0)
+    driver.set_member_stall(0.0)
     driver.set_hot_window(window)
     driver.set_late_threshold(late)
     driver.reset_team_cap()
@@ -83,16 +84,32 @@ def test_the_back_off_doubles_while_members_stay_late(late_member):
 
 
 @needs_openmp
-def test_a_waking_team_is_not_taken_for_a_late_one(late_member):
-    # members asleep (the last region ended long ago) take time to wake: that is the
-    # wake-up's cost, which the serial thresholds already weigh, not a busy machine
+@pytest.mark.parametrize("delay, cap", [(0.0005, (0, 0)), (0.02, (1, 4))])
+def test_a_waking_team_gets_a_hundred_times_longer(late_member, delay, cap):
+    # members asleep (the last region ended long ago) take 45 us to ~1 ms to wake: that
+    # is the wake-up's cost, which the serial thresholds weigh, not a busy machine; but
+    # one that takes 20 ms was kept off its core
     late_member.set_hot_window(1e-9)
     p = np.zeros(200_000, np.float32)
     opt = fastopt.Adam([p])
     late_member.set_num_threads(2)
-    late_member.set_member_delay(0.005)
+    late_member.set_member_delay(delay)
     opt.step([np.ones_like(p)])
-    assert late_member.team_cap() == (0, 0)
+    assert late_member.team_cap() == cap
+
+
+@needs_openmp
+def test_a_member_descheduled_inside_its_chunks_counts_as_late(late_member):
+    # it claimed its first chunk and was then kept off its core: the caller waited for
+    # it longer than the caller itself worked
+    p = np.zeros(2_000_000, np.float32)
+    opt = fastopt.Adam([p])
+    late_member.set_num_threads(2)
+    opt.step([np.ones_like(p)])
+    late_member.reset_team_cap()
+    late_member.set_member_stall(0.05)
+    opt.step([np.ones_like(p)])
+    assert late_member.team_cap() == (1, 4)
 
 
 def test_late_threshold_and_delay_are_checked():

@@ -77,22 +77,28 @@ cdef bint _team_started = False
 cdef Py_ssize_t CHUNK = 16384
 # A member that arrives this long after the region began and finds no work left was
 # late because the OS had not scheduled it (a woken, spinning member takes a few us).
-# Only members that should have been spinning count: waking a sleeping team takes
-# 45 us to ~1 ms here, which is the wake-up's cost (the serial thresholds weigh it), not
-# a busy machine. Awake means the team's last region ended within the hot window (or,
-# where the spin is unknown, within TIGHT_LOOP: a loop of back-to-back steps).
+# For a team that should have been asleep the bar is LATE_ASLEEP: waking it takes 45 us
+# to ~1 ms here, which is the wake-up's cost (the serial thresholds weigh it), not a busy
+# machine. Awake means the team's last region ended within the hot window (or, where
+# the spin is unknown, within TIGHT_LOOP: a loop of back-to-back steps).
 cdef double LATE = 20e-6
+cdef double LATE_ASLEEP = 2e-3      # 100 x LATE
 cdef double TIGHT_LOOP = 100e-6
 cdef double _team_last_end = -1e300
-# Passes run with fewer threads after a late member; doubled each time the full team is
-# late again (up to BACKOFF_MAX), reset when it is on time. Counting passes rather than
-# seconds keeps the probe's cost a fixed share of the steps.
+# Passes run with fewer threads after a late member. The number doubles each time the
+# full team is late again (up to BACKOFF_MAX) and returns to BACKOFF_MIN only after
+# ONTIME_RESET passes in a row on time: on a busy machine the full team is on time now
+# and then, and the probes must still get rarer. Counting passes rather than seconds
+# keeps the probes' cost a bounded share of the steps.
 cdef int BACKOFF_MIN = 4
 cdef int BACKOFF_MAX = 1024
+cdef int ONTIME_RESET = 16
 cdef int _cap_threads = 0      # 0: no cap
 cdef int _cap_left = 0
 cdef int _backoff = 4
+cdef int _ontime = 0
 cdef double _member_delay = 0.0   # tests: the last member sleeps this long first
+cdef double _member_stall = 0.0   # tests: ... or this long after its first chunk
 
 
 cdef int resolve_threads(int requested) noexcept nogil:
@@ -131,13 +137,16 @@ cdef void _team_started_now() noexcept nogil:
 
 cdef void _team_report(int nthreads, int late) noexcept nogil:
     # after a pass with the full planned team: adapt the cap to the members that were late
-    global _cap_threads, _cap_left, _backoff
+    global _cap_threads, _cap_left, _backoff, _ontime
     if late > 0:
         _cap_threads = nthreads - late
         _cap_left = _backoff
         _backoff = _backoff * 2 if _backoff < BACKOFF_MAX else BACKOFF_MAX
+        _ontime = 0
     elif _cap_left == 0:
-        _backoff = BACKOFF_MIN
+        _ontime = _ontime + 1
+        if _ontime >= ONTIME_RESET:
+            _backoff = BACKOFF_MIN
 
 
 cdef void pass_done(Py_ssize_t nbytes, int used, int wanted) noexcept nogil:
@@ -200,7 +209,8 @@ cdef enum:
 
 
 cdef void _member(Slot* slots, const Py_ssize_t* offs, Py_ssize_t nslots, Py_ssize_t total, int nthreads,
-                  int part, Py_ssize_t* next_chunk, Py_ssize_t* claimed, double* arrived) noexcept nogil:
+                  int part, Py_ssize_t* next_chunk, Py_ssize_t* claimed, double* arrived,
+                  double* finished) noexcept nogil:
     """Member ``part``'s share of a pass: the chunks of its own piece, then whatever is
     left of the others' pieces (each chunk is claimed by exactly one member)."""
     cdef int v, k
@@ -221,7 +231,10 @@ cdef void _member(Slot* slots, const Py_ssize_t* offs, Py_ssize_t nslots, Py_ssi
             b = a + CHUNK if a + CHUNK < hi else hi
             _run_range(slots, offs, nslots, a, b)
             mine = mine + 1
+            if mine == 1 and _member_stall > 0.0 and part == nthreads - 1:
+                fo_sleep(_member_stall)
     claimed[part * PAD] = mine
+    finished[part * PAD] = fo_now()
 
 
 cdef void run_slots(Slot* slots, Py_ssize_t nslots, int nthreads) noexcept nogil:
@@ -230,9 +243,11 @@ cdef void run_slots(Slot* slots, Py_ssize_t nslots, int nthreads) noexcept nogil
     cdef Py_ssize_t k, total = 0, part
     cdef int late = 0
     cdef bint awake
-    cdef double t0
+    cdef double t0, bar
     cdef Py_ssize_t* ran
     cdef double* arrived
+    cdef double* finished
+    cdef double waited
     cdef Py_ssize_t* offs = <Py_ssize_t*>malloc((nslots + 1) * sizeof(Py_ssize_t))
     cdef Py_ssize_t* shared = NULL
     if offs == NULL:
@@ -243,8 +258,8 @@ cdef void run_slots(Slot* slots, Py_ssize_t nslots, int nthreads) noexcept nogil
             total = total + slots[k].n
         offs[nslots] = total
     if nthreads > 1:
-        # next chunk per piece, chunks each member ran, when each member arrived
-        shared = <Py_ssize_t*>calloc(3 * nthreads * PAD, sizeof(Py_ssize_t))
+        # next chunk per piece, chunks each member ran, when each arrived and finished
+        shared = <Py_ssize_t*>calloc(4 * nthreads * PAD, sizeof(Py_ssize_t))
     if shared == NULL or nthreads <= 1:
         if offs == NULL:
             _run_range_scan(slots, nslots, 0, total)
@@ -255,14 +270,21 @@ cdef void run_slots(Slot* slots, Py_ssize_t nslots, int nthreads) noexcept nogil
     _team_started_now()
     t0 = fo_now()
     awake = t0 - _team_last_end <= (HOT_WINDOW if HOT_WINDOW > 0.0 else TIGHT_LOOP)
+    bar = LATE if awake else LATE_ASLEEP
     for part in prange(nthreads, num_threads=nthreads, schedule="static", chunksize=1):
         _member(slots, offs, nslots, total, nthreads, part, shared, shared + nthreads * PAD,
-                <double*>(shared + 2 * nthreads * PAD))
-    if awake:
+                <double*>(shared + 2 * nthreads * PAD), <double*>(shared + 3 * nthreads * PAD))
+    if bar < 1e300:
         ran = shared + nthreads * PAD
         arrived = <double*>(shared + 2 * nthreads * PAD)
-        for k in range(nthreads):
-            if ran[k * PAD] == 0 and arrived[k * PAD] - t0 > LATE:
+        finished = <double*>(shared + 3 * nthreads * PAD)
+        # member 0 is the caller. A member is late if it came after all the work was
+        # gone, or if the caller waited for it longer than the caller itself worked (it
+        # was descheduled inside a chunk it had claimed): fewer threads would have won
+        for k in range(1, nthreads):
+            waited = finished[k * PAD] - finished[0]
+            if ((ran[k * PAD] == 0 and arrived[k * PAD] - t0 > bar)
+                    or (waited > bar and waited > finished[0] - t0)):
                 late = late + 1
         _team_report(nthreads, late if late < nthreads else nthreads - 1)
     free(shared)
@@ -450,24 +472,35 @@ def team_cap():
 
 def reset_team_cap():
     """Forget late members: the next pass uses the whole team (tests, benchmarks)."""
-    global _cap_threads, _cap_left, _backoff
-    _cap_threads, _cap_left, _backoff = 0, 0, BACKOFF_MIN
+    global _cap_threads, _cap_left, _backoff, _ontime
+    _cap_threads, _cap_left, _backoff, _ontime = 0, 0, BACKOFF_MIN, 0
 
 
 def late_threshold():
-    """Seconds after a region starts by which an awake member must have arrived, or its
-    absence makes the next passes use fewer threads (inf: never adapt)."""
+    """Seconds by which an awake member may be late (arriving after all the work was
+    gone, or finishing after the caller by more than the caller worked) before the next
+    passes use fewer threads (inf: never adapt). A sleeping team gets 100x longer."""
     return LATE
 
 
 def set_late_threshold(double seconds):
     """Set :func:`late_threshold` (``math.inf`` turns the adaptation off, e.g. for tests
     that check the planned thread count)."""
-    global LATE
+    global LATE, LATE_ASLEEP
     if not seconds > 0.0:
         raise ValueError(f"late threshold must be > 0 seconds, got {seconds}")
     LATE = seconds
+    LATE_ASLEEP = 100.0 * seconds
     reset_team_cap()
+
+
+def set_member_stall(double seconds):
+    """Make the last member of every parallel pass sleep ``seconds`` after its first
+    chunk, as when the OS takes its core in the middle of the pass (for tests)."""
+    global _member_stall
+    if not 0.0 <= seconds <= 1.0:
+        raise ValueError(f"stall must be in [0, 1] seconds, got {seconds}")
+    _member_stall = seconds
 
 
 def set_member_delay(double seconds):
