@@ -8,7 +8,7 @@ True
 """
 from fastopt._kernels.driver import get_num_threads, openmp_enabled, set_num_threads
 from fastopt import optim
-from fastopt.optim import NonFiniteGradientError, Optimizer, flatten_state_dict, unflatten_state_dict
+from fastopt.optim import NonFiniteGradientError, Optimizer, ReentryError, flatten_state_dict, unflatten_state_dict
 from fastopt import kernels, schedules
 
 # the optimizer classes, one per fastopt.rules.ClassSpec
@@ -17,5 +17,5 @@ globals().update({cls.__name__: cls for cls in optim.ALL})
 __version__ = "0.1.0"
 
 __all__ = ([cls.__name__ for cls in optim.ALL]
-           + ["Optimizer", "NonFiniteGradientError", "flatten_state_dict", "unflatten_state_dict", "get_num_threads",
-              "set_num_threads", "openmp_enabled", "kernels", "schedules"])
+           + ["Optimizer", "NonFiniteGradientError", "ReentryError", "flatten_state_dict", "unflatten_state_dict",
+              "get_num_threads", "set_num_threads", "openmp_enabled", "kernels", "schedules"])

@@ -9,6 +9,11 @@ from fastopt._kernels.driver import data_span
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+class ReentryError(RuntimeError):
+    """An optimizer was called again from inside one of its own calls (a gradient's
+    ``__array__``, a schedule) on the same thread."""
+
+
 def grads_sequence(grads):
     """``grads`` (a sequence: one entry per parameter) as a new list, each entry read
     once; TypeError naming ``grads`` for anything else (None, a generator, a dict)."""
@@ -37,8 +42,8 @@ def as_array(obj, name, *, writeable):
     else:
         try:
             arr = np.asarray(obj)
-        except RuntimeError:
-            raise                     # e.g. the object re-entered the optimizer: its own message says so
+        except ReentryError:
+            raise                     # the object re-entered the optimizer: that message says so
         except Exception as exc:  # noqa: BLE001 - report whatever the object did
             raise TypeError(f"{name} is not an array ({type(obj).__name__}): {exc}") from None
         if arr.dtype == object:

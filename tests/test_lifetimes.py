@@ -79,7 +79,7 @@ def test_a_gradient_whose_array_reenters_the_optimizer_is_refused():
             opt.step([np.ones(100)])
             return np.ones(100)
 
-    with pytest.raises(RuntimeError, match="re-entered"):
+    with pytest.raises(fastopt.ReentryError, match="re-entered"):
         opt.step([Sneaky()])
     assert (p == 0).all()
     opt.step([np.ones(100)])                 # the guard was released

@@ -39,7 +39,7 @@ from numbers import Real
 
 from fastopt._kernels.driver import first_touch
 from fastopt._kernels.rules import RULE_INDEX
-from fastopt._validate import as_array, check_like, grads_sequence
+from fastopt._validate import ReentryError, as_array, check_like, grads_sequence
 
 cnp.import_array()
 
@@ -88,7 +88,7 @@ cdef class StepGuard:
         cdef unsigned long me = PyThread_get_thread_ident()
         # only the holder ever stores its own ident, so this is true only for the holder
         if self.owner == me:
-            raise RuntimeError(f"{what} called while this thread is inside {self.doing} of the same optimizer "
+            raise ReentryError(f"{what} called while this thread is inside {self.doing} of the same optimizer "
                                "(e.g. from a gradient's __array__ or a learning-rate schedule); an optimizer "
                                "cannot be re-entered")
         if not PyThread_acquire_lock(self.lock, NOWAIT_LOCK):

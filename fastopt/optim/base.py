@@ -15,7 +15,7 @@ import functools
 
 from fastopt._kernels.driver import data_span
 from fastopt._kernels.engine import Engine, NonFiniteGradientError, StepGuard
-from fastopt._validate import as_array, check_disjoint, check_domain
+from fastopt._validate import ReentryError, as_array, check_disjoint, check_domain
 from fastopt.rules import CLIP_VALUE, FLAG, LR, MAX_STEP, WEIGHT_DECAY, Hyper
 from fastopt.schedules import Schedule
 
@@ -27,7 +27,7 @@ def _is_count(value):
     return not isinstance(value, bool) and isinstance(value, numbers.Integral) and 0 <= value <= MAX_STEP
 
 
-__all__ = ["Optimizer", "NonFiniteGradientError"]
+__all__ = ["Optimizer", "NonFiniteGradientError", "ReentryError"]
 
 
 def state_buffer(p):
