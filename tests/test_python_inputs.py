@@ -167,3 +167,11 @@ def test_matrix_parameters_are_updated_elementwise_by_both_engines():
     reference.Adam([b], lr=0.1).step([g])
     np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(np.asarray(a), 0.4, rtol=1e-6)
+
+
+@pytest.mark.parametrize("mod", CLASSES)
+@pytest.mark.parametrize("cls, key", [("AMSGrad", "amsgrad"), ("Nesterov", "nesterov")])
+def test_a_group_cannot_undo_what_the_class_is(mod, cls, key):
+    # AMSGrad with amsgrad=False would silently run Adam
+    with pytest.raises(ValueError, match=f"{cls} always uses {key}=True"):
+        getattr(mod, cls)([{"params": [np.zeros(3)], key: False}])

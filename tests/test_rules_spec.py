@@ -78,6 +78,52 @@ def test_read_before_assignment_and_readonly_names():
         adam_like(body="exp_avg = exp(g)\nexp_avg_sq = exp_avg_sq + g * g\np = p - lr * exp_avg\n")
 
 
+BODY_END = "exp_avg = b1 * exp_avg + omb1 * g\nexp_avg_sq = exp_avg_sq + g * g\n"
+
+
+@pytest.mark.parametrize("line, match", [
+    ("p = p - lr * g * (1 / 3)", "integer literal 1 in arithmetic; write 1.0"),
+    ("p = p - lr * g * (2 ** -1)", "integer literal 2"),
+    ("p = p - lr * (g % 3.0)", "uses '%'"),
+    ("p = p - lr * (g // 2.0)", "uses '//'"),
+    ("p = p - lr * g * 1e-50", "float32 kernels cannot hold"),
+    ("p = p - lr * g * 1e39", "float32 kernels cannot hold"),
+    ("p = p - lr * g * sigma", "unknown name 'sigma'"),
+])
+def test_constructs_whose_c_meaning_differs_are_refused(line, match):
+    # each compiled: C's truncating 1 / 3 (0), fmod's sign, a float32 underflow, or a
+    # double (sigma) promoting a float32 kernel would silently differ from the reference
+    with pytest.raises(RuleError, match=re.escape(match)):
+        adam_like(body=BODY_END + line + "\n")
+
+
+def test_a_statement_over_several_lines_is_refused():
+    with pytest.raises(RuleError, match="one line"):
+        adam_like(body=BODY_END + "p = p - lr * \\\n    exp_avg / sqrt(exp_avg_sq)\n")
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(state=("_m", "exp_avg_sq")), "'_m' is not allowed"),
+    (dict(state=("exp_avg", "exp_avg")), "state names repeat"),
+    (dict(hyper=(Hyper("double", 0.9),)), "'double' is not allowed"),
+    (dict(outputs=("b1", "omb1", "wd")), "the kernel's own names"),
+    (dict(state_init={"exp_avg": "nope"}), "state_init maps 'exp_avg' to 'nope'"),
+])
+def test_names_that_would_not_compile_are_refused(kw, match):
+    with pytest.raises(RuleError, match=re.escape(match)):
+        adam_like(**kw)
+
+
+def test_names_the_generator_used_to_take_are_free():
+    # a first moment called m, a temporary called i: the generator's own names start with _
+    rule = adam_like(state=("m", "exp_avg_sq"), body="m = b1 * m + omb1 * g\nexp_avg_sq = exp_avg_sq + g * g\n"
+                                                    "i = sqrt (exp_avg_sq)\np = p - lr * m / i\n")
+    from fastopt.rules import COMMON_SCALARS, FUNCTIONS
+    text = _codegen.render_kernel(rule, tuple(COMMON_SCALARS), _codegen.SHIPPED[0], FUNCTIONS)
+    assert "i = sqrtf (exp_avg_sq)" in text          # "sqrt (" is a call too: float32 there
+    assert "cdef float p, g, m, exp_avg_sq, i" in text
+
+
 def test_the_line_is_in_the_rule_file():
     # a multi-line body: the error points at the offending line, not the Rule( call
     with pytest.raises(RuleError) as e:

@@ -66,7 +66,8 @@ def _indent(code, n):
 
 
 def _libm(code, suffix, functions):
-    return re.sub(r"\b(" + "|".join(functions) + r")\(", lambda m: m.group(1) + suffix + "(", code)
+    # "sqrt (x)" is a call too: a missed one would stay the double sqrt in a float32 kernel
+    return re.sub(r"\b(" + "|".join(functions) + r")(\s*)\(", lambda m: m.group(1) + suffix + m.group(2) + "(", code)
 
 
 def cast_literals(code, ctype):
@@ -100,43 +101,44 @@ def render_kernel(rule, common, variant, functions):
         raise NotImplementedError(f"layout {variant.layout!r}: the driver has no slots for it yet")
     ctype, param, state = variant.ctype, variant.param, variant.state
     out = [f"# rule {rule.name}: {rule.where}",
-           f"cdef void {rule.name}_{variant.suffix}(const Slot* slot, Py_ssize_t start, Py_ssize_t n) noexcept nogil:",
+           f"cdef void {rule.name}_{variant.suffix}(const Slot* _slot, Py_ssize_t _start, Py_ssize_t _n) "
+           "noexcept nogil:",
            f'    """{rule.doc}"""',
-           f"    cdef {param.ptr} p_ = <{param.ctype}*>slot.buf[0] + start",
-           f"    cdef {param.cptr} g_ = <const {param.ctype}*>slot.buf[1] + start"]
+           f"    cdef {param.ptr} _buf_p = <{param.ctype}*>_slot.buf[0] + _start",
+           f"    cdef {param.cptr} _buf_g = <const {param.ctype}*>_slot.buf[1] + _start"]
     for k, name in enumerate(rule.state):
-        out.append(f"    cdef {state.ptr} {name}_ = <{state.ctype}*>slot.buf[{k + 2}] + start")
-    out.append("    cdef const double* sc = slot.scal")
+        out.append(f"    cdef {state.ptr} _buf_{name} = <{state.ctype}*>_slot.buf[{k + 2}] + _start")
+    out.append("    cdef const double* _sc = _slot.scal")
     for k, name in enumerate(common + rule.outputs):
         if name == "sigma":
-            out.append(f"    cdef double sigma = sc[{k}]")
+            out.append(f"    cdef double sigma = _sc[{k}]")
         elif name == "has_wd" or name in rule.flags:
-            out.append(f"    cdef int {name} = sc[{k}] != 0.0")
+            out.append(f"    cdef int {name} = _sc[{k}] != 0.0")
         else:
-            out.append(f"    cdef {ctype} {name} = <{ctype}>sc[{k}]")
+            out.append(f"    cdef {ctype} {name} = <{ctype}>_sc[{k}]")
     body = _annotated_body(rule, variant, functions)
     locals_ = ["p", "g"] + list(rule.state) + [n for n in _assigned(rule.body) if n not in ("p", "g") + rule.state]
     out.append(f"    cdef {ctype} " + ", ".join(locals_))
-    out.append("    cdef Py_ssize_t i, j, blk, m")
-    out.append("    cdef double z[NOISE_BLOCK]")
-    load = ([f"p = {variant.load(param, 'p_[i]')}", f"g = {variant.load(param, 'g_[i]')}"]
-            + [f"{s} = {variant.load(state, s + '_[i]')}" for s in rule.state])
-    store = ([f"p_[i] = {variant.store(param, 'p')}"]
-             + [f"{s}_[i] = {variant.store(state, s)}" for s in rule.state])
+    out.append("    cdef Py_ssize_t _i, _j, _blk, _m")
+    out.append("    cdef double _z[NOISE_BLOCK]")
+    load = ([f"p = {variant.load(param, '_buf_p[_i]')}", f"g = {variant.load(param, '_buf_g[_i]')}"]
+            + [f"{s} = {variant.load(state, f'_buf_{s}[_i]')}" for s in rule.state])
+    store = ([f"_buf_p[_i] = {variant.store(param, 'p')}"]
+             + [f"_buf_{s}[_i] = {variant.store(state, s)}" for s in rule.state])
     plain = "\n".join(load) + "\n" + PREPROCESS + "\n" + body.strip("\n") + "\n" + "\n".join(store)
-    noisy = ("i = blk + j\n" + "\n".join(load) + "\n" + PREPROCESS + f"\ng = g + <{ctype}>(sigma * z[j])\n"
+    noisy = ("_i = _blk + _j\n" + "\n".join(load) + "\n" + PREPROCESS + f"\ng = g + <{ctype}>(sigma * _z[_j])\n"
              + body.strip("\n") + "\n" + "\n".join(store))
     out += ["    if sigma == 0.0:",
-            "        for i in range(n):",
+            "        for _i in range(_n):",
             _indent(plain, 12),
             "    else:",
-            "        blk = 0",
-            "        while blk < n:",
-            "            m = NOISE_BLOCK if n - blk > NOISE_BLOCK else n - blk",
-            "            fill_normals(slot.noise_key, start + blk, m, z)",
-            "            for j in range(m):",
+            "        _blk = 0",
+            "        while _blk < _n:",
+            "            _m = NOISE_BLOCK if _n - _blk > NOISE_BLOCK else _n - _blk",
+            "            fill_normals(_slot.noise_key, _start + _blk, _m, _z)",
+            "            for _j in range(_m):",
             _indent(noisy, 16),
-            "            blk = blk + m",
+            "            _blk = _blk + _m",
             ""]
     return "\n".join(out)
 
@@ -144,21 +146,21 @@ def render_kernel(rule, common, variant, functions):
 def render_scalars(rule):
     """``<rule>_scalars(h, t, ss, out)``: the once-per-step code, in double."""
     out = [f"# rule {rule.name}: {rule.where}",
-           f"cdef void {rule.name}_scalars(const double* h, double t, double* ss, double* out) noexcept nogil:",
-           "    cdef double lr = h[0]"]
+           f"cdef void {rule.name}_scalars(const double* _h, double t, double* _ss, double* _out) noexcept nogil:",
+           "    cdef double lr = _h[0]"]
     for k, hp in enumerate(rule.hyper):
-        out.append(f"    cdef double {hp.name} = h[{k + 1}]")
+        out.append(f"    cdef double {hp.name} = _h[{k + 1}]")
     for k, (name, _) in enumerate(rule.scalar_state):
-        out.append(f"    cdef double {name} = ss[{k}]")
+        out.append(f"    cdef double {name} = _ss[{k}]")
     declared = {"lr", "t"} | set(rule.hyper_names) | {n for n, _ in rule.scalar_state}
     rest = [n for n in _assigned(rule.scalars) if n not in declared]
     if rest:
         out.append("    cdef double " + ", ".join(rest))
     out.append(_indent(rule.scalars, 4))
     for k, (name, _) in enumerate(rule.scalar_state):
-        out.append(f"    ss[{k}] = {name}")
+        out.append(f"    _ss[{k}] = {name}")
     for k, name in enumerate(rule.outputs):
-        out.append(f"    out[{k}] = {name}")
+        out.append(f"    _out[{k}] = {name}")
     out.append("")
     return "\n".join(out)
 

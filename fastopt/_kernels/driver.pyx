@@ -140,8 +140,10 @@ cdef void _team_report(int nthreads, int late) noexcept nogil:
     global _cap_threads, _cap_left, _backoff, _ontime
     if late > 0:
         _cap_threads = nthreads - late
-        _cap_left = _backoff
-        _backoff = _backoff * 2 if _backoff < BACKOFF_MAX else BACKOFF_MAX
+        if _cap_left == 0:
+            # a pass with the whole team (a probe): the next probe waits twice as long
+            _cap_left = _backoff
+            _backoff = _backoff * 2 if _backoff < BACKOFF_MAX else BACKOFF_MAX
         _ontime = 0
     elif _cap_left == 0:
         _ontime = _ontime + 1

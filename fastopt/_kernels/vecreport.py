@@ -31,7 +31,7 @@ def _plain_loops(pyx_lines):
     for number, line in enumerate(pyx_lines, 1):
         if line.startswith("cdef void "):
             kernel = line[len("cdef void "):].split("(")[0]
-        elif line.strip() == "for i in range(n):" and kernel:
+        elif line.strip() == "for _i in range(_n):" and kernel:
             loops[number] = kernel
     return loops
 

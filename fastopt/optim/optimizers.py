@@ -35,7 +35,9 @@ def _class(spec, bases):
 
     attrs = {"__doc__": spec.doc, "__module__": __name__, "__qualname__": spec.name,
              "__init__": _init_function(spec), "_rule_for": _rule_for, "_spec": spec,
-             "_hyper_keys": spec.hyper_keys(), "_flags": tuple(spec.flags), "_fixed": dict(spec.fixed)}
+             "_hyper_keys": spec.hyper_keys(), "_flags": tuple(spec.flags),
+             # a preset key chooses the class's kernel: a group may not undo it (AMSGrad without amsgrad)
+             "_fixed": dict(spec.preset, **spec.fixed)}
     if spec.check is not None:
         attrs["_check_extra"] = lambda self, group: spec.check(group)
     cls = type(spec.name, bases, attrs)

@@ -67,6 +67,66 @@ def _fail(rule, site, text, message):
     raise RuleError(f"{show_path(site[0])}:{locate(site, text)}: rule {rule.name}: {message}")
 
 
+#: C and Cython words a rule's names may not take (they would not compile)
+RESERVED = frozenset("""auto break case char const continue default do double else enum extern float for goto if
+inline int long register restrict return short signed sizeof static struct switch typedef union unsigned void
+volatile cdef cpdef ctypedef cimport include nogil noexcept gil except object bint Py_ssize_t size_t NULL
+sqrtf fabsf libc""".split()) | set(FUNCTIONS)
+#: operators whose C meaning differs from Python's (fmod's sign, truncating division)
+_UNSAFE_OPS = {ast.Mod: "%", ast.FloorDiv: "//", ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^",
+               ast.LShift: "<<", ast.RShift: ">>", ast.MatMult: "@", ast.Invert: "~"}
+#: float32's smallest normal and largest finite value: other literals change in a float32 kernel
+_F32_TINY, _F32_MAX = 1.1754943508222875e-38, 3.4028234663852886e+38
+
+
+def _literal_problem(stmt):
+    """What is wrong with a constant or operator in ``stmt`` for the kernels, or None."""
+    parents = {}
+    for n in ast.walk(stmt):
+        for child in ast.iter_child_nodes(n):
+            parents[id(child)] = n
+    for n in ast.walk(stmt):
+        op = getattr(n, "op", None)
+        if type(op) in _UNSAFE_OPS:
+            return f"uses '{_UNSAFE_OPS[type(op)]}', whose C meaning differs from Python's"
+        if isinstance(n, ast.Constant):
+            v = n.value
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                return f"uses the constant {v!r}; only numbers are allowed"
+            if isinstance(v, int):
+                # an int may be a whole value (a 0/1 flag), never an operand: C truncates 1 / 3 to 0
+                parent = parents.get(id(n))
+                if not (isinstance(parent, ast.Assign) or (isinstance(parent, ast.IfExp) and n is not parent.test)):
+                    return f"uses the integer literal {v} in arithmetic; write {v}.0 (C divides integers by truncation)"
+            elif v != 0.0 and not (_F32_TINY <= abs(v) <= _F32_MAX):
+                return f"uses the literal {v!r}, which float32 kernels cannot hold (it becomes 0 or inf)"
+    return None
+
+
+def check_names(rule, site):
+    """Names a rule declares: distinct, not C or Cython words, not starting with ``_``
+    (the generator's own names do), and outputs not shadowing the common scalars."""
+    from ._layout import COMMON_SCALARS as common
+    declared = ([("state", n) for n in rule.state] + [("hyper-parameter", h.name) for h in rule.hyper]
+                + [("output", n) for n in rule.outputs] + [("scalar state", n) for n, _ in rule.scalar_state])
+    for what, name in declared:
+        if not name.isidentifier() or name.startswith("_") or name in RESERVED:
+            _fail(rule, site, "", f"the {what} name {name!r} is not allowed (an identifier, not starting with '_', "
+                                  "not a C/Cython word)")
+    for what, names in (("state", rule.state), ("hyper-parameter", rule.hyper_names),
+                        ("output", rule.outputs), ("scalar state", tuple(n for n, _ in rule.scalar_state))):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            _fail(rule, site, "", f"{what} names repeat: {dup}")
+    clash = (set(rule.hyper_names) | set(rule.outputs) | set(rule.state)) & ({"p", "g", "t", "lr"} | set(common))
+    if clash:
+        _fail(rule, site, "", f"{sorted(clash)} are the kernel's own names (p, g, t, lr and the common scalars)")
+    for state, hyper in rule.state_init.items():
+        if state not in rule.state or hyper not in rule.hyper_names:
+            _fail(rule, site, "", f"state_init maps {state!r} to {hyper!r}: it needs a state name and a "
+                                  "hyper-parameter name")
+
+
 def _reads(node):
     """Names the expression reads, in source order; calls must be to :data:`FUNCTIONS`."""
     names, calls = [], []
@@ -90,6 +150,11 @@ def _statements(rule, site, code, what):
     out = []
     for stmt in tree.body:
         text = ast.get_source_segment(code, stmt) or ""
+        if stmt.end_lineno != stmt.lineno:
+            _fail(rule, site, text.split("\n")[0], f"{what}: write each statement on one line")
+        problem = _literal_problem(stmt)
+        if problem:
+            _fail(rule, site, text, f"{what} {problem}")
         targets = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)]
         if not isinstance(stmt, (ast.Assign, ast.AugAssign)) or len(targets) != 1 \
                 or not isinstance(targets[0], ast.Name):
@@ -132,13 +197,16 @@ def _check_flow(rule, site, statements, what, inputs, readonly, must_assign, kep
 def check_rule(rule, site):
     """Raise :class:`RuleError` at the offending line if the rule's code is inconsistent
     with its declaration (see :class:`~fastopt.rules.Rule` for what each part sees)."""
+    check_names(rule, site)
     sstate = tuple(n for n, _ in rule.scalar_state)
     scalar_inputs = ("t", "lr") + rule.hyper_names + sstate
     statements = _statements(rule, site, rule.scalars, "scalars")
     _check_flow(rule, site, statements, "scalars", scalar_inputs, readonly=("t", "lr") + rule.hyper_names,
                 must_assign=tuple(o for o in rule.outputs if o not in rule.hyper_names) + sstate,
                 kept=set(rule.outputs) | set(sstate))
-    body_inputs = ("p", "g") + rule.state + tuple(rule.outputs) + COMMON_SCALARS
+    # sigma (the noise's scale, a double) is the generator's: read in a float32 body it
+    # would promote the arithmetic to double
+    body_inputs = ("p", "g") + rule.state + tuple(rule.outputs) + tuple(c for c in COMMON_SCALARS if c != "sigma")
     statements = _statements(rule, site, rule.body, "body")
     _check_flow(rule, site, statements, "body", body_inputs, readonly=("g",) + tuple(rule.outputs) + COMMON_SCALARS,
                 must_assign=("p",) + rule.state, kept={"p"} | set(rule.state))
