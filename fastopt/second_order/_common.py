@@ -21,6 +21,9 @@ class Status:
     NON_FINITE = 7
     HESSIAN_FAILED = 8
     CALLBACK = 9
+    SMALL_SLOPE = 10       # -tolerance_change < gᵀd < 0: too little decrease left along d
+    #: statuses of a run that stopped at a (numerically) stationary point
+    SUCCESS = (CONVERGED, SMALL_STEP, SMALL_CHANGE, SMALL_SLOPE)
 
 
 MESSAGES = {
@@ -29,7 +32,8 @@ MESSAGES = {
     Status.MAX_EVAL: "stopped: max_eval function evaluations done",
     Status.SMALL_STEP: "stopped: step max-norm |t d| <= tolerance_change",
     Status.SMALL_CHANGE: "stopped: function change |f_k - f_(k-1)| < tolerance_change",
-    Status.NOT_DESCENT: "stopped: directional derivative g.d > -tolerance_change (no descent along d)",
+    Status.NOT_DESCENT: "stopped: d is not a descent direction (g.d >= 0)",
+    Status.SMALL_SLOPE: "stopped: directional derivative -tolerance_change < g.d < 0",
     Status.LINE_SEARCH_FAILED: "stopped: the line search found no acceptable point (parameters left at the "
                                "last accepted point)",
     Status.NON_FINITE: "stopped: the function returned a non-finite value or gradient (parameters left at the "

@@ -224,7 +224,8 @@ class LBFGS:
             t = min(1.0, 1.0 / self._stats[cur][0]) * lr if self._n_iter == 1 else lr
             self._t = t
             if gtd > -tol_change:
-                status = Status.NOT_DESCENT
+                status = Status.NOT_DESCENT if gtd >= 0 else Status.SMALL_SLOPE
+                n_iter -= 1           # counted (as PyTorch counts it) but no step was taken
                 break
             vecops.lincomb(lay, self._x0, 1.0, params)
             if line_search is not None:
@@ -286,7 +287,7 @@ class LBFGS:
                 status = Status.MAX_ITER
             elif current_evals >= max_eval:
                 status = Status.MAX_EVAL
-            if status is None and callback is not None and callback(loss):
+            if callback is not None and callback(loss) and status is None:
                 status = Status.CALLBACK
         if status is None:
             status = Status.MAX_ITER

@@ -24,12 +24,13 @@ def cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
         d1 = g1 + g2 - 3 (f1 - f2) / (x1 - x2),   d2 = √(d1² - g1 g2)
         t = x2 - (x2 - x1) (g2 + d2 - d1) / (g2 - g1 + 2 d2)
 
-    A non-finite input (a trial point that failed) also gives the midpoint: bisection."""
+    A non-finite input (a trial point that failed) or coinciding points (PyTorch: a
+    ZeroDivisionError) also give the midpoint: bisection."""
     if bounds is not None:
         xmin_bound, xmax_bound = bounds
     else:
         xmin_bound, xmax_bound = (x1, x2) if x1 <= x2 else (x2, x1)
-    if not all(math.isfinite(v) for v in (x1, f1, g1, x2, f2, g2)):
+    if x1 == x2 or not all(math.isfinite(v) for v in (x1, f1, g1, x2, f2, g2)):
         return (xmin_bound + xmax_bound) / 2.0
     d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
     d2_square = d1 ** 2 - g1 * g2

@@ -15,7 +15,8 @@ __all__ = ["minimize", "OptimizeResult"]
 class OptimizeResult(dict):
     """A dict with attribute access, as SciPy's: ``x``, ``fun``, ``jac``, ``nit``,
     ``nfev``, ``status`` (a :class:`fastopt.second_order.Status` code), ``message``,
-    ``success`` (status 0)."""
+    ``success`` (stopped at a stationary point: the gradient test, or — as SciPy
+    counts its ``ftol`` stop — a step, change or slope below ``tolerance_change``)."""
 
     def __getattr__(self, name):
         try:
@@ -34,7 +35,7 @@ def _first_order_classes():
 
 def _result(x, fun, jac, nit, nfev, status):
     return OptimizeResult(x=x, fun=fun, jac=jac, nit=nit, nfev=nfev, status=status, message=MESSAGES[status],
-                          success=status == Status.CONVERGED)
+                          success=status in Status.SUCCESS)
 
 
 def minimize(fun_and_grad, x0, method="lbfgs", *, hess=None, hessp=None, line_search="strong_wolfe",

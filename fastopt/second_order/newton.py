@@ -185,7 +185,7 @@ def newton_loop(fun_and_grad, x, direction, *, line_search="strong_wolfe", max_i
             status = Status.SMALL_STEP
         elif abs(f - f_prev) < tolerance_change:
             status = Status.SMALL_CHANGE
-        elif callback is not None and callback(f):
+        if callback is not None and callback(f) and status is None:
             status = Status.CALLBACK
     return status, f, G[cur].reshape(shape).copy(), nit, nfev
 
