@@ -1,0 +1,417 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False, cpow=True
+"""Fused vector kernels of the second-order methods (L-BFGS, Newton-CG).
+
+A *vector* is one logical float32/float64 vector split into segments (the parameter
+arrays of an optimizer); a :class:`Layout` holds the segment sizes. An argument is
+either a flat 1-D array of the whole length (then cut at the segment boundaries) or a
+list of arrays, one per segment.
+
+Every reduction is a float64 sum over fixed blocks of ``BLOCK`` elements (blocks start
+afresh at every segment): each block is summed in eight interleaved float64 lanes
+(element ``lo + 8j + k`` goes to lane k) combined as ``((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7))``,
+and the blocks' sums are added in block order. Which thread computes a block never
+changes a bit, so every result is the same for any thread count;
+:mod:`fastopt.reference.second_order` does the same arithmetic in NumPy.
+
+A pass writes ``z = a x + b w`` (or ``z = a x``) block by block and then reduces the
+block it just wrote while it is still in cache: one parallel region per pass.
+"""
+cimport numpy as cnp
+from cython.parallel cimport prange
+from libc.stdlib cimport malloc, free
+
+from fastopt._kernels.driver cimport _team_started_now, pass_done, plan_threads, resolve_threads
+
+import numpy as np
+
+cnp.import_array()
+
+# the driver's REDUCE_BLOCK: clipping and these kernels reduce over the same blocks
+cdef Py_ssize_t BLOCK = 8192
+BLOCK_SIZE = BLOCK
+
+cdef enum:
+    NRES = 6          # per block: two dot products, then l1, linf, sumsq, non-finite
+    ROLES = 7         # z, x, w, u0, v0, u1, v1
+
+ctypedef fused real:
+    float
+    double
+
+
+cdef struct VPass:
+    char** z          # per-segment pointers; NULL: the pass writes nothing
+    char** x
+    char** w          # NULL: z = a x
+    char** u0
+    char** v0
+    char** u1
+    char** v1
+    double a
+    double b
+    int ndots
+    int stats         # reduce l1/linf/sumsq/non-finite of z (of x when z is NULL)
+
+
+cdef double _dot(const real* u, const real* v, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    # eight independent lanes: a fixed association that still vectorises
+    cdef double acc[8]
+    cdef Py_ssize_t i, k
+    for k in range(8):
+        acc[k] = 0.0
+    i = lo
+    while i + 8 <= hi:
+        for k in range(8):
+            acc[k] += <double>u[i + k] * <double>v[i + k]
+        i = i + 8
+    for k in range(hi - i):
+        acc[k] += <double>u[i + k] * <double>v[i + k]
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+
+
+cdef void _stats(const real* x, Py_ssize_t lo, Py_ssize_t hi, double* res) noexcept nogil:
+    cdef double l1[8]
+    cdef double sq[8]
+    cdef double bad[8]
+    cdef double m = 0.0, v
+    cdef Py_ssize_t i, k
+    for k in range(8):
+        l1[k] = 0.0
+        sq[k] = 0.0
+        bad[k] = 0.0
+    i = lo
+    while i + 8 <= hi:
+        for k in range(8):
+            v = <double>x[i + k]
+            bad[k] += v - v                     # 0 for finite v, NaN for inf and NaN
+            v = v if v >= 0.0 else -v
+            l1[k] += v
+            sq[k] += v * v
+        i = i + 8
+    for k in range(hi - i):
+        v = <double>x[i + k]
+        bad[k] += v - v
+        v = v if v >= 0.0 else -v
+        l1[k] += v
+        sq[k] += v * v
+    for i in range(lo, hi):
+        v = <double>x[i]
+        v = v if v >= 0.0 else -v
+        if v > m:
+            m = v
+    res[0] = ((l1[0] + l1[1]) + (l1[2] + l1[3])) + ((l1[4] + l1[5]) + (l1[6] + l1[7]))
+    res[1] = m
+    res[2] = ((sq[0] + sq[1]) + (sq[2] + sq[3])) + ((sq[4] + sq[5]) + (sq[6] + sq[7]))
+    res[3] = ((bad[0] + bad[1]) + (bad[2] + bad[3])) + ((bad[4] + bad[5]) + (bad[6] + bad[7]))
+
+
+cdef void _block(const VPass* p, Py_ssize_t seg, Py_ssize_t lo, Py_ssize_t hi, double* res,
+                 real* tag) noexcept nogil:
+    cdef real* z = <real*>p.z[seg] if p.z != NULL else NULL
+    cdef const real* x = <const real*>p.x[seg]
+    cdef const real* w = <const real*>p.w[seg] if p.w != NULL else NULL
+    cdef real a = <real>p.a
+    cdef real b = <real>p.b
+    cdef Py_ssize_t i
+    if z != NULL:
+        # a == 1 and b == 1 make a product exact, so the short forms give the same bits
+        if w == NULL:
+            if p.a == 1.0:
+                for i in range(lo, hi):
+                    z[i] = x[i]
+            else:
+                for i in range(lo, hi):
+                    z[i] = a * x[i]
+        elif p.b == 1.0:
+            for i in range(lo, hi):
+                z[i] = a * x[i] + w[i]
+        elif p.a == 1.0:
+            for i in range(lo, hi):
+                z[i] = x[i] + b * w[i]
+        else:
+            for i in range(lo, hi):
+                z[i] = a * x[i] + b * w[i]
+    if p.ndots > 0:
+        res[0] = _dot(<const real*>p.u0[seg], <const real*>p.v0[seg], lo, hi)
+    if p.ndots > 1:
+        res[1] = _dot(<const real*>p.u1[seg], <const real*>p.v1[seg], lo, hi)
+    if p.stats:
+        _stats(<const real*>z if z != NULL else x, lo, hi, res + 2)
+
+
+cdef inline void _one(const VPass* p, const Py_ssize_t* blk, Py_ssize_t k, int itemsize, double* res) noexcept nogil:
+    if itemsize == 4:
+        _block(p, blk[3 * k], blk[3 * k + 1], blk[3 * k + 2], res + NRES * k, <float*>NULL)
+    else:
+        _block(p, blk[3 * k], blk[3 * k + 1], blk[3 * k + 2], res + NRES * k, <double*>NULL)
+
+
+cdef void _run(const VPass* p, const Py_ssize_t* blk, Py_ssize_t nb, Py_ssize_t n, int itemsize, int threads,
+               double* res, double* out) noexcept nogil:
+    """One pass over every block, then the blocks' partial results added in block order."""
+    cdef int arrays = (p.z != NULL) * 1 + 1 + (p.w != NULL) * 1 + 2 * p.ndots
+    cdef Py_ssize_t nbytes = n * itemsize * arrays
+    cdef int wanted = resolve_threads(threads)
+    cdef int nt = plan_threads(nbytes, wanted)
+    cdef Py_ssize_t k
+    cdef int j
+    if nt > nb:
+        nt = <int>nb if nb > 0 else 1
+    if nt > 1:
+        _team_started_now()
+        # dynamic: whichever member is running takes the next blocks; each block's
+        # results land in its own slot, so the sums do not depend on who computed it
+        for k in prange(nb, num_threads=nt, schedule="dynamic", chunksize=2):
+            _one(p, blk, k, itemsize, res)
+    else:
+        for k in range(nb):
+            _one(p, blk, k, itemsize, res)
+    pass_done(nbytes, nt, wanted)
+    for j in range(NRES):
+        out[j] = 0.0
+    for k in range(nb):
+        out[0] = out[0] + res[NRES * k]
+        out[1] = out[1] + res[NRES * k + 1]
+        out[2] = out[2] + res[NRES * k + 2]
+        if res[NRES * k + 3] > out[3]:
+            out[3] = res[NRES * k + 3]
+        out[4] = out[4] + res[NRES * k + 4]
+        out[5] = out[5] + res[NRES * k + 5]
+
+
+cdef class Layout:
+    """The segmentation of one logical vector: ``sizes[k]`` elements in segment k (the
+    k-th parameter array), and the fixed reduction blocks that follow from it."""
+    cdef Py_ssize_t* off
+    cdef Py_ssize_t* blk
+    cdef double* res
+    cdef readonly Py_ssize_t nseg, nblocks, n
+    cdef readonly object sizes
+
+    def __cinit__(self, sizes):
+        sizes = tuple(int(s) for s in sizes)
+        if not sizes or any(s < 0 for s in sizes):
+            raise ValueError(f"a layout needs one or more segment sizes >= 0, got {sizes!r}")
+        self.sizes = sizes
+        self.nseg = len(sizes)
+        self.nblocks = sum((s + BLOCK - 1) // BLOCK for s in sizes)
+        self.n = sum(sizes)
+        self.off = <Py_ssize_t*>malloc((self.nseg + 1) * sizeof(Py_ssize_t))
+        self.blk = <Py_ssize_t*>malloc((3 * self.nblocks + 1) * sizeof(Py_ssize_t))
+        self.res = <double*>malloc((NRES * self.nblocks + 1) * sizeof(double))
+        if self.off == NULL or self.blk == NULL or self.res == NULL:
+            raise MemoryError()
+        cdef Py_ssize_t k, b = 0, j, o = 0
+        for k in range(self.nseg):
+            self.off[k] = o
+            j = 0
+            while j < sizes[k]:
+                self.blk[3 * b] = k
+                self.blk[3 * b + 1] = j
+                self.blk[3 * b + 2] = min(j + BLOCK, sizes[k])
+                b += 1
+                j += BLOCK
+            o += sizes[k]
+        self.off[self.nseg] = o
+
+    def __dealloc__(self):
+        free(self.off)
+        free(self.blk)
+        free(self.res)
+
+    def offsets(self):
+        """The first element of every segment in the flat vector, and its length."""
+        return [self.off[k] for k in range(self.nseg + 1)]
+
+    def __reduce__(self):
+        return (Layout, (self.sizes,))
+
+
+cdef object _table(Layout lay, object arr, char** tab, int itemsize, bint writeable, str name):
+    """Fill ``tab`` with the per-segment pointers of ``arr`` (flat array or list);
+    returns the dtype char it found. Raises naming ``name`` on a mismatch."""
+    cdef Py_ssize_t k
+    cdef cnp.ndarray a
+    if isinstance(arr, cnp.ndarray):
+        a = <cnp.ndarray>arr
+        if a.size != lay.n or not a.flags.c_contiguous or a.itemsize != itemsize or a.dtype.char not in "fd" \
+                or not a.dtype.isnative or not a.flags.aligned:
+            raise ValueError(f"{name} must be a C-contiguous native {'float32' if itemsize == 4 else 'float64'} "
+                             f"array of {lay.n} elements, got {arr.dtype} {arr.shape}")
+        if writeable and not a.flags.writeable:
+            raise ValueError(f"{name} is read-only")
+        for k in range(lay.nseg):
+            tab[k] = <char*>cnp.PyArray_DATA(a) + lay.off[k] * itemsize
+        return
+    if not isinstance(arr, (list, tuple)) or len(arr) != lay.nseg:
+        raise ValueError(f"{name} must be a flat array or a list of {lay.nseg} arrays")
+    for k in range(lay.nseg):
+        a = arr[k]
+        if not isinstance(a, cnp.ndarray) or a.size != lay.sizes[k] or not a.flags.c_contiguous \
+                or a.itemsize != itemsize or a.dtype.char not in "fd" or not a.dtype.isnative or not a.flags.aligned:
+            raise ValueError(f"{name}[{k}] must be a C-contiguous native array of {lay.sizes[k]} elements of "
+                             f"the vector's dtype")
+        if writeable and not a.flags.writeable:
+            raise ValueError(f"{name}[{k}] is read-only")
+        tab[k] = <char*>cnp.PyArray_DATA(a)
+
+
+def _itemsize_of(x):
+    a = x if isinstance(x, np.ndarray) else (x[0] if isinstance(x, (list, tuple)) and x else None)
+    if not isinstance(a, np.ndarray) or a.dtype not in (np.float32, np.float64):
+        raise TypeError("vector arguments must be float32 or float64 arrays (or lists of them)")
+    return a.itemsize
+
+
+def lincomb(Layout lay, z, double a, x, double b=0.0, w=None, dots=(), bint stats=False, int threads=0):
+    """One fused pass: ``z = a·x + b·w`` (``z = a·x`` when ``w`` is None; nothing is
+    written when ``z`` is None), then over the values just written, per block,
+    ``uᵢ·vᵢ`` for each pair of ``dots`` (at most two) and, with ``stats``, the
+    ``(‖z‖₁, ‖z‖∞, ‖z‖₂², finite)`` of ``z`` (of ``x`` when ``z`` is None).
+
+    Returns ``(list of dot products, stats tuple or None)``. Reductions: float64 over
+    fixed blocks (see the module docstring); the same bits for any thread count."""
+    if len(dots) > 2:
+        raise ValueError("at most two dot products per pass")
+    cdef int isz = _itemsize_of(x)
+    cdef Py_ssize_t ns = lay.nseg
+    cdef char** tab = <char**>malloc(ROLES * ns * sizeof(char*) + 1)
+    if tab == NULL:
+        raise MemoryError()
+    cdef VPass p
+    cdef double out[NRES]
+    cdef int jj
+    try:
+        p.z = NULL if z is None else tab
+        p.x = tab + ns
+        p.w = NULL if w is None else tab + 2 * ns
+        p.u0 = tab + 3 * ns
+        p.v0 = tab + 4 * ns
+        p.u1 = tab + 5 * ns
+        p.v1 = tab + 6 * ns
+        if z is not None:
+            _table(lay, z, p.z, isz, True, "z")
+        _table(lay, x, p.x, isz, False, "x")
+        if w is not None:
+            _table(lay, w, p.w, isz, False, "w")
+        for jj in range(len(dots)):
+            u, v = dots[jj]
+            _table(lay, u, tab + (3 + 2 * jj) * ns, isz, False, f"dots[{jj}][0]")
+            _table(lay, v, tab + (4 + 2 * jj) * ns, isz, False, f"dots[{jj}][1]")
+        p.a = a
+        p.b = b
+        p.ndots = len(dots)
+        p.stats = stats
+        with nogil:
+            _run(&p, lay.blk, lay.nblocks, lay.n, isz, threads, lay.res, out)
+    finally:
+        free(tab)
+    return ([out[j] for j in range(p.ndots)],
+            (out[2], out[3], out[4], out[5] == 0.0) if stats else None)
+
+
+def dot(Layout lay, u, v, int threads=0):
+    """``uᵀv`` in float64 over fixed blocks (the same bits for any thread count)."""
+    return lincomb(lay, None, 1.0, u, dots=((u, v),), threads=threads)[0][0]
+
+
+def two_loop(Layout lay, g, q, d, S, Y, rho, order, double gamma, al, int threads=0):
+    """The L-BFGS two-loop recursion, ``d = -H g``, with the pairs ``(S[i], Y[i])`` for
+    ``i`` in ``order`` (oldest first) and ``H₀ = γI``; 2m + 2 fused passes:
+
+    * ``q = -g``; for i newest → oldest: ``αᵢ = ρᵢ sᵢᵀq``, ``q = q - αᵢ yᵢ``
+    * ``d = γ q``; for i oldest → newest: ``βᵢ = ρᵢ yᵢᵀd``, ``d = d + (αᵢ - βᵢ) sᵢ``
+
+    each dot product computed in the pass that wrote the vector it reads. ``S`` and
+    ``Y`` are 2-D ``(history, n)`` ring buffers, ``rho`` and ``al`` float64 arrays of
+    the history length (``al`` is written). Returns ``(‖d‖∞, gᵀd)``, both from the last pass."""
+    cdef int isz = _itemsize_of(g)
+    cdef cnp.ndarray Sa = S, Ya = Y
+    cdef double[::1] rh = rho
+    cdef double[::1] alv = al
+    cdef cnp.int64_t[::1] od = np.ascontiguousarray(order, np.int64)
+    cdef Py_ssize_t m = od.shape[0], ns = lay.nseg, i, hist = Sa.shape[0] if Sa.ndim == 2 else 0
+    if Sa.ndim != 2 or Ya.ndim != 2 or Sa.shape[1] != lay.n or Ya.shape[0] != hist or Ya.shape[1] != lay.n \
+            or not Sa.flags.c_contiguous or not Ya.flags.c_contiguous or Sa.itemsize != isz or Ya.itemsize != isz:
+        raise ValueError("S and Y must be C-contiguous (history, n) arrays of the vector's dtype")
+    if rh.shape[0] < hist or alv.shape[0] < hist or any(not 0 <= o < hist for o in od):
+        raise ValueError("rho/al shorter than the history, or order out of range")
+    cdef char** tab = <char**>malloc((5 + 2 * m) * ns * sizeof(char*) + 1)
+    if tab == NULL:
+        raise MemoryError()
+    cdef char** tg = tab
+    cdef char** tq = tab + ns
+    cdef char** td = tab + 2 * ns
+    cdef char** ts = tab + 5 * ns            # ts[i * ns + k]: segment k of S[order[i]]
+    cdef char** ty = tab + (5 + m) * ns
+    cdef VPass p
+    cdef double out[NRES]
+    cdef double alpha, beta, dnorm = 0.0, gtd = 0.0
+    try:
+        _table(lay, g, tg, isz, False, "g")
+        _table(lay, q, tq, isz, True, "q")
+        _table(lay, d, td, isz, True, "d")
+        for i in range(m):
+            _table(lay, Sa[od[i]], ts + i * ns, isz, False, "S")
+            _table(lay, Ya[od[i]], ty + i * ns, isz, False, "Y")
+        with nogil:
+            p.stats = 0
+            p.w = NULL
+            # q = -g, and s_newest . q
+            p.z = tq
+            p.x = tg
+            p.a = -1.0
+            p.b = 0.0
+            p.ndots = 1 if m > 0 else 0
+            if m > 0:
+                p.u0 = ts + (m - 1) * ns
+                p.v0 = tq
+            _run(&p, lay.blk, lay.nblocks, lay.n, isz, threads, lay.res, out)
+            i = m - 1
+            while i >= 0:
+                alpha = out[0] * rh[od[i]]
+                alv[od[i]] = alpha
+                # q = q - alpha y_i, then s_{i-1} . q
+                p.z = tq
+                p.x = ty + i * ns
+                p.a = -alpha
+                p.w = tq
+                p.b = 1.0
+                p.ndots = 1 if i > 0 else 0
+                if i > 0:
+                    p.u0 = ts + (i - 1) * ns
+                    p.v0 = tq
+                _run(&p, lay.blk, lay.nblocks, lay.n, isz, threads, lay.res, out)
+                i -= 1
+            # d = gamma q, then y_oldest . d
+            p.z = td
+            p.x = tq
+            p.a = gamma
+            p.w = NULL
+            p.ndots = 1
+            p.stats = 1 if m == 0 else 0
+            p.u0 = ty if m > 0 else tg
+            p.v0 = td
+            _run(&p, lay.blk, lay.nblocks, lay.n, isz, threads, lay.res, out)
+            if m == 0:
+                dnorm = out[3]
+                gtd = out[0]
+            for i in range(m):
+                beta = out[0] * rh[od[i]]
+                # d = d + (alpha_i - beta_i) s_i, then y_{i+1} . d
+                p.z = td
+                p.x = ts + i * ns
+                p.a = alv[od[i]] - beta
+                p.w = td
+                p.b = 1.0
+                p.ndots = 1
+                p.stats = 1 if i + 1 == m else 0
+                p.u0 = ty + (i + 1) * ns if i + 1 < m else tg
+                p.v0 = td
+                _run(&p, lay.blk, lay.nblocks, lay.n, isz, threads, lay.res, out)
+                if i + 1 == m:
+                    dnorm = out[3]
+                    gtd = out[0]
+    finally:
+        free(tab)
+    return dnorm, gtd

@@ -1,0 +1,230 @@
+"""The second-order methods in plain NumPy, doing the compiled kernels' arithmetic.
+
+Reductions are float64 over fixed 8192-element blocks that start afresh at every
+segment; a block is summed in eight interleaved lanes (``np.add.accumulate`` along
+the block: strictly in order) combined as ``((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7))``, and
+the blocks are added in order — the same bits as :mod:`fastopt._kernels.vecops`.
+
+:class:`LBFGS` is written independently of :class:`fastopt.LBFGS`, close to
+PyTorch's code (Python lists for the history, fresh arrays), sharing only the scalar
+line searches; the tests require identical iterates. ``Layout``/``lincomb``/
+``two_loop`` mirror the kernels' interface so Newton-CG can run on them
+(``fastopt.second_order.newton.cg_direction(..., ops=this module)``).
+"""
+import math
+
+import numpy as np
+
+from fastopt.second_order._common import MESSAGES, NonFiniteValueError, Status, unpack_loss_grads
+from fastopt.second_order.lbfgs import CURVATURE_EPS, StepInfo, check_hyper
+from fastopt.second_order.linesearch import armijo, strong_wolfe
+
+BLOCK = 8192
+
+__all__ = ["Layout", "block_sum", "dot", "lincomb", "stats", "two_loop", "LBFGS"]
+
+
+class Layout:
+    """Segment sizes of one logical vector (as :class:`fastopt._kernels.vecops.Layout`)."""
+
+    def __init__(self, sizes):
+        self.sizes = tuple(int(s) for s in sizes)
+        self.off = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int)
+        self.n = int(self.off[-1])
+        self.nseg = len(self.sizes)
+
+    def segments(self, v):
+        """``v`` (flat array or list) as the list of its segments."""
+        if isinstance(v, np.ndarray):
+            return [v.reshape(-1)[self.off[k]:self.off[k + 1]] for k in range(self.nseg)]
+        return [np.asarray(a).reshape(-1) for a in v]
+
+
+def _lanes_tree(lanes):
+    lanes = lanes + 0.0                        # the kernel's lanes start at +0.0: no -0.0 sums
+    return ((lanes[..., 0] + lanes[..., 1]) + (lanes[..., 2] + lanes[..., 3])) + \
+        ((lanes[..., 4] + lanes[..., 5]) + (lanes[..., 6] + lanes[..., 7]))
+
+
+def _block_sums(x):
+    """The per-block sums of the float64 terms ``x`` of one segment, in block order."""
+    n = x.size
+    full = n // BLOCK
+    out = []
+    if full:
+        lanes = np.add.accumulate(x[:full * BLOCK].reshape(full, BLOCK // 8, 8), axis=1)[:, -1, :]
+        out += list(_lanes_tree(lanes))
+    tail = x[full * BLOCK:]
+    if tail.size:
+        pad = np.zeros(-(-tail.size // 8) * 8)
+        pad[:tail.size] = tail
+        out.append(float(_lanes_tree(np.add.accumulate(pad.reshape(-1, 8), axis=0)[-1])))
+    return out
+
+
+def block_sum(terms_per_segment):
+    """Sum float64 terms segment by segment, block by block, in order."""
+    total = 0.0
+    for x in terms_per_segment:
+        for b in _block_sums(x):
+            total = total + float(b)
+    return total
+
+
+def dot(lay, u, v):
+    return block_sum([a.astype(np.float64) * b.astype(np.float64) for a, b in zip(lay.segments(u), lay.segments(v))])
+
+
+def stats(lay, x):
+    """``(‖x‖₁, ‖x‖∞, ‖x‖₂², finite)`` as the kernels reduce them."""
+    segs = [s.astype(np.float64) for s in lay.segments(x)]
+    l1 = block_sum([np.abs(s) for s in segs])
+    sq = block_sum([np.abs(s) * np.abs(s) for s in segs])
+    bad = block_sum([s - s for s in segs])
+    linf = max((float(np.max(np.abs(s))) for s in segs if s.size), default=0.0)
+    return l1, linf, sq, bad == 0.0
+
+
+def lincomb(lay, z, a, x, b=0.0, w=None, dots=(), stats=False, threads=0):
+    """As :func:`fastopt._kernels.vecops.lincomb`: ``z = a x + b w``, then dots/stats."""
+    xs = lay.segments(x)
+    dt = xs[0].dtype.type
+    if z is not None:
+        ws = lay.segments(w) if w is not None else None
+        for k, zk in enumerate(lay.segments(z)):
+            zk[...] = dt(a) * xs[k] if ws is None else dt(a) * xs[k] + dt(b) * ws[k]
+    out = [dot(lay, u, v) for u, v in dots]
+    return out, (globals()["stats"](lay, z if z is not None else x) if stats else None)
+
+
+def two_loop(lay, g, q, d, S, Y, rho, order, gamma, al, threads=0):
+    """As :func:`fastopt._kernels.vecops.two_loop`, one operation after the other."""
+    m = len(order)
+    q[...] = -g
+    for i in range(m - 1, -1, -1):
+        r = order[i]
+        al[r] = dot(lay, S[r], q) * rho[r]
+        q[...] = q.dtype.type(-al[r]) * Y[r] + q
+    d[...] = d.dtype.type(gamma) * q
+    for i in range(m):
+        r = order[i]
+        be = dot(lay, Y[r], d) * rho[r]
+        d[...] = d.dtype.type(al[r] - be) * S[r] + d
+    return stats(lay, d)[1], dot(lay, g, d)
+
+
+class LBFGS:
+    """Reference L-BFGS: the arguments, closure and ``last_step`` of :class:`fastopt.LBFGS`."""
+
+    def __init__(self, params, lr=1.0, max_iter=20, max_eval=None, tolerance_grad=1e-7, tolerance_change=1e-9,
+                 history_size=100, line_search="strong_wolfe"):
+        self.params = [params] if isinstance(params, np.ndarray) else list(params)
+        self.group = {"lr": lr, "max_iter": max_iter, "max_eval": max_iter * 5 // 4 if max_eval is None else max_eval,
+                      "tolerance_grad": tolerance_grad, "tolerance_change": tolerance_change,
+                      "history_size": history_size, "line_search": line_search}
+        check_hyper(self.group)
+        self.lay = Layout([p.size for p in self.params])
+        self.dtype = self.params[0].dtype
+        self.state = {"n_iter": 0, "func_evals": 0, "old_dirs": [], "old_stps": [], "ro": [], "H_diag": 1.0,
+                      "d": None, "t": None, "prev_flat_grad": None, "prev_loss": None}
+        self.last_step = None
+
+    def _flat_grad(self, closure):
+        loss, grads = unpack_loss_grads(closure(), [p.shape for p in self.params], self.dtype)
+        return loss, np.concatenate([g.reshape(-1) for g in grads])
+
+    def _set(self, x0, t, d):
+        for p, x, dd in zip(self.params, self.lay.segments(x0), self.lay.segments(d)):
+            p.reshape(-1)[...] = self.dtype.type(t) * dd + x
+
+    def step(self, closure):
+        lr, max_iter, max_eval, tol_grad, tol_change, m, line_search = check_hyper(self.group)
+        st, lay = self.state, self.lay
+        loss, g = self._flat_grad(closure)
+        l1, linf, _, finite = stats(lay, g)
+        if not (math.isfinite(loss) and finite):
+            raise NonFiniteValueError("non-finite loss or gradient")
+        orig_loss, evals, n_iter = loss, 1, 0
+        st["func_evals"] += 1
+        status = Status.CONVERGED if linf <= tol_grad else None
+        while status is None and n_iter < max_iter:
+            n_iter += 1
+            st["n_iter"] += 1
+            if st["n_iter"] == 1:
+                d = -g
+                st["old_dirs"], st["old_stps"], st["ro"], st["H_diag"] = [], [], [], 1.0
+                dnorm, gtd = stats(lay, d)[1], dot(lay, g, d)
+            else:
+                y = g - st["prev_flat_grad"]
+                s = self.dtype.type(st["t"]) * st["d"]
+                ys, yy = dot(lay, y, s), dot(lay, y, y)
+                if ys > CURVATURE_EPS:
+                    if len(st["old_dirs"]) == m:
+                        for key in ("old_dirs", "old_stps", "ro"):
+                            st[key].pop(0)
+                    st["old_dirs"].append(y)
+                    st["old_stps"].append(s)
+                    st["ro"].append(1.0 / ys)
+                    st["H_diag"] = ys / yy
+                k = len(st["ro"])
+                S, Y = np.array(st["old_stps"]).reshape(k, -1), np.array(st["old_dirs"]).reshape(k, -1)
+                d = np.empty_like(g)
+                dnorm, gtd = two_loop(lay, g, np.empty_like(g), d, S, Y, st["ro"], list(range(k)), st["H_diag"],
+                                      [0.0] * k)
+            st["d"], st["prev_flat_grad"], st["prev_loss"] = d, g.copy(), loss
+            t = min(1.0, 1.0 / l1) * lr if st["n_iter"] == 1 else lr
+            st["t"] = t
+            if gtd > -tol_change:
+                status = Status.NOT_DESCENT if gtd >= 0 else Status.SMALL_SLOPE
+                n_iter -= 1           # counted (as PyTorch counts it) but no step was taken
+                break
+            x0 = np.concatenate([p.reshape(-1) for p in self.params])
+            if line_search is not None:
+                trial = {}
+
+                def evaluate(tt, slot):
+                    self._set(x0, tt, d)
+                    f_new, g_new = self._flat_grad(closure)
+                    trial[slot] = g_new
+                    gd = dot(lay, g_new, d)
+                    if not (math.isfinite(f_new) and stats(lay, g_new)[3] and math.isfinite(gd)):
+                        return math.inf, math.nan
+                    return f_new, gd
+
+                search = strong_wolfe if line_search == "strong_wolfe" else armijo
+                kw = {"tolerance_change": tol_change} if line_search == "strong_wolfe" else {}
+                args = (dnorm,) if line_search == "strong_wolfe" else ()
+                loss, _, t, slot, nev = search(evaluate, t, loss, gtd, *args, max_evals=max_eval - evals, **kw)
+                self._set(x0, t, d)
+                g = g if slot == 0 else trial[slot]
+                st["t"] = t
+            else:
+                self._set(x0, t, d)
+                nev = 0
+                if n_iter != max_iter:
+                    f_new, g_new = self._flat_grad(closure)
+                    nev = 1
+                    if not (math.isfinite(f_new) and stats(lay, g_new)[3]):
+                        self._set(x0, 0.0, d)
+                        evals += 1
+                        status = Status.NON_FINITE
+                        break
+                    loss, g = f_new, g_new
+            evals += nev
+            st["func_evals"] += nev
+            l1, linf, _, _ = stats(lay, g)
+            if line_search is not None and t == 0:
+                status = Status.LINE_SEARCH_FAILED
+            elif linf <= tol_grad and (line_search is not None or nev):
+                status = Status.CONVERGED
+            elif abs(t) * dnorm <= tol_change:
+                status = Status.SMALL_STEP
+            elif abs(loss - st["prev_loss"]) < tol_change:
+                status = Status.SMALL_CHANGE
+            elif n_iter == max_iter:
+                status = Status.MAX_ITER
+            elif evals >= max_eval:
+                status = Status.MAX_EVAL
+        status = Status.MAX_ITER if status is None else status
+        self.last_step = StepInfo(status, MESSAGES[status], n_iter, evals, loss)
+        return orig_loss

@@ -1,0 +1,449 @@
+"""L-BFGS, Newton and minimize: the fused vector kernels against the NumPy reference
+(bit for bit, any thread count), L-BFGS iterates against the reference and PyTorch,
+resume, evaluation budgets, and every kind of bad input."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import fastopt
+from fastopt._kernels import vecops
+from fastopt.reference import second_order as R
+from fastopt.second_order import NonFiniteValueError, Status
+
+FLOATS = (np.float32, np.float64)
+
+
+def rosen(x):
+    """Extended Rosenbrock and its gradient."""
+    f = np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+    g = np.zeros_like(x)
+    g[:-1] = -400.0 * x[:-1] * (x[1:] - x[:-1] ** 2) - 2.0 * (1.0 - x[:-1])
+    g[1:] += 200.0 * (x[1:] - x[:-1] ** 2)
+    return f, g
+
+
+def logistic(n=400, dim=30, lam=1e-2, seed=0):
+    """L2-regularised logistic regression: (fun_and_grad, hess, dim)."""
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((n, dim))
+    y = np.where(A @ rng.standard_normal(dim) + 0.5 * rng.standard_normal(n) > 0, 1.0, -1.0)
+
+    def fg(w):
+        z = y * (A @ w)
+        f = np.mean(np.logaddexp(0.0, -z)) + 0.5 * lam * w @ w
+        s = -y / (1.0 + np.exp(z))
+        return f, A.T @ s / n + lam * w
+
+    def hess(w):
+        p = 1.0 / (1.0 + np.exp(-(A @ w)))
+        return (A.T * (p * (1 - p))) @ A / n + lam * np.eye(dim)
+    return fg, hess, dim
+
+
+def multi_closure(params, fg):
+    """A closure over several arrays that are one vector for ``fg``."""
+    def closure():
+        flat = np.concatenate([p.reshape(-1).astype(np.float64) for p in params])
+        f, g = fg(flat)
+        out, o = [], 0
+        for p in params:
+            out.append(g[o:o + p.size].reshape(p.shape))
+            o += p.size
+        return f, out
+    return closure
+
+
+# --- kernels -------------------------------------------------------------------------------------
+sizes_st = st.lists(st.integers(0, 20000), min_size=1, max_size=4).filter(lambda s: sum(s) > 0)
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sizes=sizes_st, dtype=st.sampled_from(FLOATS), a=st.floats(-3, 3), b=st.floats(-3, 3),
+       with_w=st.booleans(), seed=st.integers(0, 2 ** 31))
+def test_lincomb_matches_reference_for_any_thread_count(threads_restored, sizes, dtype, a, b, with_w, seed):
+    rng = np.random.default_rng(seed)
+    n = sum(sizes)
+    x, w, u = (rng.standard_normal(n).astype(dtype) for _ in range(3))
+    lay, rlay = vecops.Layout(sizes), R.Layout(sizes)
+    zr = np.empty(n, dtype)
+    dr, sr = R.lincomb(rlay, zr, a, x, b, w if with_w else None, dots=((u, zr), (x, x)), stats=True)
+    threads_restored.set_serial_threshold(0)
+    for threads in (1, 2, 3):
+        threads_restored.set_num_threads(threads)
+        z = np.empty(n, dtype)
+        dk, sk = vecops.lincomb(lay, z, a, x, b, w if with_w else None, dots=((u, z), (x, x)), stats=True)
+        assert z.tobytes() == zr.tobytes()
+        assert dk == dr and sk == sr, (threads, dk, dr, sk, sr)
+
+
+def test_dot_is_blocked_float64_not_naive():
+    # 1e8 + 1 - 1e8 ...: a plain float32 sum would lose the ones; float64 lanes keep them
+    x = np.tile(np.array([1e8, 1.0, -1e8, 1.0], np.float32), 5000)
+    lay = vecops.Layout([x.size])
+    assert vecops.dot(lay, x, np.ones_like(x)) == 10000.0
+    assert vecops.dot(lay, x, np.ones_like(x)) == R.dot(R.Layout([x.size]), x, np.ones_like(x))
+
+
+def test_stats_flag_non_finite_and_norms():
+    x = np.array([3.0, -4.0, 0.0, 1.0])
+    lay = vecops.Layout([4])
+    _, s = vecops.lincomb(lay, None, 1.0, x, stats=True)
+    assert s == (8.0, 4.0, 26.0, True)
+    x[2] = np.nan
+    assert vecops.lincomb(lay, None, 1.0, x, stats=True)[1][3] is False
+
+
+@settings(max_examples=10, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sizes=sizes_st, dtype=st.sampled_from(FLOATS), m=st.integers(0, 4), seed=st.integers(0, 2 ** 31))
+def test_two_loop_matches_reference(threads_restored, sizes, dtype, m, seed):
+    rng = np.random.default_rng(seed)
+    n = sum(sizes)
+    S = rng.standard_normal((m + 1, n)).astype(dtype)
+    Y = (S + 0.1 * rng.standard_normal((m + 1, n))).astype(dtype)
+    rho = rng.uniform(0.1, 1.0, m + 1)
+    order = list(rng.permutation(m + 1)[:m])
+    g = rng.standard_normal(n).astype(dtype)
+    dr = np.empty(n, dtype)
+    ref = R.two_loop(R.Layout(sizes), g, np.empty(n, dtype), dr, S, Y, rho, order, 0.7, np.zeros(m + 1))
+    threads_restored.set_serial_threshold(0)
+    for threads in (1, 3):
+        threads_restored.set_num_threads(threads)
+        d = np.empty(n, dtype)
+        got = vecops.two_loop(vecops.Layout(sizes), g, np.empty(n, dtype), d, S, Y, rho, order, 0.7, np.zeros(m + 1))
+        assert d.tobytes() == dr.tobytes() and got == ref
+
+
+def test_kernel_argument_errors():
+    lay = vecops.Layout([3, 2])
+    with pytest.raises(ValueError, match="z must be"):
+        vecops.lincomb(lay, np.zeros(4), 1.0, np.zeros(5))
+    with pytest.raises(ValueError, match=r"x\[1\]"):
+        vecops.lincomb(lay, np.zeros(5), 1.0, [np.zeros(3), np.zeros(3)])
+    ro = np.zeros(5)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        vecops.lincomb(lay, ro, 1.0, np.zeros(5))
+    with pytest.raises(ValueError):
+        vecops.Layout([])
+
+
+# --- L-BFGS: reference, threads, torch -------------------------------------------------------------
+@pytest.mark.parametrize("line_search", ["strong_wolfe", "armijo", None])
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_lbfgs_iterates_equal_reference_bitwise(threads_restored, dtype, line_search):
+    rng = np.random.default_rng(1)
+    shapes = [(30,), (4, 5), (7,)]
+    start = [rng.uniform(-1.2, 1.2, s).astype(dtype) for s in shapes]
+    lr = 1.0 if line_search else 2e-4
+    threads_restored.set_serial_threshold(0)
+    ref_params = [a.copy() for a in start]
+    ref = R.LBFGS(ref_params, lr=lr, max_iter=3, history_size=4, line_search=line_search)
+    runs = []
+    for threads in (1, 2, 3):
+        threads_restored.set_num_threads(threads)
+        params = [a.copy() for a in start]
+        opt = fastopt.LBFGS(params, lr=lr, max_iter=3, history_size=4, line_search=line_search)
+        runs.append((params, opt))
+    for _ in range(8):
+        ref.step(multi_closure(ref_params, rosen))
+        for threads, (params, opt) in zip((1, 2, 3), runs):
+            threads_restored.set_num_threads(threads)
+            opt.step(multi_closure(params, rosen))
+            assert all(p.tobytes() == q.tobytes() for p, q in zip(params, ref_params))
+            assert opt.last_step == ref.last_step
+    assert rosen(np.concatenate([p.ravel() for p in ref_params]).astype(np.float64))[0] < \
+        rosen(np.concatenate([p.ravel() for p in start]).astype(np.float64))[0]
+
+
+def test_lbfgs_matches_torch_for_50_iterations():
+    torch = pytest.importorskip("torch")
+    x0 = np.random.default_rng(0).uniform(-1.5, 1.5, 50)
+    x = x0.copy()
+    opt = fastopt.LBFGS([x], history_size=10, max_iter=1, max_eval=10 ** 6, tolerance_grad=0, tolerance_change=0)
+    xt = torch.tensor(x0.copy())
+    topt = torch.optim.LBFGS([xt], history_size=10, max_iter=1, max_eval=10 ** 6, tolerance_grad=0,
+                             tolerance_change=0, line_search_fn="strong_wolfe")
+
+    def tclosure():
+        f, g = rosen(xt.detach().numpy())
+        xt.grad = torch.from_numpy(g.copy())
+        return f
+    worst = 0.0
+    for _ in range(50):
+        opt.step(lambda: rosen(x))
+        topt.step(tclosure)
+        xt_np = xt.numpy()
+        worst = max(worst, float(np.max(np.abs(x - xt_np) / np.abs(xt_np))))
+    assert worst < 1e-8
+    assert rosen(x)[0] < 0.5 * rosen(x0)[0]
+    assert opt.state["func_evals"] == topt.state[xt]["func_evals"]
+
+
+def test_lbfgs_one_step_many_iterations_matches_torch_evaluation_count():
+    torch = pytest.importorskip("torch")
+    fg, _, dim = logistic()
+    x = np.zeros(dim)
+    opt = fastopt.LBFGS([x], max_iter=40, max_eval=1000, history_size=10)
+    opt.step(lambda: fg(x))
+    xt = torch.zeros(dim, dtype=torch.float64)
+    topt = torch.optim.LBFGS([xt], max_iter=40, max_eval=1000, history_size=10, line_search_fn="strong_wolfe")
+
+    def tclosure():
+        f, g = fg(xt.numpy())
+        xt.grad = torch.from_numpy(g)
+        return f
+    topt.step(tclosure)
+    np.testing.assert_allclose(x, xt.numpy(), rtol=1e-8, atol=1e-12)
+    assert opt.last_step.nfev == topt.state[xt]["func_evals"]
+
+
+def test_lbfgs_state_dict_resume_is_bitwise():
+    fg, _, dim = logistic()
+    x = np.full(dim, 0.3)
+    opt = fastopt.LBFGS([x], max_iter=4, history_size=3)
+    for _ in range(2):
+        opt.step(lambda: fg(x))
+    sd = opt.state_dict()
+    saved = x.copy()
+    for _ in range(3):
+        opt.step(lambda: fg(x))
+    x2 = saved.copy()
+    opt2 = fastopt.LBFGS([x2], max_iter=4, history_size=3)
+    opt2.load_state_dict(sd)
+    for _ in range(3):
+        opt2.step(lambda: fg(x2))
+    assert x.tobytes() == x2.tobytes()
+    assert opt.state == opt2.state
+
+
+def test_load_state_dict_refuses_bad_input_and_changes_nothing():
+    fg, _, dim = logistic()
+    x = np.zeros(dim)
+    opt = fastopt.LBFGS([x], max_iter=3, history_size=3)
+    opt.step(lambda: fg(x))
+    good = opt.state_dict()
+    before = opt.state_dict()
+    for mutate, err in [
+        (lambda sd: sd["state"].__setitem__("rho", -sd["state"]["rho"]), "rho"),
+        (lambda sd: sd["state"].__setitem__("d", sd["state"]["d"][:-1]), "'d'"),
+        (lambda sd: sd["state"]["S"].__setitem__((0, 0), np.nan), "inf or NaN"),
+        (lambda sd: sd["param_groups"][0].__setitem__("history_size", 5), "history_size"),
+        (lambda sd: sd["param_groups"][0].__setitem__("tolerance_grad", -1.0), "tolerance_grad"),
+        (lambda sd: sd.__setitem__("algorithm", "Adam"), "not LBFGS"),
+    ]:
+        sd = opt.state_dict()
+        mutate(sd)
+        with pytest.raises((ValueError, TypeError), match=err):
+            opt.load_state_dict(sd)
+        after = opt.state_dict()
+        assert all(np.array_equal(after["state"][k], before["state"][k]) for k in ("d", "S", "Y", "rho"))
+        assert after["param_groups"] == before["param_groups"]
+    opt.load_state_dict(good)
+
+
+@settings(max_examples=15, deadline=None)
+@given(max_eval=st.integers(1, 40), max_iter=st.integers(1, 30),
+       line_search=st.sampled_from(["strong_wolfe", "armijo"]))
+def test_max_eval_is_honoured_exactly(max_eval, max_iter, line_search):
+    calls = [0]
+    x = np.array([-1.2, 1.0, -0.5, 0.8])
+
+    def closure():
+        calls[0] += 1
+        return rosen(x)
+    opt = fastopt.LBFGS([x], max_iter=max_iter, max_eval=max_eval, tolerance_grad=0, tolerance_change=0,
+                        line_search=line_search)
+    opt.step(closure)
+    assert calls[0] == opt.last_step.nfev <= max_eval
+    assert opt.last_step.status in (Status.MAX_EVAL, Status.MAX_ITER, Status.LINE_SEARCH_FAILED)
+
+
+def test_converges_on_rosenbrock_float32_and_float64():
+    for dtype in FLOATS:
+        x = np.full(20, -1.0, dtype)
+        x[::2] = 1.2
+        opt = fastopt.LBFGS([x], max_iter=500, max_eval=1000, history_size=10, tolerance_grad=1e-5)
+        opt.step(lambda: rosen(x))
+        assert x.dtype == dtype
+        np.testing.assert_allclose(x, 1.0, atol=1e-2 if dtype == np.float32 else 1e-5)
+
+
+# --- bad input -------------------------------------------------------------------------------------
+def test_non_finite_start_raises_and_changes_nothing():
+    x = np.ones(5)
+    opt = fastopt.LBFGS([x])
+    with pytest.raises(NonFiniteValueError, match="loss"):
+        opt.step(lambda: (np.nan, np.ones(5)))
+    with pytest.raises(NonFiniteValueError, match="gradient"):
+        opt.step(lambda: (1.0, np.full(5, np.inf)))
+    assert (x == 1).all() and opt.state["n_iter"] == 0
+
+
+def test_non_finite_trial_points_shrink_the_step():
+    # f is inf beyond |x| > 2: the first trials overshoot, the search must come back
+    def fg(x):
+        if np.max(np.abs(x)) > 2:
+            return np.inf, np.full_like(x, np.nan)
+        return float(np.sum((x - 1.5) ** 2)), 2 * (x - 1.5)
+    x = np.zeros(3)
+    opt = fastopt.LBFGS([x], lr=100.0, max_iter=50)
+    opt.step(lambda: fg(x))
+    assert np.isfinite(x).all()
+    np.testing.assert_allclose(x, 1.5, atol=1e-5)
+
+
+def test_closure_errors_leave_the_last_accepted_point():
+    x = np.array([-1.2, 1.0])
+    opt = fastopt.LBFGS([x], max_iter=5)
+    opt.step(lambda: rosen(x))
+    accepted = x.copy()
+    calls = [0]
+
+    def bad():
+        calls[0] += 1
+        if calls[0] == 1:
+            return rosen(x)
+        return 1.0, np.zeros(3)                # wrong shape during the line search
+    with pytest.raises(ValueError, match="shape"):
+        opt.step(bad)
+    assert x.tobytes() == accepted.tobytes()
+    with pytest.raises(TypeError, match="return"):
+        opt.step(lambda: 1.0)
+    with pytest.raises(ValueError, match="one gradient per parameter"):
+        opt.step(lambda: (1.0, [np.zeros(2), np.zeros(2)]))
+
+
+@pytest.mark.parametrize("kwargs, err", [
+    (dict(history_size=0), "history_size"), (dict(history_size=2.5), "history_size"),
+    (dict(tolerance_grad=-1.0), "tolerance_grad"), (dict(tolerance_change=math.nan), "tolerance_change"),
+    (dict(max_iter=0), "max_iter"), (dict(max_eval=0), "max_eval"), (dict(lr=-1.0), "lr"),
+    (dict(line_search="wolfe"), "line_search")])
+def test_invalid_hyper_parameters(kwargs, err):
+    with pytest.raises((TypeError, ValueError), match=err):
+        fastopt.LBFGS([np.zeros(3)], **kwargs)
+
+
+def test_params_must_share_a_dtype_and_be_disjoint():
+    with pytest.raises(TypeError, match="one dtype"):
+        fastopt.LBFGS([np.zeros(3), np.zeros(3, np.float32)])
+    a = np.zeros(6)
+    with pytest.raises(ValueError, match="share memory"):
+        fastopt.LBFGS([a[:4], a[2:]])
+
+
+def test_changed_group_values_are_checked_at_the_next_step():
+    x = np.zeros(3)
+    opt = fastopt.LBFGS([x])
+    opt.param_groups[0]["tolerance_grad"] = -3
+    with pytest.raises(ValueError, match="tolerance_grad"):
+        opt.step(lambda: (float(x @ x), 2 * x))
+    opt.param_groups[0]["tolerance_grad"] = 1e-7
+    opt.param_groups[0]["history_size"] = 7
+    with pytest.raises(ValueError, match="history_size changed"):
+        opt.step(lambda: (float(x @ x), 2 * x))
+
+
+def test_non_descent_direction_is_reported():
+    # a "gradient" that is not the function's: the function rises along -g everywhere
+    x = np.ones(4)
+    opt = fastopt.LBFGS([x], max_iter=20)
+    opt.step(lambda: (float(np.sum(x)), -np.ones(4)))
+    assert opt.last_step.status in (Status.LINE_SEARCH_FAILED, Status.NOT_DESCENT, Status.SMALL_STEP)
+    assert np.isfinite(x).all()
+
+
+# --- Newton ----------------------------------------------------------------------------------------
+def test_newton_solves_a_2000_dim_quadratic_in_one_step():
+    n = 2000
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((n, 50))
+    H = A @ A.T / 50 + np.diag(rng.uniform(0.5, 2.0, n))
+    b = rng.standard_normal(n)
+    r = fastopt.minimize(lambda x: (0.5 * x @ H @ x - b @ x, H @ x - b), np.zeros(n), method="newton",
+                         hess=lambda x: H, tolerance_grad=1e-8)
+    assert r.success and r.nit == 1 and r.nfev == 2
+    np.testing.assert_allclose(H @ r.x, b, atol=1e-8)
+
+
+def test_newton_on_logistic_needs_fewer_iterations_than_lbfgs():
+    fg, hess, dim = logistic()
+    rn = fastopt.minimize(fg, np.zeros(dim), method="newton", hess=hess, tolerance_grad=1e-10)
+    rc = fastopt.minimize(fg, np.zeros(dim), method="newton-cg", hessp=lambda x, v: hess(x) @ v,
+                          tolerance_grad=1e-10)
+    rl = fastopt.minimize(fg, np.zeros(dim), method="lbfgs", tolerance_grad=1e-10, tolerance_change=0)
+    assert rn.success and rc.success and np.abs(rn.jac).max() <= 1e-10
+    assert rn.nit < rl.nit and rn.nit <= 10
+    np.testing.assert_allclose(rn.x, rc.x, rtol=1e-7, atol=1e-9)
+
+
+def test_newton_damps_indefinite_and_singular_hessians():
+    # f = Σ x⁴/4 - x²/2: H = 3x² - 1 is indefinite near 0 and singular at x = ±1/√3
+    def fg(x):
+        return float(np.sum(x ** 4 / 4 - x ** 2 / 2)), x ** 3 - x
+    for x0 in (np.full(5, 0.1), np.full(5, 1 / math.sqrt(3)), np.array([0.1, -0.2, 0.3, 1 / math.sqrt(3), 2.0])):
+        r = fastopt.minimize(fg, x0, method="newton", hess=lambda x: np.diag(3 * x ** 2 - 1))
+        assert r.success, r.message
+        np.testing.assert_allclose(np.abs(r.x), 1.0, atol=1e-8)
+        assert r.fun < fg(x0)[0]
+
+
+def test_newton_cg_stops_at_negative_curvature_with_descent():
+    def fg(x):
+        return float(np.sum(x ** 4 / 4 - x ** 2 / 2)), x ** 3 - x
+    r = fastopt.minimize(fg, np.full(4, 0.2), method="newton-cg", hessp=lambda x, v: (3 * x ** 2 - 1) * v)
+    assert r.success
+    np.testing.assert_allclose(np.abs(r.x), 1.0, atol=1e-8)
+
+
+def test_newton_bad_hessians_and_shapes():
+    fg = lambda x: (float(x @ x), 2 * x)  # noqa: E731
+    r = fastopt.minimize(fg, np.ones(3), method="newton", hess=lambda x: np.full((3, 3), np.nan))
+    assert r.status == Status.HESSIAN_FAILED and (r.x == 1).all()
+    with pytest.raises(ValueError, match="shape"):
+        fastopt.minimize(fg, np.ones(3), method="newton", hess=lambda x: np.eye(2))
+    with pytest.raises(ValueError, match="shape"):
+        fastopt.minimize(lambda x: (1.0, np.zeros(4)), np.ones(3), method="newton", hess=lambda x: np.eye(3))
+    with pytest.raises(TypeError, match="hess"):
+        fastopt.minimize(fg, np.ones(3), method="newton")
+
+
+# --- minimize --------------------------------------------------------------------------------------
+def test_minimize_result_and_callback():
+    seen = []
+    r = fastopt.minimize(rosen, np.array([-1.2, 1.0]), callback=lambda res: seen.append(res.fun))
+    assert set(r) >= {"x", "fun", "jac", "nit", "nfev", "status", "message", "success"}
+    assert r.success and r.status in (Status.CONVERGED, Status.SMALL_SLOPE, Status.SMALL_CHANGE)
+    np.testing.assert_allclose(r.x, 1.0, atol=1e-5)
+    assert len(seen) == r.nit and seen == sorted(seen, reverse=True)
+    r2 = fastopt.minimize(rosen, np.array([-1.2, 1.0]), callback=lambda res: res.nit == 3)
+    assert r2.status == Status.CALLBACK and r2.nit == 3
+
+
+def test_minimize_first_order_float32_and_non_finite_start():
+    r = fastopt.minimize(lambda x: (float(x @ x), 2 * x), np.ones(4, np.float32), method="adam", lr=0.1,
+                         max_iter=2000, tolerance_grad=1e-3)
+    assert r.success and r.x.dtype == np.float32
+    r = fastopt.minimize(lambda x: (np.nan, x), np.ones(3))
+    assert r.status == Status.NON_FINITE and (r.x == 1).all() and "non-finite" in r.message
+    with pytest.raises(ValueError, match="unknown method"):
+        fastopt.minimize(rosen, np.ones(2), method="bfgs")
+
+
+def test_minimize_float32_lbfgs_end_to_end():
+    fg, _, dim = logistic()
+    r32 = fastopt.minimize(lambda w: fg(w.astype(np.float64)), np.zeros(dim, np.float32), tolerance_grad=1e-5)
+    r64 = fastopt.minimize(fg, np.zeros(dim), tolerance_grad=1e-8)
+    assert r32.x.dtype == np.float32 and r32.jac.dtype == np.float32
+    assert abs(r32.fun - r64.fun) < 1e-6 * abs(r64.fun)
+
+
+def test_same_objective_as_scipy_lbfgsb():
+    sp = pytest.importorskip("scipy.optimize")
+    fg, _, dim = logistic()
+    ref = sp.minimize(fg, np.zeros(dim), jac=True, method="L-BFGS-B", options={"gtol": 1e-12, "ftol": 0})
+    r = fastopt.minimize(fg, np.zeros(dim), tolerance_grad=1e-10, tolerance_change=0)
+    assert abs(r.fun - ref.fun) <= 1e-8 * abs(ref.fun)
