@@ -159,7 +159,7 @@ class Optimizer(torch.optim.Optimizer):
         for k, entry in enumerate(self._inner.state):
             p, _, _, gi, _ = self._flat[k]
             rule = self._inner._group_rule[gi]
-            if entry["step"] or self._eager():
+            if (entry["step"] or self._eager()) and _format.expected_keys(rule):
                 out[p] = _format.to_torch_entry(rule, entry, self.param_groups[gi].get("fused"), share=True)
         return out
 
@@ -257,9 +257,10 @@ class Optimizer(torch.optim.Optimizer):
         state = {}
         for k, entry in inner["state"].items():
             gi = self._flat[k][3]
-            if entry["step"] or self._eager():
-                state[k] = _format.to_torch_entry(self._inner._group_rule[gi], entry,
-                                                  self.param_groups[gi].get("fused"), share=True)
+            rule = self._inner._group_rule[gi]
+            # torch keeps no entry before a parameter's first step, nor ever for plain SGD
+            if (entry["step"] or self._eager()) and _format.expected_keys(rule):
+                state[k] = _format.to_torch_entry(rule, entry, self.param_groups[gi].get("fused"), share=True)
         sd = {"state": state, "param_groups": groups}
         for hook in self._optimizer_state_dict_post_hooks.values():
             result = hook(self, sd)
