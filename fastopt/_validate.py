@@ -37,7 +37,11 @@ def as_array(obj, name, *, writeable):
     else:
         try:
             arr = np.asarray(obj)
-        except RuntimeError:
+        except RuntimeError as exc:
+            if type(obj).__module__.startswith("torch"):
+                # e.g. a parameter that requires grad: torch refuses to share its memory
+                raise TypeError(f"{name} is a torch tensor NumPy cannot view ({exc}); in a PyTorch training loop "
+                                "use fastopt.torch, e.g. fastopt.torch.Adam(model.parameters())") from None
             raise                     # e.g. the object re-entered the optimizer: its own message says so
         except Exception as exc:  # noqa: BLE001 - report whatever the object did
             raise TypeError(f"{name} is not an array ({type(obj).__name__}): {exc}") from None
