@@ -45,6 +45,10 @@ def as_array(obj, name, *, writeable):
         except ReentryError:
             raise                     # the object re-entered the optimizer: that message says so
         except Exception as exc:  # noqa: BLE001 - report whatever the object did
+            if type(obj).__module__.startswith("torch"):
+                # e.g. a parameter that requires grad: torch refuses to share its memory
+                raise TypeError(f"{name} is a torch tensor NumPy cannot view ({exc}); in a PyTorch training loop "
+                                "use fastopt.torch, e.g. fastopt.torch.Adam(model.parameters())") from None
             raise TypeError(f"{name} is not an array ({type(obj).__name__}): {exc}") from None
         if arr.dtype == object:
             raise TypeError(f"{name} is not a numeric array ({type(obj).__name__})")

@@ -13,10 +13,10 @@ import numpy as np
 
 import fastopt
 from fastopt._kernels import driver, waitpolicy
-from fastopt.bench import contention
+from fastopt.bench import contention, torch_training
 from fastopt.bench.cases import bench_many_arrays, bench_pool, bench_small
 from fastopt.bench.load import LoadMeter
-from fastopt.bench.peers import load_torch
+from fastopt.bench.peers import load_torch, set_threads
 from fastopt.bench.pool import Pool
 from fastopt.bench.progress import Progress
 from fastopt.bench.table import (LEGEND, build_info, header, many_arrays_line, scaling_lines, small_line,
@@ -40,6 +40,7 @@ class Config:
     small: bool = True
     contention: bool = False
     busy: int | None = None
+    torch_training: bool = False
     json_path: str | None = None
     plot_path: str | None = None
     progress: bool = False
@@ -53,9 +54,9 @@ def run(cfg, out=None):
     torch = load_torch(cfg.torch)
     torch_threads = torch.get_num_threads() if torch is not None else None
     results = {"meta": meta(cfg, torch), "copy": [], "table": [], "many_arrays": [], "small": None,
-               "contention": []}
+               "contention": [], "torch_training": []}
     total = ((len(cfg.dtypes) * len(cfg.sizes) * len(cfg.algos) if cfg.table else 0) + cfg.many_arrays + cfg.small
-             + cfg.contention)
+             + cfg.contention + cfg.torch_training)
     progress = Progress(total, cfg.progress)
     t0, load = time.perf_counter(), LoadMeter()
     emit = _printer(out, progress)
@@ -78,6 +79,16 @@ def run(cfg, out=None):
             results["contention"] = contention.measure(busy=cfg.busy, max_threads=max(cfg.threads))
             for line in contention.lines(results["contention"]):
                 emit(line)
+        if cfg.torch_training:
+            progress.step("torch training step")
+            if torch is None:
+                emit("--torch-training: PyTorch is not importable (or --no-torch was given); skipped")
+            else:
+                threads = max(cfg.threads)
+                set_threads(threads, torch)
+                results["torch_training"] = torch_training.measure(torch, steps=min(cfg.repeat, 9))
+                for line in torch_training.lines(results["torch_training"], threads):
+                    emit(line)
     finally:
         fastopt.set_num_threads(0)          # back to following OpenMP
         if torch is not None:
