@@ -6,8 +6,6 @@ steps); in float32 its distance to the float64 trajectory is at most twice torch
 State dicts: the same keys and tensors as torch's, loadable both ways mid-run.
 """
 import copy
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -16,6 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 import fastopt  # noqa: E402
 import fastopt.torch as ft  # noqa: E402
+from subproc import run_snippet  # noqa: E402
 
 # (torch.optim class, arguments): every rule both libraries have
 CASES = [
@@ -197,12 +196,12 @@ def test_classes_follow_the_rule_specs():
 
 
 def test_import_fastopt_does_not_import_torch_and_a_missing_torch_is_explained():
-    out = subprocess.run([sys.executable, "-c", "import sys, fastopt; print('torch' in sys.modules)"],
-                         capture_output=True, text=True, timeout=60)
+    # the installed package (-P keeps the source tree in the cwd off sys.path)
+    out = run_snippet("import sys, fastopt; print('torch' in sys.modules)", timeout=60)
     assert out.stdout.strip() == "False", out.stderr
     code = ("import sys; sys.modules['torch'] = None\n"
             "try:\n    import fastopt.torch\nexcept ImportError as e:\n    print(e)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = run_snippet(code, timeout=60)
     assert "pip install torch" in out.stdout, out.stderr
 
 
