@@ -10,29 +10,8 @@ import numpy as np
 import pytest
 
 import fastopt
-
-
-def rosen(x):
-    f = np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
-    g = np.zeros_like(x)
-    g[:-1] = -400.0 * x[:-1] * (x[1:] - x[:-1] ** 2) - 2.0 * (1.0 - x[:-1])
-    g[1:] += 200.0 * (x[1:] - x[:-1] ** 2)
-    return f, g
-
-
-def logistic(n=2000, dim=200, lam=1e-2, seed=0):
-    rng = np.random.default_rng(seed)
-    A = rng.standard_normal((n, dim))
-    y = np.where(A @ rng.standard_normal(dim) + 0.5 * rng.standard_normal(n) > 0, 1.0, -1.0)
-
-    def fg(w):
-        z = y * (A @ w)
-        return np.mean(np.logaddexp(0.0, -z)) + 0.5 * lam * w @ w, A.T @ (-y / (1.0 + np.exp(z))) / n + lam * w
-
-    def hess(w):
-        p = 1.0 / (1.0 + np.exp(-(A @ w)))
-        return (A.T * (p * (1 - p))) @ A / n + lam * np.eye(dim)
-    return fg, hess, dim
+from fastopt.problems import logistic_regression
+from fastopt.problems import rosenbrock as rosen
 
 
 def _logged(fg):
@@ -52,7 +31,7 @@ def _first_at_or_below(log, target):
 PROBLEMS = {
     "rosenbrock-100": (rosen, lambda: np.tile([-1.2, 1.0], 50)),
     "rosenbrock-1000": (rosen, lambda: np.tile([-1.2, 1.0], 500)),
-    "logistic-200": (logistic()[0], lambda: np.zeros(200)),
+    "logistic-200": (logistic_regression(n=2000, dim=200)[0], lambda: np.zeros(200)),
 }
 
 
@@ -85,7 +64,7 @@ def test_evaluations_vs_scipy_lbfgsb(benchmark, problem):
 
 def test_newton_vs_lbfgs_iterations(benchmark):
     """Iterations to ‖g‖∞ ≤ 1e-10 on L2-regularised logistic regression (200 features)."""
-    fg, hess, dim = logistic()
+    fg, hess, dim = logistic_regression(n=2000, dim=200)
     rn = benchmark.pedantic(lambda: fastopt.minimize(fg, np.zeros(dim), method="newton", hess=hess,
                                                      tolerance_grad=1e-10), rounds=1, iterations=1)
     rc = fastopt.minimize(fg, np.zeros(dim), method="newton-cg", hessp=lambda x, v: hess(x) @ v, tolerance_grad=1e-10)

@@ -8,38 +8,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import fastopt
+from fastopt.problems import logistic_regression as logistic
+from fastopt.problems import rosenbrock as rosen
 from fastopt._kernels import vecops
 from fastopt.reference import second_order as R
 from fastopt.second_order import NonFiniteValueError, Status
 
 FLOATS = (np.float32, np.float64)
-
-
-def rosen(x):
-    """Extended Rosenbrock and its gradient."""
-    f = np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
-    g = np.zeros_like(x)
-    g[:-1] = -400.0 * x[:-1] * (x[1:] - x[:-1] ** 2) - 2.0 * (1.0 - x[:-1])
-    g[1:] += 200.0 * (x[1:] - x[:-1] ** 2)
-    return f, g
-
-
-def logistic(n=400, dim=30, lam=1e-2, seed=0):
-    """L2-regularised logistic regression: (fun_and_grad, hess, dim)."""
-    rng = np.random.default_rng(seed)
-    A = rng.standard_normal((n, dim))
-    y = np.where(A @ rng.standard_normal(dim) + 0.5 * rng.standard_normal(n) > 0, 1.0, -1.0)
-
-    def fg(w):
-        z = y * (A @ w)
-        f = np.mean(np.logaddexp(0.0, -z)) + 0.5 * lam * w @ w
-        s = -y / (1.0 + np.exp(z))
-        return f, A.T @ s / n + lam * w
-
-    def hess(w):
-        p = 1.0 / (1.0 + np.exp(-(A @ w)))
-        return (A.T * (p * (1 - p))) @ A / n + lam * np.eye(dim)
-    return fg, hess, dim
 
 
 def multi_closure(params, fg):

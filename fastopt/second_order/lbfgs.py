@@ -21,7 +21,6 @@ with a non-finite value shrink the step instead of poisoning it; the pairs live 
 preallocated ring buffers (``(history_size + 1) × n`` each for s and y: pages are only
 touched as pairs arrive).
 """
-import functools
 import math
 from collections import namedtuple
 
@@ -30,6 +29,7 @@ import numpy as np
 from fastopt._kernels import vecops
 from fastopt._kernels.engine import StepGuard
 from fastopt._validate import as_array, check_disjoint
+from fastopt.optim.base import _guarded
 from fastopt.second_order._common import (MESSAGES, NonFiniteValueError, Status, check_count, check_line_search,
                                           check_tolerance, unpack_loss_grads)
 from fastopt.second_order.linesearch import armijo, strong_wolfe
@@ -55,17 +55,6 @@ def check_hyper(group):
     history_size = check_count(group["history_size"], "history_size")
     line_search = check_line_search(group["line_search"])
     return lr, max_iter, max_eval, tolerance_grad, tolerance_change, history_size, line_search
-
-
-def _guarded(method):
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        self._guard.acquire(method.__name__)
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            self._guard.release()
-    return wrapper
 
 
 class LBFGS:

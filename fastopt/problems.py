@@ -1,0 +1,38 @@
+"""Objectives with their gradients (and Hessians), in plain NumPy: the problems the
+second-order tests and benchmarks share, and the start of the seeds' practice set.
+
+Each returns ``(f, g)`` for a point ``x`` (float64 arithmetic for float64 input)."""
+import numpy as np
+
+__all__ = ["rosenbrock", "logistic_regression"]
+
+
+def rosenbrock(x):
+    """Extended Rosenbrock: ``f = Σ_i 100 (x_{i+1} - x_i²)² + (1 - x_i)²`` and its
+    gradient, minimum 0 at ``x = 1``."""
+    f = np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+    g = np.zeros_like(x)
+    g[:-1] = -400.0 * x[:-1] * (x[1:] - x[:-1] ** 2) - 2.0 * (1.0 - x[:-1])
+    g[1:] += 200.0 * (x[1:] - x[:-1] ** 2)
+    return f, g
+
+
+def logistic_regression(n=400, dim=30, lam=1e-2, seed=0):
+    """L2-regularised logistic regression on ``n`` synthetic examples in ``dim``
+    dimensions (labels ±1 from a random plane, with noise), from ``seed``:
+    ``f(w) = mean(log(1 + exp(-y Aw))) + ½ λ ‖w‖²``. Returns ``(fun_and_grad, hess, dim)``,
+    where ``hess(w) = Aᵀ diag(σ(1-σ)) A / n + λ I`` with ``σ = σ(Aw)``."""
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((n, dim))
+    y = np.where(A @ rng.standard_normal(dim) + 0.5 * rng.standard_normal(n) > 0, 1.0, -1.0)
+
+    def fun_and_grad(w):
+        z = y * (A @ w)
+        f = np.mean(np.logaddexp(0.0, -z)) + 0.5 * lam * w @ w
+        s = -y / (1.0 + np.exp(z))
+        return f, A.T @ s / n + lam * w
+
+    def hess(w):
+        p = 1.0 / (1.0 + np.exp(-(A @ w)))
+        return (A.T * (p * (1 - p))) @ A / n + lam * np.eye(dim)
+    return fun_and_grad, hess, dim
