@@ -50,25 +50,32 @@ def build_model(torch, vocab=VOCAB, dim=DIM, hidden=HIDDEN, classes=CLASSES):
     return Model()
 
 
-def _run(torch, model, make_opt, batches, steps):
-    """Median seconds of forward+backward and of the optimizer step over ``steps``."""
-    opt = make_opt(model.parameters())
+def _run(torch, model, makers, batches, steps):
+    """``{mode: (median fwd+bwd seconds, median optimizer-step seconds)}`` over ``steps``.
+
+    The modes' optimizers are built over the same model and take turns step by step
+    (in a rotating order), so that drift of the machine (other load, the bus's speed
+    swinging between minutes) reaches every mode alike: only same-run ratios count."""
+    opts = {mode: make(model.parameters()) for mode, make in makers.items()}
     loss_fn = torch.nn.CrossEntropyLoss()
-    fb, st = [], []
+    fb = {mode: [] for mode in opts}
+    st = {mode: [] for mode in opts}
+    order = list(opts)
     for i in range(steps + 1):
         tokens, labels = batches[i % len(batches)]
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(tokens), labels)
-        loss.backward()
-        t1 = time.perf_counter()
-        opt.step()
-        t2 = time.perf_counter()
-        if i:                        # the first step allocates the state
-            fb.append(t1 - t0)
-            st.append(t2 - t1)
-    del opt
-    return statistics.median(fb), statistics.median(st)
+        for mode in order[i % len(order):] + order[:i % len(order)]:
+            opt = opts[mode]
+            t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(tokens), labels)
+            loss.backward()
+            t1 = time.perf_counter()
+            opt.step()
+            t2 = time.perf_counter()
+            if i:                    # the first step allocates the state
+                fb[mode].append(t1 - t0)
+                st[mode].append(t2 - t1)
+    return {mode: (statistics.median(fb[mode]), statistics.median(st[mode])) for mode in opts}
 
 
 def measure(torch, steps=5, optimizers=OPTIMIZERS, model_kwargs=None, batch=BATCH, bag=BAG):
@@ -90,13 +97,11 @@ def measure(torch, steps=5, optimizers=OPTIMIZERS, model_kwargs=None, batch=BATC
                  "foreach": lambda ps, n=name, kw=kwargs: getattr(torch.optim, n)(ps, foreach=True, **kw)}
         if name in FUSED:
             modes["fused"] = lambda ps, n=name, kw=kwargs: getattr(torch.optim, n)(ps, fused=True, **kw)
-        runs = {}
-        for mode, make in modes.items():
-            with torch.no_grad():
-                for p, s in zip(model.parameters(), start):
-                    p.copy_(s)
-            fwd_bwd, step = _run(torch, model, make, batches, steps)
-            runs[mode] = {"fwd_bwd": fwd_bwd, "step": step}
+        with torch.no_grad():
+            for p, s in zip(model.parameters(), start):
+                p.copy_(s)
+        runs = {mode: {"fwd_bwd": fwd_bwd, "step": step}
+                for mode, (fwd_bwd, step) in _run(torch, model, modes, batches, steps).items()}
         rows.append({"label": label, "cls": name, "params": nparams, "runs": runs})
     return rows
 
