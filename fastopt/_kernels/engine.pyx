@@ -470,7 +470,7 @@ cdef class Engine:
             k = <Py_ssize_t>self.run[j].noise_key
             self._check_buffers(k)
             g = held[k]
-            if (type(g) is not cnp.ndarray and not isinstance(g, cnp.ndarray)) or \
+            if not isinstance(g, cnp.ndarray) or \
                     <char*>cnp.PyArray_DATA(<cnp.ndarray>g) != self.run[j].buf[1] or \
                     cnp.PyArray_SIZE(<cnp.ndarray>g) != self.slots[k].n or \
                     cnp.PyArray_TYPE(<cnp.ndarray>g) != self.typenum[k]:

@@ -451,12 +451,7 @@ def _grad_view(g, p, where):
 
 
 def _count(value, label):
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"{label} must be one number, got a tensor of {value.numel()} elements")
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{label} must be a number, got {type(value).__name__}")
+    value = _number(value, label)
     if not (math.isfinite(value) and value >= 0 and value == int(value) and value <= 2 ** 53):
         raise ValueError(f"{label} must be a whole number of steps in [0, 2**53], got {value!r}")
     return int(value)
