@@ -1,4 +1,5 @@
-"""The --torch-training part of the bench: its own part, real training steps, every mode."""
+"""The --torch-training part of the bench: its own part, real training steps, every mode,
+the targets it checks and the interference ratio."""
 import argparse
 
 import pytest
@@ -15,11 +16,50 @@ def test_torch_training_is_its_own_part():
 
 def test_measure_times_fastopt_foreach_and_fused_on_a_small_model():
     rows = torch_training.measure(torch, steps=2, optimizers=torch_training.OPTIMIZERS[1:6:4],
-                                  model_kwargs=dict(vocab=500, dim=8, hidden=16, classes=4), batch=4, bag=3)
+                                  model_kwargs=dict(vocab=500, dim=8, hidden=16, classes=4), batch=4, bag=3,
+                                  deepspeed=False)
     assert [r["cls"] for r in rows] == ["Adam", "Adadelta"]
     assert set(rows[0]["runs"]) == {"fastopt", "foreach", "fused"} and set(rows[1]["runs"]) == {"fastopt", "foreach"}
     for r in rows:
         assert r["params"] == 500 * 8 + 8 * 16 + 16 + 16 * 16 + 16 + 16 * 4 + 4
+        assert r["alone"] > 0
         assert all(v > 0 for run in r["runs"].values() for v in run.values())
+        assert set(r["runs"]["fastopt"]) == {"fwd_bwd", "step", "step_alone"}
     text = torch_training.lines(rows, threads=1)
     assert "1 threads" in text[0] and text[2].split()[:2] == ["Adam", "fastopt"] and text[4].split()[0] == "fused"
+    assert text[-1].startswith("targets met: ")
+
+
+def test_the_transformer_model_trains_a_step_in_every_mode():
+    rows = torch_training.measure(torch, steps=1, optimizers=torch_training.OPTIMIZERS[2:3], model="transformer",
+                                  model_kwargs=dict(vocab=50, dim=16, heads=2, ff=32, layers=1), batch=2, bag=5,
+                                  deepspeed=False)
+    (row,) = rows
+    assert row["model"] == "transformer" and set(row["runs"]) == {"fastopt", "foreach", "fused"}
+    emb, ff, layer_norms = 50 * 16, 16 * 32 + 32 + 32 * 16 + 16, 2 * 2 * 16
+    attention = 3 * 16 * 16 + 3 * 16 + 16 * 16 + 16
+    assert row["params"] == emb + attention + ff + layer_norms + 16 * 50 + 50
+    assert "transformer LM" in torch_training.lines(rows)[0]
+    with pytest.raises(ValueError, match="model must be one of"):
+        torch_training.measure(torch, model="cnn")
+
+
+def _row(cls, fastopt, others, alone=1.0):
+    runs = {"fastopt": dict(zip(("fwd_bwd", "step", "step_alone"), fastopt))}
+    runs.update({m: dict(zip(("fwd_bwd", "step", "step_alone"), t)) for m, t in others.items()})
+    return {"label": cls, "cls": cls, "model": "mlp", "params": 1, "alone": alone, "runs": runs}
+
+
+def test_targets_are_judged_from_the_times():
+    good = _row("Adam", (1.0, 0.10, 0.10), {"fused": (1.0, 0.11, 0.11), "foreach": (1.0, 0.5, 0.5)})
+    assert all(ok for _, ok in torch_training.targets([good]))
+    slow_step = _row("Adam", (1.0, 0.12, 0.12), {"fused": (1.0, 0.11, 0.11)})
+    assert [ok for _, ok in torch_training.targets([slow_step])] == [False, False, True]
+    # no fused kernel: 3x faster than torch's best is the bar
+    rms = _row("RMSprop", (1.0, 0.10, 0.10), {"foreach": (1.0, 0.25, 0.25)})
+    assert [ok for _, ok in torch_training.targets([rms])] == [False, True, True]
+    # the forward+backward after fastopt's step is slower than alone: interference
+    mixed = _row("Adam", (1.2, 0.10, 0.10), {"fused": (1.0, 0.2, 0.2)})
+    checks = torch_training.targets([mixed])
+    assert checks[2][1] is False and "mixed / alone 1.18" in checks[2][0]
+    assert torch_training.interference(mixed, "fused") == pytest.approx(1.2 / 1.2)

@@ -1,8 +1,9 @@
 """fastopt.torch: the torch.optim drop-ins, against torch.optim itself.
 
-Parity: a small MLP trained 200 steps with fastopt.torch.X and torch.optim.X
-(single-tensor path, foreach=False) stays within 1e-10 in float64 (checked every 10
-steps); in float32 its distance to the float64 trajectory is at most twice torch's.
+Parity: an MLP classifier trained 200 steps on scikit-learn's bundled digits data with
+fastopt.torch.X and torch.optim.X (single-tensor path, foreach=False), at the usual
+learning rates, stays within 1e-10 in float64 (checked every 10 steps); in float32 its
+distance to the float64 trajectory is at most twice torch's (summed over 4 seeds).
 State dicts: the same keys and tensors as torch's, loadable both ways mid-run.
 """
 import copy
@@ -25,9 +26,7 @@ CASES = [
     ("RMSprop", dict(lr=1e-2, weight_decay=1e-3)),
     ("RMSprop", dict(lr=1e-3, centered=True)),
     ("RMSprop", dict(lr=1e-3, momentum=0.9, centered=True)),
-    # torch's addcmul rounds differently (fused multiply-adds); on this model AdaDelta amplifies that
-    # from 1e-16 to 3e-10 (lr 0.3) and 7e-5 (lr 0.5) in 200 steps, in both directions alike; at 0.1 it stays 2e-16
-    ("Adadelta", dict(lr=0.1, weight_decay=1e-3)),
+    ("Adadelta", dict(lr=1.0, weight_decay=1e-3)),
     ("Adam", dict(lr=1e-2)),
     ("Adam", dict(lr=1e-2, amsgrad=True, weight_decay=1e-2)),
     ("AdamW", dict(lr=1e-2, weight_decay=0.1)),
@@ -85,42 +84,77 @@ def flat(model):
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
+def digits(dtype, n=256):
+    """The first ``n`` of scikit-learn's bundled 8x8 digits, the always-blank pixels
+    dropped and the rest standardised. (A blank pixel's weights see only weight decay,
+    whose RMSprop step is lr * sign(p): a sign flip each step, which turns torch's and
+    fastopt's last-bit differences into a different trajectory.)"""
+    datasets = pytest.importorskip("sklearn.datasets")
+    x, y = datasets.load_digits(return_X_y=True)
+    x, y = x[:n], y[:n]
+    x = x[:, x.std(0) > 0]
+    x = (x - x.mean(0)) / x.std(0)
+    return torch.tensor(x, dtype=dtype), torch.tensor(y)
+
+
+def classifier(dtype, inputs, seed=0):
+    """A tanh MLP for the 10 digit classes, initialised in float32 for every ``dtype``
+    (so the float32 and float64 runs start at the same point)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        torch.manual_seed(seed)
+        return torch.nn.Sequential(torch.nn.Linear(inputs, 32), torch.nn.Tanh(), torch.nn.Linear(32, 10)).to(dtype)
+    finally:
+        torch.set_default_dtype(old)
+
+
+def train_classifier(model, opt, steps, x, y, every=10):
+    """Full-batch cross-entropy steps; the flat parameters every ``every`` steps (float64)."""
+    out = []
+    for s in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        if (s + 1) % every == 0:
+            out.append(torch.cat([p.detach().reshape(-1).double() for p in model.parameters()]))
+    return out
+
+
 @pytest.mark.parametrize("name, kw", CASES, ids=IDS)
 def test_float64_parity_with_torch_single_tensor(name, kw, float64):
-    x, y = data(torch.float64)
-    a, b = mlp(torch.float64), mlp(torch.float64)
-    ta = train(a, getattr(torch.optim, name)(a.parameters(), foreach=False, **kw), 200, x, y)
-    tb = train(b, getattr(ft, name)(b.parameters(), **kw), 200, x, y)
+    x, y = digits(torch.float64)
+    a, b = classifier(torch.float64, x.shape[1]), classifier(torch.float64, x.shape[1])
+    ta = train_classifier(a, getattr(torch.optim, name)(a.parameters(), foreach=False, **kw), 200, x, y)
+    tb = train_classifier(b, getattr(ft, name)(b.parameters(), **kw), 200, x, y)
     errors = [(u - v).abs().max().item() for u, v in zip(ta, tb)]
     assert max(errors) <= 1e-10, errors
-    assert (ta[-1] - ta[0]).abs().max() > 1e-3        # it did train
-
-
-# The float32 runs use 0.3x the parity learning rates: at those, the last ~30 of 200 steps of the Adam
-# family amplify rounding chaotically (torch's own float32 distance jumps 3x between checkpoints), and
-# which run lands nearer is luck (fastopt/torch ratios of 0.3-5 either way); at 0.3x all stay 0.35-1.3.
-F32_LR_SCALE = 0.3
+    assert (ta[-1] - ta[0]).abs().max() > 0.1        # it did train
 
 
 @pytest.mark.parametrize("name, kw", CASES, ids=IDS)
 def test_float32_is_as_close_to_float64_as_torch(name, kw):
-    kw = dict(kw, lr=kw["lr"] * F32_LR_SCALE)
-    x64, y64 = data(torch.float64)
-    x32, y32 = data(torch.float32)
-    ref = mlp(torch.float64)
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        t64 = train(ref, getattr(torch.optim, name)(ref.parameters(), foreach=False, **kw), 200, x64, y64)
-    finally:
-        torch.set_default_dtype(old)
-    a, b = mlp(torch.float32), mlp(torch.float32)
-    ta = train(a, getattr(torch.optim, name)(a.parameters(), foreach=False, **kw), 200, x32, y32)
-    tb = train(b, getattr(ft, name)(b.parameters(), **kw), 200, x32, y32)
-    d_torch = max((u - r).abs().max().item() for u, r in zip(ta, t64))
-    d_fast = max((u - r).abs().max().item() for u, r in zip(tb, t64))
-    assert d_fast <= 2 * d_torch, (d_fast, d_torch)
-    assert all(p.dtype == torch.float32 for p in b.parameters())
+    # One run's distance is luck (which of two equally rounded runs lands nearer; single
+    # seeds give ratios of 0.3-3 either way): the sum over 4 initialisations is not.
+    x64, y = digits(torch.float64)
+    x32 = x64.float()
+    d_torch = d_fast = 0.0
+    for seed in range(4):
+        ref = classifier(torch.float64, x64.shape[1], seed)
+        old = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)      # torch keeps NAdam's mu_product in the default dtype
+        try:
+            t64 = train_classifier(ref, getattr(torch.optim, name)(ref.parameters(), foreach=False, **kw),
+                                   200, x64, y)
+        finally:
+            torch.set_default_dtype(old)
+        a, b = classifier(torch.float32, x32.shape[1], seed), classifier(torch.float32, x32.shape[1], seed)
+        ta = train_classifier(a, getattr(torch.optim, name)(a.parameters(), foreach=False, **kw), 200, x32, y)
+        tb = train_classifier(b, getattr(ft, name)(b.parameters(), **kw), 200, x32, y)
+        d_torch += max((u - r).abs().max().item() for u, r in zip(ta, t64))
+        d_fast += max((u - r).abs().max().item() for u, r in zip(tb, t64))
+        assert all(p.dtype == torch.float32 for p in b.parameters())
+    assert 0 < d_fast <= 2 * d_torch, (d_fast, d_torch)
 
 
 def assert_same_format(sd_torch, sd_fast):

@@ -100,9 +100,11 @@ def add_arguments(parser):
                         help="also (or, with no part named, only) time Adam steps at 30k-10M elements with 1 and "
                              "more threads while one busy process per processor runs beside them")
     parser.add_argument("--torch-training", action="store_true",
-                        help="also (or, with no part named, only) time a CPU training step of a ~20M-parameter "
-                             "embedding+MLP model: forward+backward and optimizer step, fastopt.torch vs torch.optim "
-                             "foreach and fused (needs torch; --repeat timed steps, at most 9)")
+                        help="also (or, with no part named, only) time CPU training steps of a ~20M-parameter "
+                             "embedding+MLP model and a ~15M-parameter transformer: forward+backward and optimizer "
+                             "step, fastopt.torch vs torch.optim foreach and fused (and DeepSpeedCPUAdam when "
+                             "installed), and what mixing torch ops with the steps costs (needs torch; --repeat "
+                             "timed steps, at most 9)")
     parser.add_argument("--busy", type=int, default=None, metavar="N",
                         help="busy processes beside the --contention steps (default: one per processor)")
     parser.add_argument("--json", metavar="PATH", help="also write machine-readable results to PATH")

@@ -56,7 +56,7 @@ def run(cfg, out=None):
     results = {"meta": meta(cfg, torch), "copy": [], "table": [], "many_arrays": [], "small": None,
                "contention": [], "torch_training": []}
     total = ((len(cfg.dtypes) * len(cfg.sizes) * len(cfg.algos) if cfg.table else 0) + cfg.many_arrays + cfg.small
-             + cfg.contention + cfg.torch_training)
+             + cfg.contention + len(torch_training.MODELS) * cfg.torch_training)
     progress = Progress(total, cfg.progress)
     t0, load = time.perf_counter(), LoadMeter()
     emit = _printer(out, progress)
@@ -80,15 +80,18 @@ def run(cfg, out=None):
             for line in contention.lines(results["contention"]):
                 emit(line)
         if cfg.torch_training:
-            progress.step("torch training step")
             if torch is None:
+                progress.step("torch training step")
                 emit("--torch-training: PyTorch is not importable (or --no-torch was given); skipped")
             else:
                 threads = max(cfg.threads)
                 set_threads(threads, torch)
-                results["torch_training"] = torch_training.measure(torch, steps=min(cfg.repeat, 9))
-                for line in torch_training.lines(results["torch_training"], threads):
-                    emit(line)
+                for model in torch_training.MODELS:
+                    progress.step(f"torch training step ({model})")
+                    rows = torch_training.measure(torch, steps=min(cfg.repeat, 9), model=model)
+                    results["torch_training"] += rows
+                    for line in torch_training.lines(rows, threads):
+                        emit(line)
     finally:
         fastopt.set_num_threads(0)          # back to following OpenMP
         if torch is not None:
