@@ -167,6 +167,9 @@ def test_generated_kernels_point_back_to_the_rules():
 
 
 # --- 3. everything else is derived from the declarations ----------------------------------
+OPTIONS = "clip_norm=None, grad_noise=None, seed=0, nonfinite='ignore'"
+
+
 def test_classes_are_derived_with_real_signatures():
     assert [c.__name__ for c in fastopt.optim.ALL] == [c.name for c in CLASSES]
     for cls in fastopt.optim.ALL:
@@ -174,13 +177,18 @@ def test_classes_are_derived_with_real_signatures():
         assert issubclass(getattr(ref, cls.__name__), cls)
     sig = inspect.signature(fastopt.Adam)
     assert str(sig) == ("(params, lr=0.001, betas=(0.9, 0.999), eps=1e-08, weight_decay=0.0, amsgrad=False, *, "
-                        "maximize=False, decoupled_weight_decay=False, clip_value=None, **options)")
+                        f"maximize=False, decoupled_weight_decay=False, clip_value=None, {OPTIONS})")
     assert str(inspect.signature(fastopt.AdamW)).startswith(
         "(params, lr=0.001, betas=(0.9, 0.999), eps=1e-08, weight_decay=0.01, amsgrad=False, *, maximize=False, "
         "clip_value=None")
     assert str(inspect.signature(fastopt.AdaBelief)) == (
         "(params, lr=0.001, betas=(0.9, 0.999), eps=1e-16, weight_decay=0.0, *, variant='pytorch', "
-        "maximize=False, decoupled_weight_decay=False, clip_value=None, **options)")
+        f"maximize=False, decoupled_weight_decay=False, clip_value=None, {OPTIONS})")
+    # torch.optim.NAdam and RAdam take decoupled_weight_decay positionally
+    assert "momentum_decay=0.004, decoupled_weight_decay=False, *" in str(inspect.signature(fastopt.NAdam))
+    assert "weight_decay=0.0, decoupled_weight_decay=False, *" in str(inspect.signature(fastopt.RAdam))
+    with pytest.raises(TypeError, match=r"^Adam.__init__\(\) got an unexpected keyword argument 'clip'"):
+        fastopt.Adam([np.zeros(2)], clip=1.0)
     assert issubclass(fastopt.AdamW, fastopt.Adam) and issubclass(fastopt.Nesterov, fastopt.SGD)
     assert "√" in fastopt.Adam.__doc__
 

@@ -369,6 +369,20 @@ def test_threads_follow_torch():
     assert shares_libgomp()
 
 
+def test_a_third_libgomp_copy_does_not_hide_the_shared_one():
+    # scikit-learn's wheel maps its own renamed libgomp; torch and fastopt still share theirs
+    helpers = pytest.importorskip("sklearn.utils._openmp_helpers")
+    from fastopt._kernels import driver, waitpolicy
+    from fastopt.bench.peers import shares_libgomp
+    from fastopt.torch import _adapter
+    sklearn_omp = waitpolicy.openmp_runtime(helpers.__file__)
+    assert sklearn_omp is not None and "libgomp" in sklearn_omp
+    assert sklearn_omp != waitpolicy.openmp_runtime(driver.__file__)
+    assert len(waitpolicy._libgomp_paths()) >= 2
+    assert shares_libgomp() and not _adapter._separate_runtime()
+    assert waitpolicy.openmp_runtime("/nonexistent/lib.so") is None
+
+
 # --- bad input: a clear error naming the parameter, nothing written ---------------------------
 def test_bad_parameters_are_named():
     good = torch.zeros(3, requires_grad=True)

@@ -47,6 +47,34 @@ def _libgomp_paths():
         return None
 
 
+def openmp_runtime(path):
+    """The file of the OpenMP runtime that the loaded shared object ``path`` calls
+    (where its ``omp_get_max_threads`` resolves), or None when that cannot be told.
+
+    Counting the libgomp copies a process maps is not enough: scikit-learn's wheel,
+    for one, brings a renamed copy of its own (``libgomp-<hash>.so.1``) that neither
+    fastopt nor torch uses."""
+    import ctypes
+
+    class DlInfo(ctypes.Structure):
+        _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                    ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+    try:
+        function = ctypes.CDLL(path).omp_get_max_threads
+        info = DlInfo()
+        if not ctypes.CDLL(None).dladdr(ctypes.cast(function, ctypes.c_void_p), ctypes.byref(info)):
+            return None
+        return os.path.realpath(info.dli_fname.decode())
+    except (OSError, AttributeError):      # not loadable, no OpenMP, or no dladdr (not glibc)
+        return None
+
+
+def torch_openmp_runtime(torch):
+    """:func:`openmp_runtime` of torch's CPU library (where its intra-op regions run)."""
+    return openmp_runtime(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+
+
 def _libgomp_loaded():
     """True/False when /proc/self/maps tells whether any libgomp is mapped, else None."""
     paths = _libgomp_paths()

@@ -65,6 +65,9 @@ def pinned(n, torch=None):
 
 
 def shares_libgomp():
-    """True when only one libgomp is mapped, i.e. torch's OpenMP is fastopt's."""
-    paths = waitpolicy._libgomp_paths()
-    return paths is not None and len(paths) == 1
+    """True when torch's OpenMP runtime is fastopt's (one thread pool for both)."""
+    import torch
+    from fastopt._kernels import driver
+
+    mine = waitpolicy.openmp_runtime(driver.__file__)
+    return mine is not None and mine == waitpolicy.torch_openmp_runtime(torch)

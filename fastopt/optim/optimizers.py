@@ -8,23 +8,34 @@ A class's ``__init__`` is real code with a real signature (``inspect.signature``
 ``help`` show every argument and default), generated as ``collections.namedtuple``
 generates its ``__new__``: the defaults are the spec's, which come from the rules.
 """
+import inspect
+
 from fastopt.optim.base import Optimizer
 from fastopt.rules import BY_NAME, CLASSES
 
 __all__ = ["ALL"] + [spec.name for spec in CLASSES]
 
 
+#: the optimizer-wide options (keyword-only arguments of :class:`Optimizer`) and their defaults
+OPTIONS = {name: p.default for name, p in inspect.signature(Optimizer.__init__).parameters.items()
+           if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
 def _init_function(spec):
-    """``__init__(self, params, <args>, *, <kwonly>, **options)`` passing every group key
-    of the class (its fixed and preset values included) to :class:`Optimizer`."""
+    """``__init__(self, params, <args>, *, <kwonly>, <options>)`` passing every group key
+    of the class (its fixed and preset values included) and the optimizer-wide options
+    to :class:`Optimizer`: every argument is in the signature, and an unknown keyword is
+    reported against the class (``Adam.__init__() got an unexpected keyword ...``)."""
     defaults = spec.signature_defaults(BY_NAME)
-    shown = [a for a in spec.args] + (["*"] + list(spec.kwonly) if spec.kwonly else [])
+    shown = [a for a in spec.args] + ["*"] + list(spec.kwonly)
     params = ", ".join(a if a == "*" else f"{a}=_defaults[{a!r}]" for a in shown)
+    params += "".join(f", {o}=_options[{o!r}]" for o in OPTIONS)
     keys = ", ".join(f"{k!r}: {k}" if k in spec.args or k in spec.kwonly else f"{k!r}: _defaults[{k!r}]"
                      for k in spec.keys)
-    source = (f"def __init__(self, params, {params}, **options):\n"
-              f"    _Optimizer.__init__(self, params, {{{keys}}}, **options)\n")
-    namespace = {"_defaults": defaults, "_Optimizer": Optimizer}
+    passed = ", ".join(f"{o}={o}" for o in OPTIONS)
+    source = (f"def __init__(self, params, {params}):\n"
+              f"    _Optimizer.__init__(self, params, {{{keys}}}, {passed})\n")
+    namespace = {"_defaults": defaults, "_Optimizer": Optimizer, "_options": OPTIONS}
     exec(compile(source, f"<fastopt.optim: {spec.name}.__init__>", "exec"), namespace)
     return namespace["__init__"]
 

@@ -206,8 +206,9 @@ CLASSES = (
     ``variant="optax"`` (the seeds' form): ``m̄ = β1 m/(1-β1^(t+1)) + (1-β1) g/(1-β1^t)``,
     ``p -= lr m̄ / (√(v/bc2) + ε)``.""",
         rules=(("nadam", {"variant": "pytorch"}), ("nadam_optax", {"variant": "optax"})),
-        args=("lr", "betas", "eps", "weight_decay", "momentum_decay"),
-        kwonly=("variant", "maximize", "decoupled_weight_decay", "clip_value"),
+        # decoupled_weight_decay is positional, as in torch.optim.NAdam
+        args=("lr", "betas", "eps", "weight_decay", "momentum_decay", "decoupled_weight_decay"),
+        kwonly=("variant", "maximize", "clip_value"),
         defaults={"variant": "pytorch"},
         packed=BETAS,
         bench=Bench("nadam", torch="NAdam"),
@@ -226,8 +227,8 @@ CLASSES = (
     if ``ρ_t > 5``: ``p -= (m/bc1) lr (√bc2/(√v + ε)) r`` with the rectification ``r``,
     else ``p -= (m/bc1) lr``.""",
         rules=(("radam", {}),),
-        args=("lr", "betas", "eps", "weight_decay"),
-        kwonly=("maximize", "decoupled_weight_decay", "clip_value"),
+        args=("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay"),    # positional, as in torch
+        kwonly=("maximize", "clip_value"),
         packed=BETAS,
         bench=Bench("radam", torch="RAdam"),
     ),

@@ -11,7 +11,7 @@ import torch
 
 import fastopt
 from fastopt._kernels.driver import data_span
-from fastopt._kernels import waitpolicy
+from fastopt._kernels import driver, waitpolicy
 from fastopt.optim import ALL as FASTOPT_CLASSES
 from fastopt.optim.base import STATE_DICT_VERSION
 from fastopt.rules import BY_NAME
@@ -47,8 +47,8 @@ def _separate_runtime():
     info = torch.__config__.parallel_info()
     if "OpenMP" not in info.split("parallel backend:", 1)[-1].splitlines()[0]:
         return True
-    paths = waitpolicy._libgomp_paths()
-    return paths is not None and len(paths) != 1
+    mine = waitpolicy.openmp_runtime(driver.__file__)
+    return mine is None or mine != waitpolicy.torch_openmp_runtime(torch)
 
 
 _SEPARATE_RUNTIME = _separate_runtime()
