@@ -96,3 +96,35 @@ def test_a_thread_waiting_for_the_optimizer_releases_the_gil():
     [t.join(timeout=120) for t in ts]
     assert not any(t.is_alive() for t in ts)
     assert opt.state[0]["step"] == 15
+
+
+def test_current_lr_is_read_under_the_lock():
+    # a schedule that reads current_lr from inside the step re-enters the lock: refused,
+    # where an unlocked read would have seen the step half done
+    p = np.zeros(4)
+    opt = fastopt.SGD([p], lr=lambda t: 0.1 * opt.current_lr if t else 0.1)
+    opt.step([np.ones(4)])
+    with pytest.raises(fastopt.ReentryError, match="re-entered"):
+        opt.step([np.ones(4)])
+    np.testing.assert_array_equal(p, np.full(4, -0.1))
+
+
+def test_current_lrs_seen_while_another_thread_steps_match_a_step_count():
+    p = np.zeros(1000)
+    opt = fastopt.SGD([{"params": [p]}, {"params": [np.zeros(10)]}], lr=lambda t: 1.0 / (t + 1))
+    stop = threading.Event()
+    seen = []
+
+    def reader():
+        while not stop.is_set():
+            seen.append(opt.current_lrs)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for _ in range(300):
+            opt.step([np.ones(1000), np.ones(10)])
+    finally:
+        stop.set()
+        thread.join()
+    assert seen and all(a == b and 1 / a == round(1 / a) and 1 <= 1 / a <= 301 for a, b in seen)

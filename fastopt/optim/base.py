@@ -302,12 +302,17 @@ class Optimizer:
     @property
     def current_lr(self):
         """The learning rate the next step uses in the first group (after its schedule)."""
-        return self._lr_at(0)
+        return self.current_lrs[0]
 
     @property
     def current_lrs(self):
-        """The learning rate the next step uses, per group."""
-        return [self._lr_at(g) for g in range(len(self.param_groups))]
+        """The learning rate the next step uses, per group. Read under the optimizer's
+        lock, so a step running in another thread is seen whole (its count and lr)."""
+        self._guard.acquire("current_lrs")
+        try:
+            return [self._lr_at(g) for g in range(len(self.param_groups))]
+        finally:
+            self._guard.release()
 
     @property
     def state(self):
