@@ -12,7 +12,6 @@ calls ``MPI_Abort`` (pass ``abort_on_error=False`` to keep the default hook). Ev
 wait in this package has a deadline (``timeout`` seconds, default 300): a rank that
 never arrives makes the others raise :class:`DistributedError` instead of waiting.
 """
-import os
 import sys
 import time
 import traceback
@@ -100,17 +99,3 @@ def agree(comm, error, timeout, what="the check"):
     messages = comm.allgather(error)
     lines = [f"rank {r}: {m}" for r, m in enumerate(messages) if m is not None]
     raise DistributedError(f"{what} failed on {len(lines)} of {comm.Get_size()} ranks:\n  " + "\n  ".join(lines))
-
-
-def env_for_oversubscription():
-    """Environment for ranks that share cores (more ranks than processors): MPICH's
-    progress loop then sleeps 1 µs after failed polls instead of spinning, so a rank
-    waiting for a message does not starve the rank that would send it."""
-    return {"MPIR_CVAR_CH4_PROGRESS_THROTTLE": "1", "MPIR_CVAR_CH4_PROGRESS_THROTTLE_NO_PROGRESS_COUNT": "64",
-            "MPIR_CVAR_ENABLE_HEAVY_YIELD": "1"}
-
-
-def mpiexec_path():
-    """The ``mpiexec`` next to the running Python (the mpich wheel installs it there)."""
-    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    return here if os.path.exists(here) else "mpiexec"

@@ -49,4 +49,4 @@ for t in range(steps):
     if opts.get("clip_norm"):
         assert opt.last_grad_norm == single.last_grad_norm, (opt.last_grad_norm, single.last_grad_norm)
 mem = opt.memory()
-print(json.dumps({"rank": rank, "ok": True, "memory": mem}))
+print(json.dumps({"rank": rank, "ok": True, "memory": mem}), flush=True)
