@@ -147,3 +147,24 @@ def test_failing_rank_ends_the_job(tmp_path, mode, needle, bound):
     else:
         assert needle in r.stdout + r.stderr, r.stdout + r.stderr
     assert not any(x.get("caught", 1) is None for x in lines)
+
+
+# --- EASGD and Downpour on logistic regression ---------------------------------------------
+@pytest.mark.parametrize("mode,nranks", [("easgd-sync", 3), ("easgd-async", 3), ("downpour", 3)])
+def test_converges_like_the_serial_run(mode, nranks):
+    """400 noisy-gradient steps per worker (σ = 0.1 per element) of fastopt.problems'
+    logistic regression: the final objective is within 0.01 of the serial run's (same
+    optimizer, same number of steps, one worker), and every rank ends with the same
+    parameters (the centre, for EASGD)."""
+    lines = mpi(nranks, "converge.py", mode, 400)
+    assert len(lines) == nranks
+    gaps = {x["gap"] for x in lines}
+    assert len(gaps) == 1
+    gap, serial = gaps.pop(), lines[0]["serial_gap"]
+    assert 0 <= gap <= serial + 0.01, (gap, serial)
+    assert serial < 0.05                         # the serial run itself got somewhere (f(0) - f* = 0.47)
+    by_rank = {x["rank"]: x for x in lines}
+    if mode.startswith("easgd"):
+        assert by_rank[0]["centers_equal"] is True and by_rank[0]["rounds"] == 100
+    else:
+        assert by_rank[0]["updates"] == (nranks - 1) * 400 // 2      # every push applied once
