@@ -11,7 +11,9 @@ message size), so the sharded optimizer exchanges the raw gradient shards and ca
 """
 import numpy as np
 
-__all__ = ["mean_gradient", "mean_into"]
+from fastopt._kernels.meanred import mean_into_c
+
+__all__ = ["mean_gradient", "mean_into", "mean_reference"]
 
 # elements per pass: the float64 accumulator stays in L2 while the P sources stream by
 _CHUNK = 32768
@@ -20,7 +22,20 @@ _CHUNK = 32768
 def mean_into(out, sources):
     """Write the mean of ``sources`` (a list of P arrays of ``out``'s dtype and size, in
     rank order) into ``out``: float64 sum in rank order, divided by P, rounded to
-    ``out.dtype``. ``out`` may be one of the sources."""
+    ``out.dtype``, in one fused pass (``fastopt._kernels.meanred``). ``out`` may be one
+    of the sources."""
+    if (isinstance(out, np.ndarray) and out.dtype in (np.float32, np.float64) and out.flags.c_contiguous
+            and out.flags.writeable and len(sources) > 0
+            and all(isinstance(s, np.ndarray) and s.dtype == out.dtype and s.flags.c_contiguous
+                    and s.size == out.size for s in sources)):
+        mean_into_c(out, list(sources))
+        return out
+    return mean_reference(out, sources)
+
+
+def mean_reference(out, sources):
+    """:func:`mean_into` in plain NumPy, tile by tile (the definition the kernel is
+    tested against bit for bit)."""
     nsrc = len(sources)
     if nsrc == 0:
         raise ValueError("mean_into needs at least one source")

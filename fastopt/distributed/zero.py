@@ -44,14 +44,6 @@ from fastopt.schedules import Schedule
 __all__ = ["ShardedOptimizer"]
 
 
-def _hindexed(blocks):
-    """An MPI datatype of ``(address, nbytes)`` blocks (absolute addresses, for MPI.BOTTOM)."""
-    blocks = [(a, n) for a, n in blocks if n > 0]
-    if not blocks:
-        return None
-    return MPI.BYTE.Create_hindexed([n for _, n in blocks], [a for a, _ in blocks]).Commit()
-
-
 class ShardedOptimizer:
     """``ShardedOptimizer(fastopt.AdamW, params, lr=..., clip_norm=1.0, stage=2)``: the
     optimizer ``optimizer`` (any fastopt optimizer class) over ``params`` with its
@@ -184,50 +176,35 @@ class ShardedOptimizer:
                 self._inner_group_of.append(gi)
         self.inner = self.optimizer_class(inner_groups, **self.kwargs) if inner_groups else None
         self._attach_reducer()
-        # the gradient exchange: rounds of chunk_bytes over every rank's packed shard
-        sizes = [L.packed(r)[1] for r in range(self.nranks)]
-        C = self.chunk_bytes // ALIGN * ALIGN
-        self._rounds = max(1, max(-(-s // C) for s in sizes))
-        self._chunk = C
-        self._segs = [[self._segments(r, j * C, (j + 1) * C) for j in range(self._rounds)]
-                      for r in range(self.nranks)]
-        # this rank's segments per round, with the gradient-buffer slice each one fills
-        self._plan = []
-        for j in range(self._rounds):
-            plan = []
-            for k, a, b, off in self._segs[me][j]:
-                i = next(i for i, (kk, aa, bb) in enumerate(self.pieces) if kk == k and aa <= a < bb)
-                a0 = self.pieces[i][1]
-                plan.append((k, a, b, off, self._gviews[i][a - a0:b - a0]))
-            self._plan.append(plan)
-        self._recv = [np.empty((self.nranks, C if self.nranks > 1 else 0), np.uint8) for _ in range(2)]
-        # the parameter all-gather: fixed addresses, built once
-        mine = [(self._flat[k][a:].ctypes.data, (b - a) * self.params[k].itemsize) for k, a, b in self.pieces]
-        self._ptypes_send = [None if r == me else _hindexed(mine) for r in range(self.nranks)]
-        self._ptypes_recv = [None if r == me else
-                             _hindexed([(self._flat[k][a:].ctypes.data, (b - a) * self.params[k].itemsize)
-                                        for k, a, b in L.pieces[r]]) for r in range(self.nranks)]
+        # the gradient exchange, in rounds: round (k, j) moves, for every rank r, the j-th
+        # run of at most C elements of r's piece of parameter k (contiguous in everyone's
+        # gradient k), so each round is one all-to-all of plain byte ranges
+        self._rounds = []
+        for k, p in enumerate(self.params):
+            C = max(1, self.chunk_bytes // p.itemsize)
+            spans = [next(((a, b) for kk, a, b in L.pieces[r] if kk == k), (0, 0)) for r in range(self.nranks)]
+            for j in range(max(-(-(b - a) // C) for a, b in spans)):
+                runs = [(min(a + j * C, b), min(a + (j + 1) * C, b)) for a, b in spans]
+                lo, hi = runs[me]
+                gv = None
+                if hi > lo:
+                    i = next(i for i, (kk, a, b) in enumerate(self.pieces) if kk == k)
+                    gv = self._gviews[i][lo - self.pieces[i][1]:hi - self.pieces[i][1]]
+                self._rounds.append((k, runs, gv))
+        self._recv = [np.empty(self.nranks * self.chunk_bytes if self.nranks > 1 else 0, np.uint8)
+                      for _ in range(2)]
+        # the parameter all-gather: per parameter, every rank's piece (bytes) in place
+        self._gather_specs = []
+        for k, p in enumerate(self.params):
+            spans = [next(((a, b) for kk, a, b in L.pieces[r] if kk == k), (0, 0)) for r in range(self.nranks)]
+            isz = p.itemsize
+            self._gather_specs.append((self._flat[k].view(np.uint8), [(b - a) * isz for a, b in spans],
+                                       [a * isz for a, b in spans]))
         self._nblocks = [L.nblocks(r) for r in range(self.nranks)]
 
     def _attach_reducer(self):
         if self.inner is not None:
             self.inner._engine.set_norm_reducer(self._reduce_terms)
-
-    def _segments(self, r, lo, hi):
-        """Rank r's pieces cut to the packed byte range [lo, hi): ``(k, a, b, offset)``."""
-        out = []
-        offsets, _ = self.layout.packed(r)
-        for (k, a, b), off in zip(self.layout.pieces[r], offsets):
-            isz = self.params[k].itemsize
-            s, e = max(lo, off), min(hi, off + (b - a) * isz)
-            if s < e:
-                out.append((k, a + (s - off) // isz, a + (e - off) // isz, s))
-        return out
-
-    def __del__(self):
-        for t in getattr(self, "_ptypes_send", []) + getattr(self, "_ptypes_recv", []):
-            if t is not None and MPI.Is_initialized() and not MPI.Is_finalized():
-                t.Free()
 
     # --- stepping --------------------------------------------------------------------------
     @property
@@ -278,37 +255,29 @@ class ShardedOptimizer:
             for (k, a, b), gv in zip(self.pieces, self._gviews):
                 mean_into(gv, [flat[k][a:b]])
             return
-        me, P, C = self.rank, self.nranks, self._chunk
+        # round i+1 is in flight while round i is averaged
         pending = self._start_round(0, flat)
-        for j in range(self._rounds):
-            nxt = self._start_round(j + 1, flat) if j + 1 < self._rounds else None
-            req, types, buf = pending
-            try:
-                wait(req, "the gradient exchange", self.timeout)
-            finally:
-                for t in types:
-                    if t is not None:
-                        t.Free()
-            for k, a, b, off, gv in self._plan[j]:
-                dt = self.params[k].dtype
-                srcs = [flat[k][a:b] if r == me else packed_view(buf[r], off - j * C, b - a, dt)
-                        for r in range(P)]
-                mean_into(gv, srcs)
+        for i, (k, runs, gv) in enumerate(self._rounds):
+            nxt = self._start_round(i + 1, flat) if i + 1 < len(self._rounds) else None
+            wait(pending, "the gradient exchange", self.timeout)
+            if gv is not None:
+                lo, hi = runs[self.rank]
+                n, dt = hi - lo, self.params[k].dtype
+                rows = self._recv[i % 2][:self.nranks * n * dt.itemsize].view(dt).reshape(self.nranks, n)
+                mean_into(gv, [flat[k][lo:hi] if r == self.rank else rows[r] for r in range(self.nranks)])
             pending = nxt
 
-    def _start_round(self, j, flat):
-        me, P, C = self.rank, self.nranks, self._chunk
-        buf = self._recv[j % 2]
-        send = [None if r == me else
-                _hindexed([(flat[k][a:].ctypes.data, (b - a) * self.params[k].itemsize)
-                           for k, a, b, _ in self._segs[r][j]]) for r in range(P)]
-        recv = [None if r == me else
-                _hindexed([(buf[r, off - j * C:].ctypes.data, (b - a) * self.params[k].itemsize)
-                           for k, a, b, off in self._segs[me][j]]) for r in range(P)]
-        req = self.comm.Ialltoallw(
-            [MPI.BOTTOM, [0 if t is None else 1 for t in send], [0] * P, [t or MPI.BYTE for t in send]],
-            [MPI.BOTTOM, [0 if t is None else 1 for t in recv], [0] * P, [t or MPI.BYTE for t in recv]])
-        return req, send + recv, buf
+    def _start_round(self, i, flat):
+        k, runs, _ = self._rounds[i]
+        isz, P, me = self.params[k].itemsize, self.nranks, self.rank
+        lo, hi = runs[me]
+        mine = (hi - lo) * isz
+        scounts = [0 if r == me else (b - a) * isz for r, (a, b) in enumerate(runs)]
+        sdispls = [a * isz for a, b in runs]
+        rcounts = [0 if r == me else mine for r in range(P)]
+        rdispls = [r * mine for r in range(P)]
+        return self.comm.Ialltoallv([flat[k].view(np.uint8), scounts, sdispls, MPI.BYTE],
+                                    [self._recv[i % 2], rcounts, rdispls, MPI.BYTE])
 
     def _reduce_terms(self, terms):
         """The engine's norm reducer: every rank's block terms, summed in block order."""
@@ -340,15 +309,13 @@ class ShardedOptimizer:
         return ok
 
     def allgather_params(self):
-        """Every rank's updated shard into every rank's parameters (in place)."""
+        """Every rank's updated shard into every rank's parameters (in place): one
+        all-gather per parameter, all in flight together."""
         if self.nranks == 1:
             return
-        P = self.nranks
-        s, r = self._ptypes_send, self._ptypes_recv
-        wait(self.comm.Ialltoallw(
-            [MPI.BOTTOM, [0 if t is None else 1 for t in s], [0] * P, [t or MPI.BYTE for t in s]],
-            [MPI.BOTTOM, [0 if t is None else 1 for t in r], [0] * P, [t or MPI.BYTE for t in r]]),
-            "the parameter all-gather", self.timeout)
+        reqs = [self.comm.Iallgatherv(MPI.IN_PLACE, [buf, counts, displs, MPI.BYTE])
+                for buf, counts, displs in self._gather_specs]
+        wait(reqs, "the parameter all-gather", self.timeout)
 
     # --- memory ----------------------------------------------------------------------------
     def memory(self):
