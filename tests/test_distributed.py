@@ -168,3 +168,38 @@ def test_converges_like_the_serial_run(mode, nranks):
         assert by_rank[0]["centers_equal"] is True and by_rank[0]["rounds"] == 100
     else:
         assert by_rank[0]["updates"] == (nranks - 1) * 400 // 2      # every push applied once
+
+
+# --- the fused mean kernel against its NumPy definition -----------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2, 3, 7])
+def test_mean_kernel_equals_numpy_definition_for_any_thread_count(dtype, threads):
+    import fastopt
+    from fastopt.distributed.reduce import mean_reference
+    rng = np.random.default_rng(threads)
+    old = fastopt.get_num_threads()
+    fastopt.set_num_threads(threads)
+    try:
+        for nsrc in (1, 2, 3, 4, 7):
+            for n in (0, 1, 7, 2047, 2049, 300_001):
+                srcs = [(rng.standard_normal(n) * 10.0 ** rng.integers(-20, 20)).astype(dtype) for _ in range(nsrc)]
+                got, want = np.empty(n, dtype), np.empty(n, dtype)
+                mean_into(got, srcs)
+                mean_reference(want, srcs)
+                assert np.array_equal(got.view(np.uint8), want.view(np.uint8)), (nsrc, n)
+    finally:
+        fastopt.set_num_threads(old)
+
+
+def test_bench_mpi_is_opt_in_and_reports_comm_update_memory(capsys):
+    import argparse
+    from fastopt.bench import cli
+    parser = cli.add_arguments(argparse.ArgumentParser())
+    assert parser.parse_args([]).mpi is False                 # not part of the default run
+    assert cli.handle(parser.parse_args(["--mpi", "--ranks", "2", "--mpi-size", "65536", "--repeat", "1"])) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "comm" in out[1] and "update" in out[1] and "state MB" in out[1]
+    rows = {line.split()[1]: line.split() for line in out[2:]}
+    assert set(rows) == {"zero1", "zero2", "bound", "allreduce"}
+    # Adam's state for 65,536 float32 (8 blocks): 0.52 MB unsharded, half of it per rank with 2 ranks
+    assert float(rows["allreduce"][-1]) == 0.5 and float(rows["zero1"][-1]) == float(rows["zero2"][-1]) == 0.3
