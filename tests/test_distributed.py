@@ -3,6 +3,8 @@
 timeout, so a hang fails the test instead of the run."""
 import json
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -16,6 +18,8 @@ if mpiexec_path() is None:
     pytest.skip("no mpiexec (pip install 'fastopt[mpi]')", allow_module_level=True)
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mpi")
+import fastopt  # noqa: E402
+_HOME = os.path.dirname(os.path.dirname(os.path.abspath(fastopt.__file__)))
 TIMEOUT = 120
 
 
@@ -150,10 +154,12 @@ def test_failing_rank_ends_the_job(tmp_path, mode, needle, bound):
 
 
 # --- EASGD and Downpour on logistic regression ---------------------------------------------
-@pytest.mark.parametrize("mode,nranks", [("easgd-sync", 3), ("easgd-async", 3), ("downpour", 3)])
+@pytest.mark.parametrize("mode,nranks", [("easgd-sync", 3), ("easgd-async", 3), ("downpour", 3),
+                                         ("downpour-quad", 4)])
 def test_converges_like_the_serial_run(mode, nranks):
     """400 noisy-gradient steps per worker (σ = 0.1 per element) of fastopt.problems'
-    logistic regression: the final objective is within 0.01 of the serial run's (same
+    logistic regression (``downpour-quad``: a 20,000-parameter separable quadratic over
+    two servers): the final objective is within 0.01 of the serial run's (same
     optimizer, same number of steps, one worker), and every rank ends with the same
     parameters (the centre, for EASGD)."""
     lines = mpi(nranks, "converge.py", mode, 400)
@@ -162,12 +168,14 @@ def test_converges_like_the_serial_run(mode, nranks):
     assert len(gaps) == 1
     gap, serial = gaps.pop(), lines[0]["serial_gap"]
     assert 0 <= gap <= serial + 0.01, (gap, serial)
-    assert serial < 0.05                         # the serial run itself got somewhere (f(0) - f* = 0.47)
+    assert serial < 0.05        # the serial run itself got somewhere (f(0) - f*: 0.47, quadratic 0.6)
     by_rank = {x["rank"]: x for x in lines}
     if mode.startswith("easgd"):
         assert by_rank[0]["centers_equal"] is True and by_rank[0]["rounds"] == 100
-    else:
-        assert by_rank[0]["updates"] == (nranks - 1) * 400 // 2      # every push applied once
+    else:                 # every push applied once by every server that owns a shard
+        servers = by_rank[0]["servers"]
+        assert by_rank[0]["shards"] == [1] * servers
+        assert all(by_rank[s]["updates"] == (nranks - servers) * 400 // 2 for s in range(servers))
 
 
 # --- the fused mean kernel against its NumPy definition -----------------------------------
@@ -203,3 +211,14 @@ def test_bench_mpi_is_opt_in_and_reports_comm_update_memory(capsys):
     assert set(rows) == {"zero1", "zero2", "bound", "allreduce"}
     # Adam's state for 65,536 float32 (8 blocks): 0.52 MB unsharded, half of it per rank with 2 ranks
     assert float(rows["allreduce"][-1]) == 0.5 and float(rows["zero1"][-1]) == float(rows["zero2"][-1]) == 0.3
+
+
+def test_missing_mpi4py_is_a_clear_import_error():
+    code = ("import sys; sys.modules['mpi4py'] = None\n"
+            "import fastopt.distributed as d\n"
+            "assert d.mean_gradient is not None        # the NumPy parts need no MPI\n"
+            "try:\n    d.ShardedOptimizer\nexcept ImportError as e:\n    print(e)\n")
+    r = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, PYTHONPATH=_HOME))
+    assert r.returncode == 0, r.stderr
+    assert "pip install 'fastopt[mpi]'" in r.stdout

@@ -31,6 +31,16 @@ def serial(cls, steps, **kw):
     return fg(w)[0] - f_star
 
 
+if mode == "downpour-quad":
+    # 20,000 parameters over two servers (three reduction blocks): a separable quadratic
+    dim = 20_000
+    d = np.random.default_rng(7).uniform(0.5, 2.0, dim)
+    c = np.random.default_rng(8).standard_normal(dim)
+    f_star = 0.0
+
+    def fg(w):
+        return 0.5 * float(np.sum(d * (w - c) ** 2)) / dim, d * (w - c)
+
 w = np.zeros(dim)
 if mode.startswith("easgd"):
     kw = dict(lr=0.02, momentum=0.9)
@@ -45,7 +55,8 @@ if mode.startswith("easgd"):
              "rounds": dist.rounds}
 else:
     kw = dict(lr=0.1)
-    dist = Downpour(fastopt.Adagrad, [w], n_servers=1, n_fetch=2, n_push=2, **kw)
+    dist = Downpour(fastopt.Adagrad, [w], n_servers=2 if mode == "downpour-quad" else 1, n_fetch=2, n_push=2,
+                    **kw)
     if dist.is_server:
         updates = dist.serve()
     else:
@@ -56,6 +67,7 @@ else:
     dist.gather_params()
     final = w
     ref = serial(fastopt.Adagrad, steps, **kw)
-    extra = {"updates": updates}
+    extra = {"updates": updates, "servers": dist.n_servers,
+             "shards": [len(dist.layout.pieces[s]) for s in range(dist.n_servers)]}
 gap = fg(final)[0] - f_star
 print(json.dumps({"rank": rank, "gap": gap, "serial_gap": ref, **extra}), flush=True)
