@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 pytest.importorskip("mpi4py")
 from fastopt.distributed import ShardLayout, mean_gradient, mean_into  # noqa: E402
@@ -60,9 +61,11 @@ def test_mean_gradient_is_float64_rank_order_sum_over_p():
         mean_gradient([gs[0], gs[1][:5]])
 
 
-@pytest.mark.parametrize("nranks", [1, 2, 3, 4, 7])
-def test_layout_whole_blocks_and_balanced(nranks):
-    sizes, items = [5, 100_000, 3, 8192 * 3, 1], [4, 8, 4, 4, 8]
+@given(sizes=st.lists(st.integers(1, 60_000), min_size=1, max_size=6), nranks=st.integers(1, 9),
+       wide=st.lists(st.booleans(), min_size=6, max_size=6))
+@settings(max_examples=60, deadline=None)
+def test_layout_whole_blocks_and_balanced(sizes, nranks, wide):
+    items = [8 if w else 4 for w in wide[:len(sizes)]]
     L = ShardLayout(sizes, items, nranks)
     seen = [[] for _ in sizes]
     for r in range(nranks):
@@ -114,6 +117,8 @@ def test_checkpoint_p_to_q(tmp_path, saved, loaded):
     ("shape", "DistributedError", "rank 1's params"),
     ("dtype", "DistributedError", "rank 2's params"),
     ("hyper", "DistributedError", "rank 1's options"),
+    ("easgd_shape", "DistributedError", "EASGD needs the same parameters"),
+    ("downpour_shape", "DistributedError", "Downpour needs the same parameters"),
     ("comm", "TypeError", "intra-communicator"),
     ("grad", "DistributedError", "rank 1: grads[1] must be a float64 array of shape (3, 4)"),
     ("checkpoint", "DistributedError", "another layout"),

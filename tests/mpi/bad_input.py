@@ -31,6 +31,12 @@ try:
         ShardedOptimizer(fastopt.Adam, params(dtype=np.float64 if rank == P - 1 else np.float32), lr=0.1)
     elif mode == "hyper":
         ShardedOptimizer(fastopt.Adam, params(), lr=0.1 * (1 + (rank == 1)))
+    elif mode == "easgd_shape":
+        from fastopt.distributed import EASGD
+        EASGD(fastopt.SGD, params(20_000 + (rank == 1)), lr=0.1)
+    elif mode == "downpour_shape":
+        from fastopt.distributed import Downpour
+        Downpour(fastopt.Adagrad, params(dtype=np.float64 if rank == 2 else np.float32), lr=0.1)
     elif mode == "comm":
         ShardedOptimizer(fastopt.Adam, params(), comm=[MPI.COMM_WORLD], lr=0.1)
     elif mode == "comm_one":
