@@ -159,21 +159,23 @@ def test_failing_rank_ends_the_job(tmp_path, mode, needle, bound):
 
 
 # --- EASGD and Downpour on logistic regression ---------------------------------------------
-@pytest.mark.parametrize("mode,nranks", [("easgd-sync", 3), ("easgd-async", 3), ("downpour", 3),
-                                         ("downpour-quad", 4)])
-def test_converges_like_the_serial_run(mode, nranks):
+@pytest.mark.parametrize("mode,nranks,problem", [
+    ("easgd-sync", 3, "logreg"), ("easgd-async", 3, "logreg"), ("downpour", 3, "logreg"),
+    ("downpour-quad", 4, "quad"), ("easgd-sync", 3, "mlp"), ("easgd-async", 3, "mlp"), ("downpour", 3, "mlp")])
+def test_converges_like_the_serial_run(mode, nranks, problem):
     """400 noisy-gradient steps per worker (σ = 0.1 per element) of fastopt.problems'
-    logistic regression (``downpour-quad``: a 20,000-parameter separable quadratic over
-    two servers): the final objective is within 0.01 of the serial run's (same
-    optimizer, same number of steps, one worker), and every rank ends with the same
-    parameters (the centre, for EASGD)."""
-    lines = mpi(nranks, "converge.py", mode, 400)
+    logistic regression, of a 193-parameter tanh MLP fitting a teacher MLP (``mlp``), or
+    of a 20,000-parameter separable quadratic over two servers (``downpour-quad``): the
+    final objective is within 0.01 of the serial run's (same optimizer, same number of
+    steps, one worker), and every rank ends with the same parameters (the centre, for
+    EASGD)."""
+    lines = mpi(nranks, "converge.py", mode, 400, problem)
     assert len(lines) == nranks
     gaps = {x["gap"] for x in lines}
     assert len(gaps) == 1
     gap, serial = gaps.pop(), lines[0]["serial_gap"]
     assert 0 <= gap <= serial + 0.01, (gap, serial)
-    assert serial < 0.05        # the serial run itself got somewhere (f(0) - f*: 0.47, quadratic 0.6)
+    assert serial < 0.15 * lines[0]["start_gap"]      # the serial run itself got somewhere
     by_rank = {x["rank"]: x for x in lines}
     if mode.startswith("easgd"):
         assert by_rank[0]["centers_equal"] is True and by_rank[0]["rounds"] == 100
