@@ -145,6 +145,8 @@ def test_wrong_comm_on_one_rank_times_out_on_the_others(tmp_path):
     ("raise", "rank 1 of 3 failed; aborting all ranks", 30),
     ("die", "BAD TERMINATION", 30),
     ("hang", "did not complete within 5 s", 40),
+    ("easgd_raise", "rank 2 of 3 failed; aborting all ranks", 30),
+    ("downpour_raise", "rank 2 of 3 failed; aborting all ranks", 30),
 ])
 def test_failing_rank_ends_the_job(tmp_path, mode, needle, bound):
     t0 = time.monotonic()

@@ -69,6 +69,21 @@ try:
             if rank == 0:
                 assert all(np.array_equal(before["state"][k]["exp_avg"], after["state"][k]["exp_avg"])
                            for k in range(2)), "state changed"
+    elif mode in ("easgd_raise", "downpour_raise"):
+        from fastopt.distributed import EASGD, Downpour
+        w = [np.ones(1000)]
+        if mode == "easgd_raise":
+            opt = EASGD(fastopt.SGD, w, tau=2, lr=0.1, timeout=20)
+        else:
+            opt = Downpour(fastopt.Adagrad, w, lr=0.1, timeout=20)
+        if mode == "downpour_raise" and opt.is_server:
+            opt.serve()
+        else:
+            for t in range(20):
+                if rank == 2 and t == 3:
+                    raise RuntimeError("boom on rank 2")
+                opt.step([np.ones(1000)])
+                time.sleep(0.01)
     elif mode in ("raise", "die", "hang"):
         opt = ShardedOptimizer(fastopt.Adam, params(), lr=0.1, timeout=5)
         for t in range(5):
