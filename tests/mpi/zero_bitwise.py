@@ -13,8 +13,13 @@ name, stage, opts = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
 steps = int(opts.pop("steps", 5))
 comm = MPI.COMM_WORLD
 rank, P = comm.Get_rank(), comm.Get_size()
-shapes = [(40_001,), (3, 5), (17, 1000), (8192,)]
-dtypes = [np.float32, np.float64, np.float32, np.float64]
+if opts.pop("small", False):      # fewer reduction blocks than ranks: some ranks own nothing
+    shapes, dtypes = [(100,), (3, 5)], [np.float32, np.float64]
+else:
+    shapes = [(40_001,), (3, 5), (17, 1000), (8192,)]
+    dtypes = [np.float32, np.float64, np.float32, np.float64]
+# a different thread count on every rank: the bits must not depend on it
+fastopt.set_num_threads(1 + rank % 3)
 rng = np.random.default_rng(1)
 init = [rng.standard_normal(s).astype(d) for s, d in zip(shapes, dtypes)]
 mine = [x.copy() for x in init]
@@ -27,7 +32,7 @@ for t in range(steps):
     per_rank = [[np.random.default_rng([t, r, k]).standard_normal(s).astype(d) * (1 + r)
                  for k, (s, d) in enumerate(zip(shapes, dtypes))] for r in range(P)]
     if opts.get("nonfinite") and t == 2:
-        per_rank[P - 1][2][5] = np.inf
+        per_rank[P - 1][-1].reshape(-1)[5] = np.inf
     mean = [mean_gradient([g[k] for g in per_rank]) for k in range(len(shapes))]
     if opts.get("nonfinite") == "raise" and t == 2:
         for o, g in ((opt, per_rank[rank]), (single, mean)):
