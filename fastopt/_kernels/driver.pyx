@@ -392,6 +392,49 @@ cdef int sumsq_slots(const Slot* slots, Py_ssize_t nslots, int nthreads, double*
     return 0 if bad == 0.0 else 1
 
 
+cdef Py_ssize_t count_blocks(const Slot* slots, Py_ssize_t nslots) noexcept nogil:
+    """Blocks of :func:`sumsq_slots` over ``slots`` (each slot's blocks start at its element 0)."""
+    cdef Py_ssize_t k, nblocks = 0
+    for k in range(nslots):
+        nblocks = nblocks + (slots[k].n + REDUCE_BLOCK - 1) // REDUCE_BLOCK
+    return nblocks
+
+
+cdef int sumsq_partials(const Slot* slots, Py_ssize_t nslots, int nthreads, double* res) noexcept nogil:
+    """The per-block terms of :func:`sumsq_slots` without their sum: ``res[2b]`` is block
+    b's float64 sum of squares, ``res[2b + 1]`` 0 when its elements are finite (else NaN),
+    blocks in slot order (``count_blocks`` of them). Summing ``res[0::2]`` left to right
+    from 0.0 gives ``sumsq_slots``'s total bit for bit, so a caller that holds only some
+    of the blocks (one rank of a sharded optimizer) can combine everyone's terms in the
+    same order. Returns -1 if memory ran out, else 0."""
+    cdef Py_ssize_t k, nblocks = count_blocks(slots, nslots), b, j
+    if nblocks == 0:
+        return 0
+    cdef Py_ssize_t* owner = <Py_ssize_t*>malloc(nblocks * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* first = <Py_ssize_t*>malloc(nblocks * sizeof(Py_ssize_t))
+    if owner == NULL or first == NULL:
+        free(owner)
+        free(first)
+        return -1
+    b = 0
+    for k in range(nslots):
+        j = 0
+        while j < slots[k].n:
+            owner[b] = k
+            first[b] = j
+            b = b + 1
+            j = j + REDUCE_BLOCK
+    if nthreads < 1:
+        nthreads = 1
+    if nthreads > 1:
+        _team_started_now()
+    for b in prange(nblocks, num_threads=nthreads, schedule="dynamic", chunksize=4):
+        _reduce_block(&slots[owner[b]], first[b], res + 2 * b)
+    free(owner)
+    free(first)
+    return 0
+
+
 cdef void _reduce_block(const Slot* s, Py_ssize_t a, double* res) noexcept nogil:
     cdef Py_ssize_t b = a + REDUCE_BLOCK
     if b > s.n:

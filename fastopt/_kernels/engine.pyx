@@ -28,8 +28,8 @@ from libc.string cimport memcpy
 
 from fastopt._kernels._types cimport MAX_BUFFERS, N_COMMON, RuleEntry, Slot
 from fastopt._kernels.layout cimport C_CLIP, C_COEF, C_DECAY, C_HAS_WD, C_LR, C_SIGMA, C_SIGN, C_WD, accesses
-from fastopt._kernels.driver cimport (pass_done, plan_threads, resolve_threads, run_slots, slots_bytes, sumsq_slots,
-                                      update_slots)
+from fastopt._kernels.driver cimport (count_blocks, pass_done, plan_threads, resolve_threads, run_slots, slots_bytes,
+                                      sumsq_partials, sumsq_slots, update_slots)
 from fastopt._kernels.noise cimport noise_key
 from fastopt._kernels.rules cimport rule_entry
 
@@ -178,6 +178,7 @@ cdef class Engine:
     cdef int policy
     cdef readonly double last_grad_norm
     cdef readonly bint last_skipped
+    cdef object norm_reducer    # None, or combines this engine's block terms with other processes'
 
     def __cinit__(self):
         self.slots = NULL
@@ -502,10 +503,13 @@ cdef class Engine:
         wanted = resolve_threads(0)
         nt = plan_threads(nbytes, wanted)                  # one plan for both passes
         self.last_skipped = False
-        if self.clip_norm > 0.0 or self.policy != 0:
+        if (self.clip_norm > 0.0 or self.policy != 0) and self.norm_reducer is not None:
+            rc = self._reduce_across(nact, nt, nbytes, wanted, &total)
+        elif self.clip_norm > 0.0 or self.policy != 0:
             with nogil:
                 rc = sumsq_slots(self.run, nact, nt, &total)
                 pass_done(nbytes, nt, wanted)
+        if self.clip_norm > 0.0 or self.policy != 0:
             if rc < 0:
                 raise MemoryError()
             self.last_grad_norm = sqrt(total)
@@ -530,6 +534,35 @@ cdef class Engine:
         for gi in range(self.ngroups):
             self.gstep[gi] += 1
         return True
+
+    def set_norm_reducer(self, reducer):
+        """Let ``reducer`` make the global-norm reduction span other processes (used by
+        :mod:`fastopt.distributed`; None: this engine's parameters only). When clipping
+        or a non-finite policy needs the norm, the step calls ``reducer(terms)`` with
+        this engine's per-block terms (a float64 array, ``[sumsq_0, bad_0, sumsq_1, ...]``
+        as :func:`sumsq_partials` makes them) and uses the ``(sum of squares, non-finite)``
+        it returns as if it had computed them itself. It runs after every check of the
+        step and before anything is written; an exception from it leaves everything as
+        it was."""
+        if reducer is not None and not callable(reducer):
+            raise TypeError("the norm reducer must be callable or None")
+        self.norm_reducer = reducer
+
+    cdef int _reduce_across(self, Py_ssize_t nact, int nt, Py_ssize_t nbytes, int wanted,
+                            double* total) except -2:
+        cdef Py_ssize_t nblocks = count_blocks(self.run, nact)
+        cdef cnp.npy_intp dim = 2 * nblocks
+        cdef cnp.ndarray terms = cnp.PyArray_ZEROS(1, &dim, cnp.NPY_FLOAT64, 0)
+        cdef double* res = <double*>cnp.PyArray_DATA(terms)
+        cdef int rc
+        with nogil:
+            rc = sumsq_partials(self.run, nact, nt, res)
+            pass_done(nbytes, nt, wanted)
+        if rc < 0:
+            return -1
+        sumsq, bad = self.norm_reducer(terms)
+        total[0] = float(sumsq)
+        return 1 if bad else 0
 
     # --- state access for state_dict / load_state_dict -------------------------------
     def get_steps(self):

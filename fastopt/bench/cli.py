@@ -105,6 +105,12 @@ def add_arguments(parser):
                              "step, fastopt.torch vs torch.optim foreach and fused (and DeepSpeedCPUAdam when "
                              "installed), and what mixing torch ops with the steps costs (needs torch; --repeat "
                              "timed steps, at most 9)")
+    parser.add_argument("--mpi", action="store_true",
+                        help="only the MPI part (needs the mpi extra): ShardedOptimizer (ZeRO-1/2) steps vs MPI "
+                             "reduce-scatter + all-gather + local step on 1/P, and vs Allreduce + full step; step "
+                             "time split into communication and update, state memory per rank")
+    parser.add_argument("--ranks", default="2,3,4", help="--mpi: rank counts, comma-separated (default 2,3,4)")
+    parser.add_argument("--mpi-size", type=float, default=1e7, help="--mpi: float32 parameters (default 1e7)")
     parser.add_argument("--busy", type=int, default=None, metavar="N",
                         help="busy processes beside the --contention steps (default: one per processor)")
     parser.add_argument("--json", metavar="PATH", help="also write machine-readable results to PATH")
@@ -131,6 +137,8 @@ def config_from_args(args):
 
 def handle(args):
     """The ``bench`` subcommand: run, print, optionally write JSON and a plot; exit code."""
+    if getattr(args, "mpi", False):
+        return _handle_mpi(args)
     try:
         cfg = config_from_args(args)
     except ValueError as exc:
@@ -150,6 +158,33 @@ def handle(args):
         else:
             print(f"plot written to {cfg.plot_path}")
     return code
+
+
+def _handle_mpi(args):
+    try:
+        ranks = [int(x) for x in args.ranks.split(",")]
+        if not ranks or min(ranks) < 1 or args.mpi_size < 1 or args.repeat < 1:
+            raise ValueError
+    except ValueError:
+        print(f"fastopt bench: error: --ranks must be positive ints, --mpi-size and --repeat >= 1 "
+              f"(got {args.ranks!r}, {args.mpi_size}, {args.repeat})", file=sys.stderr)
+        return 2
+    try:
+        from fastopt.distributed import bench as mpi_bench
+        from fastopt.distributed.launch import mpiexec_path
+        import mpi4py  # noqa: F401
+    except ImportError:
+        mpiexec_path = None
+    if mpiexec_path is None or mpiexec_path() is None:
+        print("fastopt bench: error: --mpi needs mpi4py and mpiexec: pip install 'fastopt[mpi]'", file=sys.stderr)
+        return 2
+    results = mpi_bench.run(ranks, int(args.mpi_size), repeat=args.repeat)
+    print("\n".join(mpi_bench.lines(results)))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"mpi": results}, f, indent=1)
+        print(f"results written to {args.json}")
+    return 0
 
 
 def add_cli(subparsers):
