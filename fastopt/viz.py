@@ -115,9 +115,9 @@ def loss_curves_figure(curves, *, xlabel="epoch", ylabel="loss", title="", logy=
     ax = fig.subplots()
     for k, (label, (x, y)) in enumerate(curves.items()):
         ax.plot(x, y, color=_COLORS[k % len(_COLORS)], lw=1.4, label=label)
-    for label, (x, y, text) in (marks or {}).items():
+    for k, (label, (x, y, text)) in enumerate((marks or {}).items()):
         ax.plot([x], [y], "kv", ms=8)
-        ax.annotate(text, (x, y), textcoords="offset points", xytext=(5, 10), fontsize=8)
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(5, 10 if k % 2 == 0 else -18), fontsize=8)
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
