@@ -12,15 +12,16 @@ class GradCheckResult:
     """What :func:`check_grad` found.
 
     * ``indices``: the flat indices checked; ``analytic``, ``numeric``: the two gradients there;
-    * ``rel_error``: ``|a − n| / max(|a|, |n|)`` per element (0 where both are 0);
+    * ``rel_error``: ``|a − n| / max(|a|, |n|, floor)`` per element (the floor keeps
+      gradients that are both ~0 from dividing rounding noise by ~0);
     * ``max_rel_error``; ``ok``: ``max_rel_error <= rtol``;
     * ``worst``: up to ``report`` tuples ``(index, analytic, numeric, rel_error)``,
       largest error first (``index`` a tuple into x's shape).
     """
 
-    def __init__(self, shape, indices, analytic, numeric, rtol, report):
+    def __init__(self, shape, indices, analytic, numeric, rtol, report, floor=0.0):
         self.indices, self.analytic, self.numeric, self.rtol = indices, analytic, numeric, rtol
-        denom = np.maximum(np.abs(analytic), np.abs(numeric))
+        denom = np.maximum(np.maximum(np.abs(analytic), np.abs(numeric)), floor)
         with np.errstate(invalid="ignore", divide="ignore"):
             rel = np.where(denom > 0, np.abs(analytic - numeric) / np.where(denom > 0, denom, 1.0), 0.0)
         self.rel_error = rel
@@ -63,11 +64,13 @@ def _scalar(value, name):
     return v
 
 
-def check_grad(f, grad, x, *, h=1e-5, rtol=1e-6, max_elements=200, seed=0, report=5):
+def check_grad(f, grad, x, *, h=1e-5, rtol=1e-6, max_elements=200, seed=0, report=5, floor=1e-8):
     """Check ``grad(x)`` against the centred differences of ``f`` at ``x``.
 
     For each checked element ``i``: ``n_i = (f(x + h e_i) − f(x − h e_i)) / 2h`` and
-    ``rel_i = |a_i − n_i| / max(|a_i|, |n_i|)`` (0 where both vanish). ``x`` is copied
+    ``rel_i = |a_i − n_i| / max(|a_i|, |n_i|, floor)`` (0 where both vanish; the ``floor``,
+    1e-8 by default, 0 for the bare formula, keeps elements whose gradient is ~0 from
+    dividing the differences' rounding noise, ~1e-11, by ~0). ``x`` is copied
     to float64 first (the differences of float32 values are noise), and never changed;
     ``f`` and ``grad`` are called on float64 copies. When ``x`` has more than
     ``max_elements`` elements, a random subset of that many (from ``seed``) is checked.
@@ -84,6 +87,8 @@ def check_grad(f, grad, x, *, h=1e-5, rtol=1e-6, max_elements=200, seed=0, repor
     if not callable(grad):
         raise TypeError("grad must be callable: x -> array of x's shape")
     x64 = _float64_copy(x)
+    if isinstance(floor, bool) or not isinstance(floor, numbers.Real) or not (np.isfinite(floor) and floor >= 0):
+        raise ValueError(f"floor must be a finite number >= 0, got {floor!r}")
     for name, value in (("h", h), ("rtol", rtol)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (np.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be a positive finite number, got {value!r}")
@@ -113,4 +118,4 @@ def check_grad(f, grad, x, *, h=1e-5, rtol=1e-6, max_elements=200, seed=0, repor
         fm = _scalar(f(x64.copy()), "f")
         flat[i] = old
         numeric[k] = (fp - fm) / (2.0 * h)
-    return GradCheckResult(x64.shape, idx, a[idx], numeric, float(rtol), int(report))
+    return GradCheckResult(x64.shape, idx, a[idx], numeric, float(rtol), int(report), float(floor))

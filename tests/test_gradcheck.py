@@ -35,6 +35,11 @@ def test_a_wrong_element_is_the_worst_reported():
 def test_relative_error_is_per_element_and_zero_where_both_vanish():
     r = check_grad(lambda z: float(z[0] ** 2), lambda z: np.array([2 * z[0], 0.0]), np.array([1.0, 5.0]))
     assert r.rel_error[1] == 0.0 and r.rel_error[0] < 1e-9
+    # a gradient of ~1e-14 against a difference of 0: noise over noise without the floor
+    g = lambda z: np.array([2 * z[0], 1e-14])                                  # noqa: E731
+    assert check_grad(lambda z: float(z[0] ** 2), g, np.array([1.0, 5.0])).ok
+    bare = check_grad(lambda z: float(z[0] ** 2), g, np.array([1.0, 5.0]), floor=0.0)
+    assert bare.rel_error[1] == 1.0 and not bare.ok
 
 
 def test_large_x_checks_a_random_subset_and_x_is_not_changed():
@@ -85,5 +90,7 @@ def test_bad_input_names_the_argument():
         check_grad(f, None, np.ones(2))
     with pytest.raises(ValueError, match="h must be"):
         check_grad(f, g, np.ones(2), h=0)
+    with pytest.raises(ValueError, match="floor must be"):
+        check_grad(f, g, np.ones(2), floor=-1.0)
     with pytest.raises(ValueError, match="max_elements"):
         check_grad(f, g, np.ones(2), max_elements=0)
