@@ -163,7 +163,7 @@ def test_generated_kernels_point_back_to_the_rules():
     assert re.search(r"sgn = <float>1\.0 if c > <float>0\.0 else sgn  # adam\.py:\d+", pyx)
     assert "ACCESSES_ADAM = 7" in pxd
     layout = _codegen.render_layout(mod)
-    assert "N_COMMON = 8" in layout and "C_SIGN = 0" in layout and "C_LR = 7" in layout
+    assert "N_COMMON = 10" in layout and "C_SIGN = 0" in layout and "C_LR = 7" in layout and "C_L1_THR = 9" in layout
 
 
 # --- 3. everything else is derived from the declarations ----------------------------------
