@@ -1,6 +1,8 @@
 """fastopt.problems: values, gradients and Hessian-vector products of every test problem,
 against SciPy / scikit-learn where they have the same function, and against finite
 differences everywhere."""
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -105,31 +107,66 @@ def test_quadratic_has_the_chosen_condition_number():
         assert ev.max() / ev.min() == pytest.approx(kappa, rel=1e-12)
 
 
-def test_softmax_loss_matches_sklearn_log_loss():
-    metrics = pytest.importorskip("sklearn.metrics")
-    X, y = synthetic_classification(n=60, dim=4, classes=3)
-    p = SoftmaxRegression(X, y, lam=0.0)
-    w = np.random.default_rng(0).standard_normal(p.dim)
-    W = w.reshape(5, 3)
-    Z = X @ W[:4] + W[4]
-    P = np.exp(Z - Z.max(1, keepdims=True))
-    P /= P.sum(1, keepdims=True)
-    assert p.value(w) == pytest.approx(metrics.log_loss(y, P, labels=[0, 1, 2]), rel=1e-12)
+# scikit-learn is imported in a fresh interpreter: it loads its own vendored libgomp, which
+# in this process would sit beside the one fastopt and torch share (tests/test_torch.py)
+SKLEARN_PEERS = """
+import numpy as np
+import fastopt
+from sklearn import linear_model as lm, metrics
+from sklearn.datasets import load_digits as sk_digits
+from fastopt.problems import LogisticRegression, SoftmaxRegression, load_digits, synthetic_classification
+
+# softmax loss = scikit-learn's log_loss of the same probabilities
+X, y = synthetic_classification(n=60, dim=4, classes=3)
+p = SoftmaxRegression(X, y, lam=0.0)
+w = np.random.default_rng(0).standard_normal(p.dim)
+W = w.reshape(5, 3)
+Z = X @ W[:4] + W[4]
+P = np.exp(Z - Z.max(1, keepdims=True))
+P /= P.sum(1, keepdims=True)
+assert abs(p.value(w) - metrics.log_loss(y, P, labels=[0, 1, 2])) <= 1e-12 * p.value(w)
+
+# the L2 logistic minimiser (Newton) = scikit-learn's, which penalises every weight of
+# [X 1] when fit_intercept=False, as ours does: C = 1 / (λ n)
+X, y = synthetic_classification(n=200, dim=5)
+lam = 1e-2
+p = LogisticRegression(X, y, lam=lam)
+r = fastopt.minimize(p.fun_and_grad, p.x0, method="newton", hess=p.hess)
+Xb = np.hstack([X, np.ones((200, 1))])
+sk = lm.LogisticRegression(C=1.0 / (lam * 200), fit_intercept=False, tol=1e-12, max_iter=10_000).fit(Xb, y)
+np.testing.assert_allclose(r.x, sk.coef_.ravel(), rtol=1e-5, atol=1e-6)
+assert p.accuracy(r.x) == sk.score(Xb, y)
+
+# load_digits reads scikit-learn's own file: the same images and labels
+Xtr, ytr, Xte, yte = load_digits(test_fraction=0.0)
+d = sk_digits()
+order = np.random.default_rng(0).permutation(1797)
+np.testing.assert_array_equal(Xtr, d.data[order] / 16.0)
+np.testing.assert_array_equal(ytr, d.target[order])
+print("OK")
+"""
 
 
-def test_logistic_minimiser_matches_sklearn():
-    lm = pytest.importorskip("sklearn.linear_model")
-    import fastopt
-    X, y = synthetic_classification(n=200, dim=5)
-    lam = 1e-2
-    p = LogisticRegression(X, y, lam=lam)
-    r = fastopt.minimize(p.fun_and_grad, p.x0, method="newton", hess=p.hess)
-    # sklearn: C Σ loss + ½‖w‖² (intercept not penalised): the same minimiser as ours when the
-    # intercept is penalised too, which scikit-learn does for fit_intercept=False on [X 1]
-    Xb = np.hstack([X, np.ones((200, 1))])
-    sk = lm.LogisticRegression(C=1.0 / (lam * 200), fit_intercept=False, tol=1e-12, max_iter=10_000).fit(Xb, y)
-    np.testing.assert_allclose(r.x, sk.coef_.ravel(), rtol=1e-5, atol=1e-6)
-    assert p.accuracy(r.x) == pytest.approx(sk.score(Xb, y))
+def test_against_scikit_learn():
+    if importlib.util.find_spec("sklearn") is None:   # found, not imported: it loads its own libgomp
+        pytest.skip("needs scikit-learn")
+    from subproc import assert_ok, run_snippet
+    assert_ok(run_snippet(SKLEARN_PEERS, timeout=300))
+
+
+def test_load_digits_does_not_import_sklearn():
+    if importlib.util.find_spec("sklearn") is None:   # found, not imported: it loads its own libgomp
+        pytest.skip("needs scikit-learn")
+    from subproc import assert_ok, run_snippet
+    assert_ok(run_snippet("""
+        import sys
+        from fastopt.problems import load_digits
+        Xtr, ytr, Xte, yte = load_digits()
+        assert Xtr.shape == (1438, 64) and Xte.shape == (359, 64) and set(ytr.tolist()) == set(range(10))
+        assert 0.0 <= Xtr.min() and Xtr.max() <= 1.0
+        assert "sklearn" not in sys.modules
+        print("OK")
+    """))
 
 
 def test_data_problems_evaluate_on_minibatch_rows():

@@ -174,13 +174,14 @@ def test_classes_are_derived_with_real_signatures():
         assert issubclass(getattr(ref, cls.__name__), cls)
     sig = inspect.signature(fastopt.Adam)
     assert str(sig) == ("(params, lr=0.001, betas=(0.9, 0.999), eps=1e-08, weight_decay=0.0, amsgrad=False, *, "
-                        "maximize=False, decoupled_weight_decay=False, clip_value=None, **options)")
+                        "maximize=False, decoupled_weight_decay=False, clip_value=None, l1=0.0, l1_coupled=False, "
+                        "**options)")
     assert str(inspect.signature(fastopt.AdamW)).startswith(
         "(params, lr=0.001, betas=(0.9, 0.999), eps=1e-08, weight_decay=0.01, amsgrad=False, *, maximize=False, "
         "clip_value=None")
     assert str(inspect.signature(fastopt.AdaBelief)) == (
         "(params, lr=0.001, betas=(0.9, 0.999), eps=1e-16, weight_decay=0.0, *, variant='pytorch', "
-        "maximize=False, decoupled_weight_decay=False, clip_value=None, **options)")
+        "maximize=False, decoupled_weight_decay=False, clip_value=None, l1=0.0, l1_coupled=False, **options)")
     assert issubclass(fastopt.AdamW, fastopt.Adam) and issubclass(fastopt.Nesterov, fastopt.SGD)
     assert "√" in fastopt.Adam.__doc__
 

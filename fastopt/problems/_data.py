@@ -22,16 +22,28 @@ def synthetic_classification(n=400, dim=20, classes=2, noise=0.5, seed=0):
     return X, y
 
 
-def load_digits(test_fraction=0.2, seed=0):
-    """scikit-learn's bundled 8×8 ``digits`` (1797 images, 10 classes; no download),
-    scaled to [0, 1] and split at random (``seed``) into ``(X_train, y_train, X_test, y_test)``."""
-    try:
-        from sklearn.datasets import load_digits as sk_load
-    except ImportError:
+def _sklearn_data_file(name):
+    """The path of a data file bundled with scikit-learn, found without importing it
+    (importing sklearn loads its own vendored libgomp, which would then sit beside the
+    one fastopt and torch share)."""
+    import importlib.util
+    import os
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
         raise ImportError("the digits data set comes with scikit-learn: pip install scikit-learn "
-                          "(or fastopt[test])") from None
-    data = sk_load()
-    X, y = data.data / 16.0, data.target.astype(np.int64)
+                          "(or fastopt[data])")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "datasets", "data", name)
+    if not os.path.exists(path):
+        raise ImportError(f"scikit-learn is installed but has no {name} (at {path})")
+    return path
+
+
+def load_digits(test_fraction=0.2, seed=0):
+    """scikit-learn's bundled 8×8 ``digits`` (1797 images, 10 classes; no download; the
+    same arrays as ``sklearn.datasets.load_digits``, read from its data file), scaled to
+    [0, 1] and split at random (``seed``) into ``(X_train, y_train, X_test, y_test)``."""
+    raw = np.loadtxt(_sklearn_data_file("digits.csv.gz"), delimiter=",")
+    X, y = raw[:, :-1] / 16.0, raw[:, -1].astype(np.int64)
     order = np.random.default_rng(seed).permutation(len(y))
     cut = int(round(len(y) * (1.0 - test_fraction)))
     tr, te = order[:cut], order[cut:]
