@@ -71,6 +71,12 @@ def test_linear_scaling_rule():
     assert n["gap_scaled"] < 0.2 * n["gap_unscaled"]
 
 
+def test_l1_proximal_makes_exact_zeros_coupled_does_not():
+    n = tour.claim_l1_sparsity().numbers
+    assert n["proximal_zeros"] == n["true_zeros"] == 24 and n["proximal_recovers_support"]
+    assert n["coupled_zeros"] == 0
+
+
 def test_tour_writes_every_picture(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     Image = pytest.importorskip("PIL.Image")
