@@ -151,7 +151,7 @@ def test_mlp_on_digits_reaches_95_percent_with_adam_in_a_minute():
     t0 = time.perf_counter()
     p = TwoLayerMLP()
     w = p.x0.astype(np.float32)
-    h = train(p, fastopt.Adam([w], lr=3e-3), epochs=10, batch_size=32, seed=0)
+    h = train(p, fastopt.Adam([w], lr=3e-3), epochs=15, batch_size=32, seed=0)    # ≈ 98% (96% after 10)
     elapsed = time.perf_counter() - t0
     acc = p.accuracy(w, p.X_test, p.y_test)
     assert acc >= 0.95, acc
