@@ -95,6 +95,10 @@ def test_bad_names_give_exit_code_2_and_a_message(tmp_path, capsys):
     assert main(["trajectories", "--problem", "rosenbrok"]) == 2          # argparse choices
     assert main(["trajectories", "--start", "1,2,3", "--out", str(tmp_path / "x.png")]) == 2
     assert "x0 must have 2 coordinates" in capsys.readouterr().err
+    assert main(["trajectories", "--start", "1,b", "--out", str(tmp_path / "x.png")]) == 2
+    assert "--start must be two numbers" in capsys.readouterr().err
+    assert main(["trajectories", "--steps", "0", "--out", str(tmp_path / "x.png")]) == 2
+    assert "steps must be an int >= 1" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
 
 

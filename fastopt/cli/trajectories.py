@@ -42,7 +42,10 @@ def run(problem, algos, *, steps, out, animate=None, x0=None, noise=None, seed=0
 def _handler(args):
     try:
         algos = parse_algos(args.algos)
-        x0 = None if args.start is None else [float(v) for v in args.start.split(",")]
+        try:
+            x0 = None if args.start is None else [float(v) for v in args.start.split(",")]
+        except ValueError:
+            raise ValueError(f"--start must be two numbers x,y, got {args.start!r}") from None
         from fastopt import viz
         viz.require_matplotlib()
     except (ValueError, ImportError) as exc:
