@@ -4,7 +4,9 @@ Each function updates ``param`` and its state arrays in place for step ``step``
 (1-based, counted by the caller) and validates everything before writing anything.
 The common options, fused into the same pass, are available on every rule:
 ``maximize`` (g = -g), ``weight_decay`` λ (coupled: g = g + λ p, or with
-``decoupled_weight_decay``: p = p (1 - lr λ)) and ``clip_value`` (g = clip(g, -c, c)).
+``decoupled_weight_decay``: p = p (1 - lr λ)), ``clip_value`` (g = clip(g, -c, c)) and
+``l1`` λ1 (proximal: p = sign(p) max(|p| - lr λ1, 0) after the update; with
+``l1_coupled``: g = g + λ1 sign(p) before it).
 The optimizer classes (:mod:`fastopt.optim`) keep state and steps for you and run
 many arrays in one parallel region; these functions are for embedding.
 """
@@ -14,7 +16,7 @@ import numbers
 from fastopt._kernels.driver import arrays_ok, check_threads, max_threads
 from fastopt._kernels.engine import apply_rule
 from fastopt._validate import as_array, check_disjoint, check_like
-from fastopt.rules import BY_NAME, CLIP_VALUE, FLAG, LR, MAX_STEP, WEIGHT_DECAY
+from fastopt.rules import BY_NAME, CLIP_VALUE, FLAG, L1, LR, MAX_STEP, WEIGHT_DECAY
 
 _MAX_THREADS = max_threads()
 
@@ -39,7 +41,8 @@ def _make(rule):
     nstate = len(rule.state)
 
     def update(param, grad, *state, step, lr=rule.lr, weight_decay=0.0,
-               decoupled_weight_decay=rule.decoupled_decay, maximize=False, clip_value=None, threads=0, **hyper):
+               decoupled_weight_decay=rule.decoupled_decay, maximize=False, clip_value=None, threads=0, l1=0.0,
+               l1_coupled=False, **hyper):
         if hyper and not allowed.issuperset(hyper):
             raise TypeError(f"{rule.name}() got unexpected keyword arguments {sorted(set(hyper) - allowed)}")
         if len(state) != nstate:
@@ -60,11 +63,14 @@ def _make(rule):
         sstate = [rule.domains[n].check(hyper.get(n, init), n) for n, init in rule.scalar_state]
         flags = (bool(FLAG.check(maximize, "maximize")),
                  bool(FLAG.check(decoupled_weight_decay, "decoupled_weight_decay")))
+        l1 = L1.check(l1)
+        l1_coupled = bool(FLAG.check(l1_coupled, "l1_coupled"))
         if arrays_ok(param, grad, state):
             p, g, states = param, grad, state
         else:
             p, g, states = _checked_arrays(rule, param, grad, state)
-        out = apply_rule(rule.name, p, g, tuple(states), values, step, sstate, wd, flags[0], flags[1], clip, threads)
+        out = apply_rule(rule.name, p, g, tuple(states), values, step, sstate, wd, flags[0], flags[1], clip, threads,
+                         l1=l1, l1_coupled=l1_coupled)
         return out[0] if len(out) == 1 else None
 
     args = ", ".join(("param", "grad") + rule.state)
@@ -74,7 +80,7 @@ def _make(rule):
     update.__doc__ = (
         f"{rule.name}({args}, *, step, lr={rule.lr!r}{', ' + hyp if hyp else ''}{ss}, "
         f"weight_decay=0.0, decoupled_weight_decay={rule.decoupled_decay}, maximize=False, clip_value=None, "
-        "threads=0)\n\n"
+        "threads=0, l1=0.0, l1_coupled=False)\n\n"
         f"    {rule.doc}\n\n"
         f"Updates param and {', '.join(rule.state) or 'no state'} in place, for float32 or float64 "
         "C-contiguous arrays of one shape.\n"

@@ -163,7 +163,7 @@ def test_generated_kernels_point_back_to_the_rules():
     assert re.search(r"sgn = <float>1\.0 if c > <float>0\.0 else sgn  # adam\.py:\d+", pyx)
     assert "ACCESSES_ADAM = 7" in pxd
     layout = _codegen.render_layout(mod)
-    assert "N_COMMON = 8" in layout and "C_SIGN = 0" in layout and "C_LR = 7" in layout
+    assert "N_COMMON = 10" in layout and "C_SIGN = 0" in layout and "C_LR = 7" in layout and "C_L1_THR = 9" in layout
 
 
 # --- 3. everything else is derived from the declarations ----------------------------------
@@ -177,13 +177,14 @@ def test_classes_are_derived_with_real_signatures():
         assert issubclass(getattr(ref, cls.__name__), cls)
     sig = inspect.signature(fastopt.Adam)
     assert str(sig) == ("(params, lr=0.001, betas=(0.9, 0.999), eps=1e-08, weight_decay=0.0, amsgrad=False, *, "
-                        f"maximize=False, decoupled_weight_decay=False, clip_value=None, {OPTIONS})")
+                        "maximize=False, decoupled_weight_decay=False, clip_value=None, l1=0.0, l1_coupled=False, "
+                        f"{OPTIONS})")
     assert str(inspect.signature(fastopt.AdamW)).startswith(
         "(params, lr=0.001, betas=(0.9, 0.999), eps=1e-08, weight_decay=0.01, amsgrad=False, *, maximize=False, "
         "clip_value=None")
     assert str(inspect.signature(fastopt.AdaBelief)) == (
         "(params, lr=0.001, betas=(0.9, 0.999), eps=1e-16, weight_decay=0.0, *, variant='pytorch', "
-        f"maximize=False, decoupled_weight_decay=False, clip_value=None, {OPTIONS})")
+        f"maximize=False, decoupled_weight_decay=False, clip_value=None, l1=0.0, l1_coupled=False, {OPTIONS})")
     # torch.optim.NAdam and RAdam take decoupled_weight_decay positionally
     assert "momentum_decay=0.004, decoupled_weight_decay=False, *" in str(inspect.signature(fastopt.NAdam))
     assert "weight_decay=0.0, decoupled_weight_decay=False, *" in str(inspect.signature(fastopt.RAdam))

@@ -14,7 +14,7 @@ from fastopt.rules import RULES  # noqa: E402
 
 def test_every_kernel_loop_vectorises():
     status = vecreport.report()
-    assert set(status) == {f"{r.name}_{p}" for r in RULES for p in ("f32", "f64")}
+    assert set(status) == {f"{r.name}_{p}{v}" for r in RULES for p in ("f32", "f64") for v in ("", "+l1")}
     assert [name for name, ok in status.items() if not ok] == []
 
 

@@ -28,6 +28,7 @@ from libc.string cimport memcpy
 
 from fastopt._kernels._types cimport MAX_BUFFERS, N_COMMON, RuleEntry, Slot
 from fastopt._kernels.layout cimport C_CLIP, C_COEF, C_DECAY, C_HAS_WD, C_LR, C_SIGMA, C_SIGN, C_WD, accesses
+from fastopt._kernels.layout cimport C_L1_SUB, C_L1_THR
 from fastopt._kernels.driver cimport (count_blocks, pass_done, plan_threads, resolve_threads, run_slots, slots_bytes,
                                       sumsq_partials, sumsq_slots, update_slots)
 from fastopt._kernels.noise cimport noise_key
@@ -48,6 +49,7 @@ cdef enum:
     MAX_HYPER = 16
     MAX_OUT = 24
     STRIDE = N_COMMON + MAX_OUT
+    GCOMMON = 6                 # per-group common settings (Engine.gcommon)
 
 POLICIES = {"ignore": 0, "raise": 1, "skip": 2}
 
@@ -151,6 +153,12 @@ cdef void fill_common(double* row, double lr, double wd, bint maximize, bint dec
     row[C_LR] = lr
 
 
+cdef void fill_l1(double* row, double lr, double l1, bint coupled) noexcept nogil:
+    # coupled: g += λ1 sign(p) before the rule; proximal: soft-threshold p by lr λ1 after it
+    row[C_L1_SUB] = l1 if coupled else 0.0
+    row[C_L1_THR] = 0.0 if coupled else lr * l1
+
+
 cdef class Engine:
     cdef Slot* slots            # per parameter: param and state pointers
     cdef Slot* run              # scratch: the slots of this step's active parameters
@@ -161,7 +169,7 @@ cdef class Engine:
     cdef double* sstate_new
     cdef double* scal
     cdef double* ghyper         # per group: lr, then the rule's hyper-parameters
-    cdef double* gcommon        # per group: weight_decay, maximize, decoupled, clip
+    cdef double* gcommon        # per group (GCOMMON each): weight_decay, maximize, decoupled, clip, l1, l1 coupled
     cdef long long* gstep       # per group: steps taken (the schedule's counter)
     cdef Py_ssize_t* iv_lo      # every written buffer's byte range, sorted
     cdef Py_ssize_t* iv_hi
@@ -195,7 +203,8 @@ cdef class Engine:
         rules: per param, the rule name; group_of: per param, its group index; groups:
         the optimizer's param_groups (dicts, read on every step); keys: per group, the
         dict keys whose change calls ``validate(group_index)``, which returns
-        ``(rule hyper tuple, weight_decay, maximize, decoupled, clip_value)``."""
+        ``(rule hyper tuple, weight_decay, maximize, decoupled, clip_value)``, optionally
+        followed by ``(l1, l1_coupled)`` (L1 off when absent)."""
         cdef Py_ssize_t k, j, n = len(params), ng = len(groups)
         cdef cnp.ndarray a
         cdef const RuleEntry* e
@@ -227,7 +236,7 @@ cdef class Engine:
         self.sstate_new = <double*>calloc(m * MAX_SSTATE, sizeof(double))
         self.scal = <double*>calloc(m * STRIDE, sizeof(double))
         self.ghyper = <double*>calloc(max(ng, 1) * MAX_HYPER, sizeof(double))
-        self.gcommon = <double*>calloc(max(ng, 1) * 4, sizeof(double))
+        self.gcommon = <double*>calloc(max(ng, 1) * GCOMMON, sizeof(double))
         self.gstep = <long long*>calloc(max(ng, 1), sizeof(long long))
         self.iv_lo = <Py_ssize_t*>calloc(m * MAX_BUFFERS, sizeof(Py_ssize_t))
         self.iv_hi = <Py_ssize_t*>calloc(m * MAX_BUFFERS, sizeof(Py_ssize_t))
@@ -377,14 +386,18 @@ cdef class Engine:
                 break
         if not changed:
             return
-        hyper, wd, maximize, decoupled, clip = self.validate(gi)
+        checked = self.validate(gi)
+        hyper, wd, maximize, decoupled, clip = checked[:5]
+        l1, l1_coupled = checked[5:7] if len(checked) > 5 else (0.0, False)
         cdef double* h = self.ghyper + gi * MAX_HYPER
         for j, x in enumerate(hyper):
             h[1 + j] = x
-        self.gcommon[4 * gi + 0] = wd
-        self.gcommon[4 * gi + 1] = maximize
-        self.gcommon[4 * gi + 2] = decoupled
-        self.gcommon[4 * gi + 3] = INFINITY if clip is None else clip
+        self.gcommon[GCOMMON * gi + 0] = wd
+        self.gcommon[GCOMMON * gi + 1] = maximize
+        self.gcommon[GCOMMON * gi + 2] = decoupled
+        self.gcommon[GCOMMON * gi + 3] = INFINITY if clip is None else clip
+        self.gcommon[GCOMMON * gi + 4] = l1
+        self.gcommon[GCOMMON * gi + 5] = l1_coupled
         for j in range(len(keys)):
             cache[j] = group[keys[j]]
 
@@ -492,8 +505,9 @@ cdef class Engine:
                 h = self.ghyper + gi * MAX_HYPER
                 t = <double>(self.steps[k] + 1)
                 sigma = sqrt(self.noise_eta / pow(1.0 + t, self.noise_gamma)) if self.noise_eta > 0.0 else 0.0
-                fill_common(row, h[0], self.gcommon[4 * gi], self.gcommon[4 * gi + 1] != 0.0,
-                            self.gcommon[4 * gi + 2] != 0.0, self.gcommon[4 * gi + 3], sigma)
+                fill_common(row, h[0], self.gcommon[GCOMMON * gi], self.gcommon[GCOMMON * gi + 1] != 0.0,
+                            self.gcommon[GCOMMON * gi + 2] != 0.0, self.gcommon[GCOMMON * gi + 3], sigma)
+                fill_l1(row, h[0], self.gcommon[GCOMMON * gi + 4], self.gcommon[GCOMMON * gi + 5] != 0.0)
                 memcpy(self.sstate_new + k * MAX_SSTATE, self.sstate + k * MAX_SSTATE, MAX_SSTATE * sizeof(double))
                 e.scalars(h, t, self.sstate_new + k * MAX_SSTATE, row + N_COMMON)
             prev = k
@@ -592,7 +606,7 @@ cdef class Engine:
 
 def apply_rule(str rule, cnp.ndarray param, cnp.ndarray grad, tuple states, tuple hyper, double t,
                list scalar_state, double weight_decay, bint maximize, bint decoupled, double clip,
-               int threads=0):
+               int threads=0, double l1=0.0, bint l1_coupled=False):
     """One step of ``rule`` on one parameter, inputs already validated (see
     ``fastopt.kernels``). Returns the new scalar state."""
     cdef Slot slot
@@ -606,6 +620,7 @@ def apply_rule(str rule, cnp.ndarray param, cnp.ndarray grad, tuple states, tupl
     for j, x in enumerate(scalar_state):
         ss[j] = x
     fill_common(row, h[0], weight_decay, maximize, decoupled, clip, 0.0)
+    fill_l1(row, h[0], l1, l1_coupled)
     e.scalars(h, t, ss, row + N_COMMON)
     slot.n = cnp.PyArray_SIZE(param)
     slot.itemsize = cnp.PyArray_ITEMSIZE(param)

@@ -2,7 +2,8 @@
 
 Regenerates the kernels from the rules, compiles them with this build's flags plus
 GCC's ``-fopt-info-vec-optimized`` and reports, for every kernel and precision, whether
-its element loop (the one without gradient noise) was vectorised. Needs Cython and
+its element loops without gradient noise — the plain one, and the L1 one, reported as
+``<kernel>+l1`` — were vectorised. Needs Cython and
 gcc; used by ``python -m fastopt vecreport`` and the test suite.
 """
 import os
@@ -26,13 +27,16 @@ def _build_flags():
 
 
 def _plain_loops(pyx_lines):
-    """pyx line number of each kernel's noise-free element loop -> kernel name."""
+    """pyx line number of each kernel's noise-free element loops -> kernel name
+    (``<kernel>+l1`` for the loop with the L1 option)."""
     loops, kernel = {}, None
     for number, line in enumerate(pyx_lines, 1):
         if line.startswith("cdef void "):
             kernel = line[len("cdef void "):].split("(")[0]
         elif line.strip() == "for _i in range(_n):" and kernel:
             loops[number] = kernel
+        elif line.strip() == "for _i in range(_n):  # l1" and kernel:
+            loops[number] = kernel + "+l1"
     return loops
 
 

@@ -1,8 +1,10 @@
-"""Command line: ``python -m fastopt {info,bench,schedule} ...`` (also the ``fastopt`` script).
+"""Command line: ``python -m fastopt {info,bench,schedule,trajectories,tour} ...`` (also the ``fastopt`` script).
 
 * ``info``: version, OpenMP, threads, build flags, SIMD level, serial threshold;
 * ``bench``: the benchmark table (:mod:`fastopt.bench`);
-* ``schedule``: print or plot a learning-rate schedule (:mod:`fastopt.cli.schedule`).
+* ``schedule``: print or plot a learning-rate schedule (:mod:`fastopt.cli.schedule`);
+* ``trajectories``: optimizers' paths on a test surface (:mod:`fastopt.cli.trajectories`);
+* ``tour``: the seeds' claims, reproduced with numbers and pictures (:mod:`fastopt.cli.tour`).
 
 The library never imports this package (``tests/test_layout.py``): the command line
 may pull in the benchmark harness, an import of fastopt must not.
@@ -10,7 +12,7 @@ may pull in the benchmark harness, an import of fastopt must not.
 import argparse
 import sys
 
-from fastopt.cli import schedule
+from fastopt.cli import schedule, tour, trajectories
 
 
 def info_lines():
@@ -45,10 +47,12 @@ def build_parser():
     # imported here, not at the top: ``info_lines`` alone must not load the benchmark
     from fastopt import bench
     parser = argparse.ArgumentParser(prog="fastopt", description="fastopt: fused OpenMP optimizer kernels")
-    sub = parser.add_subparsers(dest="command", metavar="{info,bench,schedule}")
+    sub = parser.add_subparsers(dest="command", metavar="{info,bench,schedule,trajectories,tour}")
     sub.add_parser("info", help="print version, OpenMP, threads and build information").set_defaults(func=_info)
     bench.add_cli(sub)
     schedule.add_cli(sub)
+    trajectories.add_cli(sub)
+    tour.add_cli(sub)
     return parser
 
 

@@ -16,7 +16,7 @@ import functools
 from fastopt._kernels.driver import data_span
 from fastopt._kernels.engine import Engine, NonFiniteGradientError, StepGuard
 from fastopt._validate import ReentryError, as_array, check_disjoint, check_domain
-from fastopt.rules import CLIP_VALUE, FLAG, LR, MAX_STEP, WEIGHT_DECAY, Hyper
+from fastopt.rules import CLIP_VALUE, FLAG, L1, LR, MAX_STEP, WEIGHT_DECAY, Hyper
 from fastopt.schedules import Schedule
 
 POLICIES = ("ignore", "raise", "skip")
@@ -84,7 +84,11 @@ class Optimizer:
       ``step`` returns False).
 
     Per-group keys common to every optimizer: ``lr``, ``weight_decay``, ``maximize``,
-    ``clip_value`` (clip every gradient element to [-c, c]; None for no clipping)
+    ``clip_value`` (clip every gradient element to [-c, c]; None for no clipping),
+    ``l1`` and ``l1_coupled`` (L1 regularisation λ1, elastic net together with
+    ``weight_decay``: by default proximal, ``p = sign(p) · max(|p| − lr λ1, 0)`` after
+    the update, which makes exact zeros; with ``l1_coupled=True`` the subgradient
+    ``g = g + λ1 sign(p)`` just before the rule, after clipping and gradient noise)
     and, where the rule allows both forms, ``decoupled_weight_decay``.
     """
 
@@ -103,6 +107,8 @@ class Optimizer:
         self.defaults.setdefault("weight_decay", 0.0)
         self.defaults.setdefault("maximize", False)
         self.defaults.setdefault("decoupled_weight_decay", False)
+        self.defaults.setdefault("l1", 0.0)
+        self.defaults.setdefault("l1_coupled", False)
         self._options = self._check_options(clip_norm, grad_noise, seed, nonfinite)
         self._param_groups = []
         self._group_rule = []
@@ -164,7 +170,7 @@ class Optimizer:
         for key in ("betas",):
             if key in group and isinstance(group[key], list):
                 group[key] = tuple(group[key])
-        for key in self._flags + ("maximize", "decoupled_weight_decay"):
+        for key in self._flags + ("maximize", "decoupled_weight_decay", "l1_coupled"):
             if key in group:
                 FLAG.check(group[key], key)
 
@@ -250,8 +256,10 @@ class Optimizer:
         decoupled = FLAG.check(group["decoupled_weight_decay"], "decoupled_weight_decay")
         clip = group["clip_value"]
         clip = None if clip is None else CLIP_VALUE.check(clip)
+        l1 = L1.check(group["l1"])
+        l1_coupled = FLAG.check(group["l1_coupled"], "l1_coupled")
         self._check_extra(group)
-        return tuple(hyper), wd, maximize, decoupled, clip
+        return tuple(hyper), wd, maximize, decoupled, clip, l1, l1_coupled
 
     @classmethod
     def _tuple_sizes(cls):

@@ -80,7 +80,9 @@ class ReferenceEngine:
             checked.append(g)
         settings = []
         for gi, group in enumerate(self.groups):
-            hyper, wd, maximize, decoupled, clip = self.validate(gi)
+            validated = self.validate(gi)
+            hyper, wd, maximize, decoupled, clip = validated[:5]
+            l1, l1_coupled = validated[5:7] if len(validated) > 5 else (0.0, False)
             lr = group["lr"]
             lr = lr(self.gsteps[gi]) if callable(lr) else lr
             if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
@@ -89,7 +91,8 @@ class ReferenceEngine:
             if not (math.isfinite(lr) and lr >= 0):
                 raise ValueError(f"param_groups[{gi}]: the learning-rate schedule gave {lr!r}")
             settings.append(dict(lr=lr, hyper=hyper, weight_decay=wd, maximize=bool(maximize),
-                                 decoupled_weight_decay=bool(decoupled), clip_value=clip))
+                                 decoupled_weight_decay=bool(decoupled), clip_value=clip, l1=float(l1),
+                                 l1_coupled=bool(l1_coupled)))
         coef = 1.0
         if self.clip_norm is not None or self.policy != "ignore":
             total, finite = 0.0, True
@@ -124,9 +127,13 @@ class ReferenceEngine:
             g = R.preprocess(p, g, lr=s["lr"], weight_decay=s["weight_decay"],
                              decoupled_weight_decay=s["decoupled_weight_decay"], maximize=s["maximize"],
                              clip_value=s["clip_value"], clip_coef=coef, noise=noise)
+            if s["l1"] != 0 and s["l1_coupled"]:
+                g = R.l1_subgradient(p, g, s["l1"])
             kwargs = dict(zip(rule.hyper_names, s["hyper"]))
             kwargs.update(zip((n for n, _ in rule.scalar_state), self.sstate[k]))
             out = reference_function(rule)(p, g, **dict(zip(rule.state, self.states[k])), t=t, lr=s["lr"], **kwargs)
+            if s["l1"] != 0 and not s["l1_coupled"]:
+                R.l1_proximal(p, s["lr"] * s["l1"])
             if rule.scalar_state:
                 self.sstate[k] = [out]
             self.steps[k] = t

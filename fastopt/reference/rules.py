@@ -34,6 +34,20 @@ def preprocess(p, g, *, lr, weight_decay=0.0, decoupled_weight_decay=False, maxi
     return g
 
 
+def l1_subgradient(p, g, l1):
+    """The coupled L1 term: ``g + λ1 sign(p)`` (0 at p = 0), in p's precision; the
+    select form of the kernels (same bits)."""
+    c = p.dtype.type(l1)
+    return np.where(p > 0, g + c, np.where(p < 0, g - c, g))
+
+
+def l1_proximal(p, thr):
+    """The proximal L1 step (soft-threshold), in place: ``p = sign(p) · max(|p| − thr, 0)``
+    with ``thr = lr λ1`` rounded to p's precision; elements with ``|p| <= thr`` become +0."""
+    t = p.dtype.type(thr)
+    p[...] = np.where(p > t, p - t, np.where(p < -t, p + t, p.dtype.type(0.0)))
+
+
 # --- noise: counter-based normals keyed by (seed, step, parameter index, element) ---------
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)

@@ -22,7 +22,7 @@ import os
 from ._check import FUNCTIONS, RuleError
 from ._classes import Bench, ClassSpec
 from ._layout import ACCESSES_FIXED, ACCESSES_PER_STATE, COMMON_SCALARS, accesses
-from ._spec import CLIP_VALUE, FLAG, LR, NONNEG, WEIGHT_DECAY, Hyper, Rule
+from ._spec import CLIP_VALUE, FLAG, L1, LR, NONNEG, WEIGHT_DECAY, Hyper, Rule
 
 _ORDER = ("sgd", "adagrad", "rmsprop", "adadelta", "adam")
 
@@ -69,4 +69,4 @@ def bench_rows():
 
 __all__ = ["Hyper", "Rule", "RuleError", "ClassSpec", "Bench", "NONNEG", "RULES", "BY_NAME", "CLASSES",
            "CLASS_BY_NAME", "COMMON_SCALARS", "ACCESSES_FIXED", "ACCESSES_PER_STATE", "accesses", "LR",
-           "WEIGHT_DECAY", "CLIP_VALUE", "FLAG", "MAX_STEP", "bench_rows"]
+           "WEIGHT_DECAY", "CLIP_VALUE", "L1", "FLAG", "MAX_STEP", "bench_rows"]

@@ -15,9 +15,11 @@ from ._spec import WEIGHT_DECAY
 
 #: group keys every class takes after its own (keyword-only, in this order)
 COMMON_KWONLY = ("maximize", "clip_value")
+#: the L1 / elastic-net keys every class takes last (added to any ``kwonly``)
+L1_KWONLY = ("l1", "l1_coupled")
 #: defaults of the group keys that are no rule's hyper-parameter
 COMMON_DEFAULTS = {"weight_decay": WEIGHT_DECAY.default, "maximize": False, "clip_value": None,
-                   "decoupled_weight_decay": False}
+                   "decoupled_weight_decay": False, "l1": 0.0, "l1_coupled": False}
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,11 @@ class ClassSpec:
                        _keys=self.keys)
 
     _keys: tuple = None
+
+    def __post_init__(self):
+        if not set(L1_KWONLY) <= set(self.kwonly):
+            object.__setattr__(self, "kwonly", tuple(self.kwonly) + tuple(k for k in L1_KWONLY
+                                                                       if k not in self.kwonly))
 
     @property
     def keys(self):

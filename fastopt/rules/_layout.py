@@ -7,7 +7,9 @@
 
 #: Slots of the per-step scalar vector that every kernel reads before its rule's own
 #: outputs (the engine fills them; the kernels see them as locals of these names).
-COMMON_SCALARS = ("sign", "has_wd", "wd", "coef", "clip", "decay", "sigma", "lr")
+#: ``l1_sub`` (λ1 of the coupled L1 subgradient) and ``l1_thr`` (lr λ1 of the proximal
+#: soft-threshold) come last: 0 for both runs a kernel's loop without L1.
+COMMON_SCALARS = ("sign", "has_wd", "wd", "coef", "clip", "decay", "sigma", "lr", "l1_sub", "l1_thr")
 
 #: Array elements one element step touches besides the state: param read and written, grad read.
 ACCESSES_FIXED = 3

@@ -67,6 +67,7 @@ NONNEG = Hyper("state", 0.0, lo=0.0, doc="non-negative")
 LR = Hyper("lr", 1e-3, lo=0.0)
 WEIGHT_DECAY = Hyper("weight_decay", 0.0, lo=0.0)
 CLIP_VALUE = Hyper("clip_value", float("inf"), lo=0.0, lo_open=True)
+L1 = Hyper("l1", 0.0, lo=0.0)
 FLAG = Hyper("flag", 0.0, kind="bool")     # pass the flag's name as the label
 
 

@@ -18,7 +18,9 @@ cdef enum:
 
 
 cdef void fill_common(double* scal, double lr) noexcept nogil:
-    # fastopt.rules.COMMON_SCALARS: sign, has_wd, wd, coef, clip, decay, sigma, lr
+    # fastopt.rules.COMMON_SCALARS: sign, has_wd, wd, coef, clip, decay, sigma, lr, l1_sub, l1_thr
+    # (zero first: common scalars added later default to "off")
+    memset(scal, 0, N_COMMON * sizeof(double))
     scal[0] = 1.0          # sign (-1 to maximize)
     scal[1] = 0.0          # has_wd (coupled weight decay on/off)
     scal[2] = 0.0          # wd
@@ -27,6 +29,8 @@ cdef void fill_common(double* scal, double lr) noexcept nogil:
     scal[5] = 1.0          # decay (decoupled: 1 - lr wd)
     scal[6] = 0.0          # sigma (gradient noise off)
     scal[7] = lr
+    scal[8] = 0.0          # l1_sub (coupled L1 subgradient off)
+    scal[9] = 0.0          # l1_thr (proximal L1 off)
 
 
 def sgd(double[::1] param, const double[::1] grad, double lr):

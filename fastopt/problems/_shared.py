@@ -1,5 +1,5 @@
-"""Objectives with their gradients (and Hessians), in plain NumPy: the problems the
-second-order tests and benchmarks share, and the start of the seeds' practice set.
+"""The function-style objectives the second-order tests and benchmarks share (kept
+with their original signatures; :mod:`fastopt.problems` re-exports them).
 
 Each returns ``(f, g)`` for a point ``x`` (float64 arithmetic for float64 input)."""
 import numpy as np
