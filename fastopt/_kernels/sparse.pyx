@@ -1,0 +1,202 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The compiled pieces of a sparse (row-wise) step besides the row kernels themselves
+(``rows.pyx``): coalescing the gradient rows, the global-norm reduction over them and
+the "exact" mode's per-row step counters.
+
+Coalescing is deterministic in the strong sense: the summed row does not depend on the
+order in which equal indices arrive (nor on threads: it runs on the calling thread).
+A row index that appears once keeps its values; twice, ``a + b`` (IEEE addition is
+commutative); three or more times, each column's values are summed in ascending
+order of value, in the parameter's precision, so any permutation of the duplicates
+gives the same bits. (Only a column holding NaN may differ in the NaN's payload.)
+"""
+cimport numpy as cnp
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+
+from fastopt._kernels._types cimport Slot
+from fastopt._kernels.layout cimport C_HAS_WD, C_WD
+
+import numpy as np
+
+cnp.import_array()
+
+ctypedef fused real:
+    float
+    double
+
+
+cdef Py_ssize_t _first_bad(const cnp.int64_t* idx, Py_ssize_t n, Py_ssize_t nrows, bint* ordered) noexcept nogil:
+    # the first index outside [0, nrows), or -1; ordered: strictly increasing (no duplicates)
+    cdef Py_ssize_t i
+    cdef bint inc = True
+    for i in range(n):
+        if idx[i] < 0 or idx[i] >= nrows:
+            return i
+        if i > 0 and idx[i] <= idx[i - 1]:
+            inc = False
+    ordered[0] = inc
+    return -1
+
+
+def check_indices(cnp.ndarray idx, Py_ssize_t nrows, str name):
+    """Raise ValueError naming ``name`` if an index of ``idx`` (int64, 1-D, contiguous)
+    is negative or ``>= nrows``; return whether the indices are strictly increasing
+    (already coalesced)."""
+    cdef bint ordered = True
+    cdef Py_ssize_t bad
+    cdef const cnp.int64_t* p = <const cnp.int64_t*>cnp.PyArray_DATA(idx)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(idx)
+    with nogil:
+        bad = _first_bad(p, n, nrows, &ordered)
+    if bad >= 0:
+        v = int(idx[bad])
+        what = "negative" if v < 0 else f"out of range for a parameter of {nrows} rows"
+        raise ValueError(f"{name}[{bad}] = {v} is {what}; nothing was updated")
+    return ordered
+
+
+cdef inline void _sort(real* a, Py_ssize_t m) noexcept nogil:
+    # insertion sort: duplicate groups are small; a large group costs m² but stays correct
+    cdef Py_ssize_t i, j
+    cdef real x
+    for i in range(1, m):
+        x = a[i]
+        j = i - 1
+        while j >= 0 and a[j] > x:
+            a[j + 1] = a[j]
+            j = j - 1
+        a[j + 1] = x
+
+
+cdef int _sum_groups(const cnp.int64_t* idx, const cnp.intp_t* order, Py_ssize_t n, const real* vals,
+                     Py_ssize_t dim, Py_ssize_t* rows, real* out) noexcept nogil:
+    cdef Py_ssize_t a = 0, b, m, j, u = 0, i, most = 0
+    cdef const real* x
+    cdef const real* y
+    cdef real* o
+    cdef real acc
+    cdef real* tmp
+    while a < n:                                   # the largest group, for the scratch buffer
+        b = a + 1
+        while b < n and idx[order[b]] == idx[order[a]]:
+            b = b + 1
+        if b - a > most:
+            most = b - a
+        a = b
+    tmp = <real*>malloc((most if most > 0 else 1) * sizeof(real))
+    if tmp == NULL:
+        return -1
+    a = 0
+    while a < n:
+        b = a + 1
+        while b < n and idx[order[b]] == idx[order[a]]:
+            b = b + 1
+        m = b - a
+        rows[u] = idx[order[a]]
+        o = out + u * dim
+        x = vals + order[a] * dim
+        if m == 1:
+            memcpy(o, x, dim * sizeof(real))
+        elif m == 2:
+            y = vals + order[a + 1] * dim
+            for j in range(dim):
+                o[j] = x[j] + y[j]
+        else:
+            for j in range(dim):
+                for i in range(m):
+                    tmp[i] = vals[order[a + i] * dim + j]
+                _sort(tmp, m)
+                acc = tmp[0]
+                for i in range(1, m):
+                    acc = acc + tmp[i]
+                o[j] = acc
+        u = u + 1
+        a = b
+    free(tmp)
+    return 0
+
+
+def coalesce(cnp.ndarray idx, cnp.ndarray vals):
+    """``(rows, summed)``: the sorted unique indices of ``idx`` (int64, checked) and, per
+    row, the sum of its ``vals`` rows (``vals``: C-contiguous ``(len(idx), dim)``) in the
+    order described in the module docstring. New arrays; the inputs are not changed."""
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(idx), dim = vals.shape[1] if vals.ndim == 2 else 0, nuniq = 0, i
+    cdef cnp.ndarray order = np.argsort(idx, kind="stable").astype(np.intp, copy=False)
+    cdef const cnp.int64_t* ip = <const cnp.int64_t*>cnp.PyArray_DATA(idx)
+    cdef const cnp.intp_t* op = <const cnp.intp_t*>cnp.PyArray_DATA(order)
+    for i in range(n):
+        if i == 0 or ip[op[i]] != ip[op[i - 1]]:
+            nuniq = nuniq + 1
+    cdef cnp.ndarray rows = np.empty(nuniq, np.intp)
+    cdef cnp.ndarray out = np.empty((nuniq, dim), vals.dtype)
+    cdef int rc
+    cdef Py_ssize_t* rp = <Py_ssize_t*>cnp.PyArray_DATA(rows)
+    if vals.dtype == np.float32:
+        with nogil:
+            rc = _sum_groups(ip, op, n, <const float*>cnp.PyArray_DATA(vals), dim, rp,
+                             <float*>cnp.PyArray_DATA(out))
+    else:
+        with nogil:
+            rc = _sum_groups(ip, op, n, <const double*>cnp.PyArray_DATA(vals), dim, rp,
+                             <double*>cnp.PyArray_DATA(out))
+    if rc < 0:
+        raise MemoryError()
+    return rows, out
+
+
+cdef void _row_sumsq(const real* g, const real* p, const Py_ssize_t* rows, Py_ssize_t nrows, Py_ssize_t dim,
+                     const double* scal, double* res) noexcept nogil:
+    # eight float64 lanes by column, rows in order: a fixed association on one thread
+    cdef int has_wd = scal[C_HAS_WD] != 0.0
+    cdef real wd = <real>scal[C_WD]
+    cdef double acc[8]
+    cdef double bad[8]
+    cdef Py_ssize_t r, j, k
+    cdef real x
+    cdef const real* pr
+    for k in range(8):
+        acc[k] = 0.0
+        bad[k] = 0.0
+    for r in range(nrows):
+        pr = p + rows[r] * dim
+        for j in range(dim):
+            x = g[r * dim + j]
+            bad[j & 7] += <double>(x - x)          # 0 for finite x, NaN for inf and NaN
+            x = x + wd * pr[j] if has_wd else x
+            acc[j & 7] += <double>x * <double>x
+    res[0] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    res[1] = ((bad[0] + bad[1]) + (bad[2] + bad[3])) + ((bad[4] + bad[5]) + (bad[6] + bad[7]))
+
+
+cdef int sumsq_rows(const Slot* slots, Py_ssize_t nslots, double* sumsq) noexcept nogil:
+    """Sum of squares of every row slot's gradient (after coupled weight decay) in
+    float64, slot after slot on the calling thread; 1 if any element is not finite."""
+    cdef Py_ssize_t k
+    cdef double res[2]
+    cdef double total = 0.0, bad = 0.0
+    for k in range(nslots):
+        if slots[k].dim == 0:
+            continue
+        if slots[k].itemsize == 4:
+            _row_sumsq(<const float*>slots[k].buf[1], <const float*>slots[k].buf[0], slots[k].rows,
+                       slots[k].n // slots[k].dim, slots[k].dim, slots[k].scal, res)
+        else:
+            _row_sumsq(<const double*>slots[k].buf[1], <const double*>slots[k].buf[0], slots[k].rows,
+                       slots[k].n // slots[k].dim, slots[k].dim, slots[k].scal, res)
+        total = total + res[0]
+        bad = bad + res[1]
+    sumsq[0] = total
+    return 0 if bad == 0.0 else 1
+
+
+cdef void mark_rows(const Slot* slots, Py_ssize_t nslots) noexcept nogil:
+    """Exact mode, after the update: every touched row was last updated at this step."""
+    cdef Py_ssize_t k, r
+    cdef long long* last
+    for k in range(nslots):
+        last = <long long*>slots[k].last
+        if last == NULL or slots[k].dim == 0:
+            continue
+        for r in range(slots[k].n // slots[k].dim):
+            last[slots[k].rows[r]] = slots[k].step

@@ -1,0 +1,61 @@
+"""The sparse (row-wise) step in plain NumPy: what ``fastopt/_kernels/sparse.pyx`` and
+the row kernels (``rows.pyx``) do, written to be read. See :mod:`fastopt.sparse` for
+the semantics."""
+import math
+
+import numpy as np
+
+from fastopt.reference.rules import _mix64, noise_key
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def coalesce(indices, values):
+    """``(rows, summed)``: the sorted unique indices, and per row the sum of its value
+    rows — one row as it is; several: each column's values sorted ascending and added
+    one after another in the values' precision (so any order of the duplicates gives
+    the same bits)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    rows, inverse = np.unique(indices, return_inverse=True)
+    out = np.empty((rows.size,) + values.shape[1:], values.dtype)
+    for u in range(rows.size):
+        group = values[inverse == u]
+        if group.shape[0] == 1:
+            out[u] = group[0]
+            continue
+        ordered = np.sort(group, axis=0)
+        acc = ordered[0].copy()
+        for row in ordered[1:]:
+            acc = acc + row
+        out[u] = acc
+    return rows, out
+
+
+def normals_at(key, elements):
+    """Standard normals for the given element indices of a parameter (as
+    :func:`fastopt.reference.rules.standard_normals`, at chosen elements)."""
+    i = np.asarray(elements, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        h1 = _mix64(key + i * _GOLDEN)
+        h2 = _mix64(h1)
+    u1 = ((h1 >> np.uint64(11)).astype(np.float64) + 1.0) * 2.0**-53
+    u2 = (h2 >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * math.pi * u2)
+
+
+def row_noise(seed, t, param_index, rows, dim, eta, gamma, dtype):
+    """The gradient noise of a dense step at the elements of ``rows``, shaped (len(rows), dim)."""
+    sigma = math.sqrt(eta / (1.0 + t) ** gamma)
+    elements = (np.asarray(rows, np.int64)[:, None] * dim + np.arange(dim)[None, :]).reshape(-1)
+    z = normals_at(noise_key(seed, t, param_index), elements)
+    return (sigma * z).astype(dtype).reshape(len(rows), dim)
+
+
+def decay_factors(d, missed, dtype):
+    """Per row, ``d^k`` for its ``k`` missed steps (1 where none): ``d`` rounded to
+    ``dtype``, the power in double, rounded once — the row kernels' catch-up factor."""
+    f = np.ones(missed.shape, dtype)
+    for k in np.unique(missed):
+        if k > 0:
+            f[missed == k] = dtype.type(math.pow(float(dtype.type(d)), float(k)))
+    return f
