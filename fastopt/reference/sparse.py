@@ -59,3 +59,24 @@ def decay_factors(d, missed, dtype):
         if k > 0:
             f[missed == k] = dtype.type(math.pow(float(dtype.type(d)), float(k)))
     return f
+
+
+def rowwise_adagrad(param, state_sum, rows, grad_rows, clr, eps, maximize, weight_decay, threads=0):
+    """Row-wise AdaGrad on ``rows`` (see ``fastopt/_kernels/rowwise.pyx``):
+    ``g = ±g + λ p``; ``s_r += mean(g²)`` (float64 over eight lanes by column, rounded
+    once); ``p_r -= clr · g / (√s_r + ε)``. In place; ``threads`` is ignored."""
+    dt = param.dtype.type
+    p = param[rows]
+    x = grad_rows * dt(-1.0 if maximize else 1.0)
+    if weight_decay != 0.0:
+        x = x + dt(weight_decay) * p
+    sq = x.astype(np.float64) * x.astype(np.float64)
+    lanes = np.zeros((len(rows), 8))
+    for j in range(param.shape[1]):
+        lanes[:, j & 7] += sq[:, j]
+    total = ((lanes[:, 0] + lanes[:, 1]) + (lanes[:, 2] + lanes[:, 3])) + \
+        ((lanes[:, 4] + lanes[:, 5]) + (lanes[:, 6] + lanes[:, 7]))
+    s = state_sum[rows] + (total / float(param.shape[1])).astype(param.dtype)
+    state_sum[rows] = s
+    den = np.sqrt(s) + dt(eps)
+    param[rows] = p - dt(clr) * (x / den[:, None])
