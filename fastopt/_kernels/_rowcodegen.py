@@ -54,7 +54,8 @@ def render_row_kernel(rule, common, variant, functions):
     locals_ = ["p", "g"] + list(rule.state) + [n for n in _assigned(rule.body) if n not in ("p", "g") + rule.state]
     out.append(f"    cdef {ctype} " + ", ".join(locals_))
     out.append("    cdef Py_ssize_t _i, _j, _blk, _m, _r, _c0, _c1, _row, _end = _start + _n, _e = _start")
-    out.append("    cdef Py_ssize_t _d = _slot.dim")
+    out.append("    cdef Py_ssize_t _d = _slot.dim, _nr = _slot.n // _slot.dim if _slot.dim else 0, _nx")
+    out.append(f"    cdef Py_ssize_t _rb = _d * sizeof({param.ctype})")
     out.append("    cdef long long _k")
     decays = [(s, d) for s, d in (rule.sparse_decay or {}).items()]
     if decays:
@@ -68,8 +69,12 @@ def render_row_kernel(rule, common, variant, functions):
     plain = "\n".join(load) + "\n" + PREPROCESS + "\n" + body.strip("\n") + "\n" + "\n".join(store)
     noisy = ("_i = _c0 + _blk + _j\n" + "\n".join(load) + "\n" + PREPROCESS
              + f"\ng = g + <{ctype}>(sigma * _z[_j])\n" + body.strip("\n") + "\n" + "\n".join(store))
+    # the parameter and state lines of the row PREFETCH_ROWS ahead (the gradient rows are sequential)
+    prefetch = ["_slot.buf[0]"] + [f"_slot.buf[{k + 2}]" for k in range(len(rule.state))]
     row = ["_r = _e // _d",
            "_c0 = _e - _r * _d",
+           "if _c0 == 0 and _r + PREFETCH_ROWS < _nr:",
+           "    _nx = _slot.rows[_r + PREFETCH_ROWS] * _rb"] + [f"    fo_prefetch_span({b} + _nx, _rb)" for b in prefetch] + [
            "_c1 = _d if _end - _r * _d >= _d else _end - _r * _d",
            "_row = _slot.rows[_r]",
            f"_buf_p = <{param.ctype}*>_slot.buf[0] + _row * _d",
@@ -113,6 +118,13 @@ def render(mod):
            "    ctypedef const float* fo_cf32p",
            "    ctypedef double* fo_f64p",
            "    ctypedef const double* fo_cf64p",
+           "",
+           'cdef extern from "fo_prefetch.h":',
+           "    void fo_prefetch_span(const char* a, Py_ssize_t nbytes) noexcept nogil",
+           "",
+           "# rows ahead whose parameter and state lines are prefetched (scattered rows: TLB and cache misses)",
+           "cdef enum:",
+           "    PREFETCH_ROWS = 8",
            ""]
     pxd = [HEADER, "from fastopt._kernels._types cimport Slot, RangeFn", "",
            "cdef RangeFn row_kernel(int index, int itemsize) noexcept nogil",

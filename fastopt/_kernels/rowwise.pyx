@@ -16,6 +16,12 @@ cimport numpy as cnp
 
 from fastopt._kernels.driver cimport pass_done, plan_threads, resolve_threads
 
+cdef extern from "fo_prefetch.h":
+    void fo_prefetch_span(const char* a, Py_ssize_t nbytes) noexcept nogil
+
+cdef enum:
+    PREFETCH_ROWS = 8       # rows ahead whose lines are prefetched (as in the row kernels)
+
 cnp.import_array()
 
 ctypedef fused real:
@@ -57,9 +63,13 @@ cdef void _rows(real* p, real* s, const real* g, const Py_ssize_t* rows, Py_ssiz
     cdef Py_ssize_t r
     if nthreads <= 1:
         for r in range(n):
+            if r + PREFETCH_ROWS < n:
+                fo_prefetch_span(<const char*>(p + rows[r + PREFETCH_ROWS] * dim), dim * sizeof(real))
             _row(p + rows[r] * dim, s + rows[r], g + r * dim, dim, clr, eps, sign, has_wd, wd)
         return
     for r in prange(n, num_threads=nthreads, schedule="static"):
+        if r + PREFETCH_ROWS < n:
+            fo_prefetch_span(<const char*>(p + rows[r + PREFETCH_ROWS] * dim), dim * sizeof(real))
         _row(p + rows[r] * dim, s + rows[r], g + r * dim, dim, clr, eps, sign, has_wd, wd)
 
 

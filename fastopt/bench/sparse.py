@@ -68,7 +68,7 @@ def measure(torch=None, rows=10_000_000, fraction=0.01, repeat=5, small_rows=1_0
     for name in ("Adam", "Adagrad", "RowwiseAdagrad"):
         opt = getattr(fastopt, name)([table], lr=1e-4)
         fns = {"sparse": lambda o=opt: o.step([SparseGrad(idx, vals)]),
-               "dense": lambda o=opt: o.step([dense])}
+               "dense": lambda o=opt, g=dense: o.step([g])}
         if torch is not None and name != "RowwiseAdagrad":
             fns["torch"] = _torch_step(torch, name, tt, tgrad, opt)
         out["steps"][name] = _median_times(fns, repeat)
