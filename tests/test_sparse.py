@@ -424,3 +424,38 @@ def test_values_sharing_memory_with_the_parameter_are_refused():
     with pytest.raises(ValueError, match=r"grads\[0\]\.values shares memory"):
         opt.step([SparseGrad([0, 1], table[2:4])])
     assert_unchanged(opt, snap)
+
+
+# --- fastopt.torch: nn.Embedding(sparse=True) ------------------------------------------------------------
+@pytest.mark.parametrize("name", ["Adam", "Adagrad", "SGD"])
+def test_torch_embedding_sparse_gradients_take_the_sparse_step(name):
+    torch = pytest.importorskip("torch")
+    import fastopt.torch as ft
+
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(1000, 16, sparse=True)
+    start = emb.weight.detach().clone()
+    opt = getattr(ft, name)(emb.parameters(), lr=0.01)
+    mine = getattr(fastopt, name)([start.numpy().copy()], lr=0.01)
+    tokens = [torch.tensor([[3, 17, 3, 999], [17, 0, 5, 5]]), torch.tensor([[1, 2, 3, 4]])]
+    for batch in tokens:
+        opt.zero_grad()
+        emb(batch).pow(2).sum().backward()
+        assert emb.weight.grad.layout == torch.sparse_coo
+        g = emb.weight.grad.coalesce()
+        mine.step([SparseGrad(g.indices()[0].numpy(), g.values().numpy())])
+        opt.step()
+    assert_bitwise(emb.weight.detach().numpy(), mine.params[0])
+    untouched = np.setdiff1d(np.arange(1000), [0, 1, 2, 3, 4, 5, 17, 999])
+    assert torch.equal(emb.weight.detach()[untouched], start[untouched])
+    if name == "Adagrad":
+        ref_emb = torch.nn.Embedding(1000, 16, sparse=True)
+        with torch.no_grad():
+            ref_emb.weight.copy_(start)
+        topt = torch.optim.Adagrad(ref_emb.parameters(), lr=0.01)
+        for batch in tokens:
+            topt.zero_grad()
+            ref_emb(batch).pow(2).sum().backward()
+            topt.step()
+        np.testing.assert_allclose(emb.weight.detach().numpy(), ref_emb.weight.detach().numpy(), rtol=3e-7, atol=4e-8)
+        assert torch.equal(opt.state_dict()["state"][0]["sum"], topt.state_dict()["state"][0]["sum"])
