@@ -74,7 +74,9 @@ def render_row_kernel(rule, common, variant, functions):
     row = ["_r = _e // _d",
            "_c0 = _e - _r * _d",
            "if _c0 == 0 and _r + PREFETCH_ROWS < _nr:",
-           "    _nx = _slot.rows[_r + PREFETCH_ROWS] * _rb"] + [f"    fo_prefetch_span({b} + _nx, _rb)" for b in prefetch] + [
+           "    _nx = _slot.rows[_r + PREFETCH_ROWS] * _rb"]
+    row += [f"    fo_prefetch_span({b} + _nx, _rb)" for b in prefetch]
+    row += [
            "_c1 = _d if _end - _r * _d >= _d else _end - _r * _d",
            "_row = _slot.rows[_r]",
            f"_buf_p = <{param.ctype}*>_slot.buf[0] + _row * _d",
