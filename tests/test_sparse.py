@@ -459,3 +459,19 @@ def test_torch_embedding_sparse_gradients_take_the_sparse_step(name):
             topt.step()
         np.testing.assert_allclose(emb.weight.detach().numpy(), ref_emb.weight.detach().numpy(), rtol=3e-7, atol=4e-8)
         assert torch.equal(opt.state_dict()["state"][0]["sum"], topt.state_dict()["state"][0]["sum"])
+
+
+def test_indices_rewritten_by_a_callback_during_the_step_are_caught():
+    # the indices are used in place (zero copy): a schedule rewriting them after the check
+    # must not send the kernels out of the table
+    idx = np.array([1, 2])
+    table = np.ones((4, 3))
+
+    def lr(step):
+        idx[1] = 10**9
+        return 0.1
+
+    opt = fastopt.Adam([table], lr=lr)
+    with pytest.raises(ValueError, match=r"grads\[0\]\.indices"):
+        opt.step([SparseGrad(idx, np.ones((2, 3)))])
+    assert (table == 1).all() and opt.state[0]["step"] == 0

@@ -42,7 +42,7 @@ import numpy as np
 from numbers import Real
 
 from fastopt._kernels.driver import first_touch
-from fastopt._kernels.sparse import coalesce
+from fastopt._kernels.sparse import check_indices, coalesce
 from fastopt._kernels.rules import RULE_INDEX
 from fastopt._validate import ReentryError, as_array, check_like, grads_sequence
 from fastopt.sparse import catch_up, checked_rows, is_sparse_input
@@ -620,6 +620,10 @@ cdef class Engine:
                 or <const Py_ssize_t*>cnp.PyArray_DATA(<cnp.ndarray>rows) != self.run[j].rows):
             raise ValueError(f"grads[{k}] was resized or re-typed during the step (by a callback); "
                              "nothing was updated")
+        # the indices may be the caller's array: a callback (a schedule, a later gradient's
+        # __array__) could have rewritten them since they were checked; the kernels index with them
+        if not check_indices(rows, (<cnp.ndarray>self.params[k]).shape[0], f"grads[{k}].indices"):
+            raise ValueError(f"grads[{k}].indices were changed during the step (by a callback); nothing was updated")
         if self.exact and self.gcommon[4 * self.group_of[k]] != 0.0:
             raise ValueError(f"grads[{k}]: sparse='exact' needs weight_decay=0 (weight decay changes every row at "
                              "every step, touched or not); nothing was updated")

@@ -18,6 +18,7 @@ memory) instead of allocating their own: both update the same buffers.
 """
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 
@@ -73,7 +74,9 @@ def measure(torch=None, rows=10_000_000, fraction=0.01, repeat=5, small_rows=1_0
             fns["torch"] = _torch_step(torch, name, tt, tgrad, opt)
         out["steps"][name] = _median_times(fns, repeat)
         del opt, fns
+        gc.collect()                          # the last optimizer's state goes before the next one's
     del dense
+    gc.collect()
     # cost against table size: the same number of touched rows (a 10x smaller table at least)
     small_rows = min(small_rows, rows // 10)
     small = np.full((small_rows, DIM), 0.01, np.float32)
