@@ -21,6 +21,12 @@ import numpy as np
 
 cnp.import_array()
 
+cdef extern from "fo_prefetch.h":
+    void fo_prefetch_span(const char* a, Py_ssize_t nbytes) noexcept nogil
+
+cdef enum:
+    PREFETCH_AHEAD = 8
+
 ctypedef fused real:
     float
     double
@@ -71,6 +77,7 @@ cdef inline void _sort(real* a, Py_ssize_t m) noexcept nogil:
 
 cdef int _sum_groups(const cnp.int64_t* idx, const cnp.intp_t* order, Py_ssize_t n, const real* vals,
                      Py_ssize_t dim, Py_ssize_t* rows, real* out) noexcept nogil:
+    # idx: the indices in sorted order (idx[i] belongs to vals row order[i])
     cdef Py_ssize_t a = 0, b, m, j, u = 0, i, most = 0
     cdef const real* x
     cdef const real* y
@@ -79,7 +86,7 @@ cdef int _sum_groups(const cnp.int64_t* idx, const cnp.intp_t* order, Py_ssize_t
     cdef real* tmp
     while a < n:                                   # the largest group, for the scratch buffer
         b = a + 1
-        while b < n and idx[order[b]] == idx[order[a]]:
+        while b < n and idx[b] == idx[a]:
             b = b + 1
         if b - a > most:
             most = b - a
@@ -90,10 +97,12 @@ cdef int _sum_groups(const cnp.int64_t* idx, const cnp.intp_t* order, Py_ssize_t
     a = 0
     while a < n:
         b = a + 1
-        while b < n and idx[order[b]] == idx[order[a]]:
+        while b < n and idx[b] == idx[a]:
             b = b + 1
         m = b - a
-        rows[u] = idx[order[a]]
+        rows[u] = idx[a]
+        if a + PREFETCH_AHEAD < n:                 # the value rows come in index order: scattered
+            fo_prefetch_span(<const char*>(vals + order[a + PREFETCH_AHEAD] * dim), dim * sizeof(real))
         o = out + u * dim
         x = vals + order[a] * dim
         if m == 1:
@@ -123,10 +132,11 @@ def coalesce(cnp.ndarray idx, cnp.ndarray vals):
     order described in the module docstring. New arrays; the inputs are not changed."""
     cdef Py_ssize_t n = cnp.PyArray_SIZE(idx), dim = vals.shape[1] if vals.ndim == 2 else 0, nuniq = 0, i
     cdef cnp.ndarray order = np.argsort(idx, kind="stable").astype(np.intp, copy=False)
-    cdef const cnp.int64_t* ip = <const cnp.int64_t*>cnp.PyArray_DATA(idx)
+    cdef cnp.ndarray sorted_idx = np.ascontiguousarray(idx[order], dtype=np.int64)
+    cdef const cnp.int64_t* ip = <const cnp.int64_t*>cnp.PyArray_DATA(sorted_idx)
     cdef const cnp.intp_t* op = <const cnp.intp_t*>cnp.PyArray_DATA(order)
     for i in range(n):
-        if i == 0 or ip[op[i]] != ip[op[i - 1]]:
+        if i == 0 or ip[i] != ip[i - 1]:
             nuniq = nuniq + 1
     cdef cnp.ndarray rows = np.empty(nuniq, np.intp)
     cdef cnp.ndarray out = np.empty((nuniq, dim), vals.dtype)
