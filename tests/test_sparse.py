@@ -475,3 +475,20 @@ def test_indices_rewritten_by_a_callback_during_the_step_are_caught():
     with pytest.raises(ValueError, match=r"grads\[0\]\.indices"):
         opt.step([SparseGrad(idx, np.ones((2, 3)))])
     assert (table == 1).all() and opt.state[0]["step"] == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 70), st.integers(0, 60), st.sampled_from(range(len(CASES))),
+       st.sampled_from([np.float32, np.float64]), st.floats(1e-4, 0.5), st.integers(0, 2**32 - 1))
+def test_shapes_and_learning_rates_match_the_reference(rows, dim, nnz, case, dtype, lr, seed):
+    name, kw = CASES[case]
+    kw = dict(kw, lr=lr)
+    rng = np.random.default_rng(seed)
+    fast, slow = _pair(name, kw, [rng.standard_normal((rows, dim)).astype(dtype)])
+    for _ in range(3):
+        idx = rng.integers(0, rows, nnz)
+        vals = mixed_values(rng, (nnz, dim), dtype, -3.0, 2.0)
+        with np.errstate(all="ignore"):
+            fast.step([SparseGrad(idx, vals)])
+            slow.step([SparseGrad(idx, vals)])
+    _assert_same(fast, slow, f"{name} {kw}")
