@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 import fastopt
 import fastopt.reference as ref
-from fastopt._kernels.sparse import coalesce
+from fastopt._kernels.sparse import coalesce, coalesce_index
 from fastopt.reference import sparse as RS
 from fastopt.rules import RULES
 from fastopt.sparse import SparseGrad, checked_rows
@@ -176,6 +176,12 @@ def test_coalesce_matches_the_reference(nnz, nrows, dim, dtype, seed):
     assert_bitwise(out, rout.reshape(out.shape))
     perm = rng.permutation(nnz)
     assert coalesce(idx[perm], vals[perm])[1].tobytes() == out.tobytes()
+    # the step's form: rows given once stay where they are in vals, duplicated rows' sums in dup
+    rows2, src, dup = coalesce_index(idx, vals)
+    assert rows2.tolist() == rows.tolist()
+    gathered = np.array([vals[s] if s >= 0 else dup[-1 - s] for s in src], dtype).reshape(out.shape)
+    assert_bitwise(gathered, out)
+    assert dup.shape[0] == int((np.bincount(idx) >= 2).sum()) if nnz else dup.shape[0] == 0
 
 
 @pytest.mark.parametrize("threads", (1, 2, 3, 7))

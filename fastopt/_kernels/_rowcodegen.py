@@ -76,11 +76,19 @@ def render_row_kernel(rule, common, variant, functions):
            "if _c0 == 0 and _r + PREFETCH_ROWS < _nr:",
            "    _nx = _slot.rows[_r + PREFETCH_ROWS] * _rb"]
     row += [f"    fo_prefetch_span({b} + _nx, _rb)" for b in prefetch]
+    # the caller's value rows, read in index order, are scattered too
+    row += ["    if _slot.src != NULL and _slot.src[_r + PREFETCH_ROWS] >= 0:",
+            "        fo_prefetch_span(_slot.buf[1] + _slot.src[_r + PREFETCH_ROWS] * _rb, _rb)"]
     row += [
            "_c1 = _d if _end - _r * _d >= _d else _end - _r * _d",
            "_row = _slot.rows[_r]",
            f"_buf_p = <{param.ctype}*>_slot.buf[0] + _row * _d",
-           "_buf_g = _row_g + _r * _d"]
+           "if _slot.src == NULL:",
+           "    _buf_g = _row_g + _r * _d",
+           "elif _slot.src[_r] >= 0:",
+           "    _buf_g = _row_g + _slot.src[_r] * _d",
+           "else:",
+           f"    _buf_g = <const {param.ctype}*>_slot.dup + (-1 - _slot.src[_r]) * _d"]
     row += [f"_buf_{s} = <{state.ctype}*>_slot.buf[{k + 2}] + _row * _d" for k, s in enumerate(rule.state)]
     if decays:
         # the catch-up factor is fused into the state's load (x · 1 is x: lazy rows keep their bits)

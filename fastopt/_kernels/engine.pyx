@@ -42,7 +42,7 @@ import numpy as np
 from numbers import Real
 
 from fastopt._kernels.driver import first_touch
-from fastopt._kernels.sparse import check_indices, coalesce
+from fastopt._kernels.sparse import check_indices, coalesce_index
 from fastopt._kernels.rules import RULE_INDEX
 from fastopt._validate import ReentryError, as_array, check_like, grads_sequence
 from fastopt.sparse import catch_up, checked_rows, is_sparse_input
@@ -572,12 +572,13 @@ cdef class Engine:
         # check and coalesce a sparse gradient (or, in exact mode, a dense one as every
         # row); raises naming grads[k] before anything is written
         cdef cnp.ndarray p = <cnp.ndarray>self.params[k]
+        src = dup = None
         if is_sparse_input(g):
             idx, vals, ordered = checked_rows(g, f"grads[{k}]", p)
-            if ordered:
-                rows = idx
-            else:
-                rows, vals = coalesce(idx, vals)
+            rows = idx
+            if not ordered:
+                # rows given once are read from the caller's values where they are
+                rows, src, dup = coalesce_index(idx, vals)
         else:
             vals = self._check_grad(g, k)
             rows = np.arange(p.shape[0], dtype=np.intp)
@@ -587,7 +588,7 @@ cdef class Engine:
         if self.exact and self.last_rows[k] is None:
             # every row is current up to now: the counters start at this parameter's step
             self.last_rows[k] = np.full(p.shape[0], self.steps[k], np.int64)
-        held[k] = (rows, vals)               # our arrays must outlive the kernels
+        held[k] = (rows, vals, src, dup, cnp.PyArray_SIZE(<cnp.ndarray>vals))    # alive until the kernels are done
         if sparse is None:
             sparse = []
         sparse.append(k)
@@ -596,13 +597,20 @@ cdef class Engine:
     cdef Py_ssize_t _row_slots(self, list sparse, list held, Py_ssize_t nact) except -1:
         cdef Py_ssize_t k
         cdef cnp.ndarray rows, vals
+        cdef Py_ssize_t dim
         for k in sparse:
-            rows, vals = held[k]
+            rows, vals, src, dup, _ = held[k]
+            dim = (<cnp.ndarray>self.params[k]).shape[1]
             self.run[nact] = self.slots[k]
             self.run[nact].buf[1] = <char*>cnp.PyArray_DATA(vals)
             self.run[nact].rows = <const Py_ssize_t*>cnp.PyArray_DATA(rows)
-            self.run[nact].dim = (<cnp.ndarray>self.params[k]).shape[1]
-            self.run[nact].n = cnp.PyArray_SIZE(vals)
+            self.run[nact].dim = dim
+            self.run[nact].n = cnp.PyArray_SIZE(rows) * dim
+            self.run[nact].src = NULL
+            self.run[nact].dup = NULL
+            if src is not None:
+                self.run[nact].src = <const Py_ssize_t*>cnp.PyArray_DATA(<cnp.ndarray>src)
+                self.run[nact].dup = <const char*>cnp.PyArray_DATA(<cnp.ndarray>dup)
             self.run[nact].fn = row_kernel(self.rule_of[k], self.slots[k].itemsize)
             self.run[nact].step = self.steps[k] + 1
             self.run[nact].last = NULL
@@ -613,9 +621,9 @@ cdef class Engine:
         return nact
 
     cdef int _check_rows_final(self, Py_ssize_t k, Py_ssize_t j, object g) except -1:
-        rows, vals = g
+        rows, vals, _, _, size = g
         if (<char*>cnp.PyArray_DATA(<cnp.ndarray>vals) != self.run[j].buf[1]
-                or cnp.PyArray_SIZE(<cnp.ndarray>vals) != self.run[j].n
+                or cnp.PyArray_SIZE(<cnp.ndarray>vals) != size
                 or cnp.PyArray_TYPE(<cnp.ndarray>vals) != self.typenum[k]
                 or <const Py_ssize_t*>cnp.PyArray_DATA(<cnp.ndarray>rows) != self.run[j].rows):
             raise ValueError(f"grads[{k}] was resized or re-typed during the step (by a callback); "

@@ -126,6 +126,96 @@ cdef int _sum_groups(const cnp.int64_t* idx, const cnp.intp_t* order, Py_ssize_t
     return 0
 
 
+cdef int _index_groups(const cnp.int64_t* idx, const cnp.intp_t* order, Py_ssize_t n, const real* vals,
+                       Py_ssize_t dim, Py_ssize_t* rows, Py_ssize_t* src, real* dup) noexcept nogil:
+    # idx sorted (idx[i] belongs to vals row order[i]); a row given once points at its
+    # values row, a duplicated row at its sum in dup (summed as _sum_groups does)
+    cdef Py_ssize_t a = 0, b, u = 0, d = 0, i, j, m, most = 0
+    cdef real* tmp
+    cdef real* o
+    cdef real acc
+    cdef const real* x
+    cdef const real* y
+    while a < n:
+        b = a + 1
+        while b < n and idx[b] == idx[a]:
+            b = b + 1
+        if b - a > most:
+            most = b - a
+        a = b
+    tmp = <real*>malloc((most if most > 0 else 1) * sizeof(real))
+    if tmp == NULL:
+        return -1
+    a = 0
+    while a < n:
+        b = a + 1
+        while b < n and idx[b] == idx[a]:
+            b = b + 1
+        m = b - a
+        rows[u] = idx[a]
+        if m == 1:
+            src[u] = order[a]
+        else:
+            src[u] = -1 - d
+            o = dup + d * dim
+            x = vals + order[a] * dim
+            if m == 2:
+                y = vals + order[a + 1] * dim
+                for j in range(dim):
+                    o[j] = x[j] + y[j]
+            else:
+                for j in range(dim):
+                    for i in range(m):
+                        tmp[i] = vals[order[a + i] * dim + j]
+                    _sort(tmp, m)
+                    acc = tmp[0]
+                    for i in range(1, m):
+                        acc = acc + tmp[i]
+                    o[j] = acc
+            d = d + 1
+        u = u + 1
+        a = b
+    free(tmp)
+    return 0
+
+
+def coalesce_index(cnp.ndarray idx, cnp.ndarray vals):
+    """``(rows, src, dup)``: :func:`coalesce` without copying the rows given once. ``rows``:
+    the sorted unique indices; touched row ``r``'s gradient is ``vals[src[r]]`` when
+    ``src[r] >= 0``, else ``dup[-1 - src[r]]`` (a duplicated row's sum, as in
+    :func:`coalesce`)."""
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(idx), dim = vals.shape[1], nuniq = 0, ndup = 0, i, run = 0
+    cdef cnp.ndarray order = np.argsort(idx, kind="stable").astype(np.intp, copy=False)
+    cdef cnp.ndarray sorted_idx = np.ascontiguousarray(idx[order], dtype=np.int64)
+    cdef const cnp.int64_t* ip = <const cnp.int64_t*>cnp.PyArray_DATA(sorted_idx)
+    for i in range(n):
+        if i == 0 or ip[i] != ip[i - 1]:
+            nuniq = nuniq + 1
+            run = 1
+        else:
+            run = run + 1
+            if run == 2:
+                ndup = ndup + 1
+    cdef cnp.ndarray rows = np.empty(nuniq, np.intp)
+    cdef cnp.ndarray src = np.empty(nuniq, np.intp)
+    cdef cnp.ndarray dup = np.empty((ndup, dim), vals.dtype)
+    cdef int rc
+    cdef const cnp.intp_t* op = <const cnp.intp_t*>cnp.PyArray_DATA(order)
+    cdef Py_ssize_t* rp = <Py_ssize_t*>cnp.PyArray_DATA(rows)
+    cdef Py_ssize_t* sp = <Py_ssize_t*>cnp.PyArray_DATA(src)
+    if cnp.PyArray_TYPE(vals) == cnp.NPY_FLOAT32:
+        with nogil:
+            rc = _index_groups(ip, op, n, <const float*>cnp.PyArray_DATA(vals), dim, rp, sp,
+                               <float*>cnp.PyArray_DATA(dup))
+    else:
+        with nogil:
+            rc = _index_groups(ip, op, n, <const double*>cnp.PyArray_DATA(vals), dim, rp, sp,
+                               <double*>cnp.PyArray_DATA(dup))
+    if rc < 0:
+        raise MemoryError()
+    return rows, src, dup
+
+
 def coalesce(cnp.ndarray idx, cnp.ndarray vals):
     """``(rows, summed)``: the sorted unique indices of ``idx`` (int64, checked) and, per
     row, the sum of its ``vals`` rows (``vals``: C-contiguous ``(len(idx), dim)``) in the
@@ -156,7 +246,7 @@ def coalesce(cnp.ndarray idx, cnp.ndarray vals):
 
 
 cdef void _row_sumsq(const real* g, const real* p, const Py_ssize_t* rows, Py_ssize_t nrows, Py_ssize_t dim,
-                     const double* scal, double* res) noexcept nogil:
+                     const double* scal, const Py_ssize_t* src, const real* dup, double* res) noexcept nogil:
     # eight float64 lanes by column, rows in order: a fixed association on one thread
     cdef int has_wd = scal[C_HAS_WD] != 0.0
     cdef real wd = <real>scal[C_WD]
@@ -165,13 +255,15 @@ cdef void _row_sumsq(const real* g, const real* p, const Py_ssize_t* rows, Py_ss
     cdef Py_ssize_t r, j, k
     cdef real x
     cdef const real* pr
+    cdef const real* gr
     for k in range(8):
         acc[k] = 0.0
         bad[k] = 0.0
     for r in range(nrows):
         pr = p + rows[r] * dim
+        gr = g + r * dim if src == NULL else (g + src[r] * dim if src[r] >= 0 else dup + (-1 - src[r]) * dim)
         for j in range(dim):
-            x = g[r * dim + j]
+            x = gr[j]
             bad[j & 7] += <double>(x - x)          # 0 for finite x, NaN for inf and NaN
             x = x + wd * pr[j] if has_wd else x
             acc[j & 7] += <double>x * <double>x
@@ -190,10 +282,12 @@ cdef int sumsq_rows(const Slot* slots, Py_ssize_t nslots, double* sumsq) noexcep
             continue
         if slots[k].itemsize == 4:
             _row_sumsq(<const float*>slots[k].buf[1], <const float*>slots[k].buf[0], slots[k].rows,
-                       slots[k].n // slots[k].dim, slots[k].dim, slots[k].scal, res)
+                       slots[k].n // slots[k].dim, slots[k].dim, slots[k].scal, slots[k].src,
+                       <const float*>slots[k].dup, res)
         else:
             _row_sumsq(<const double*>slots[k].buf[1], <const double*>slots[k].buf[0], slots[k].rows,
-                       slots[k].n // slots[k].dim, slots[k].dim, slots[k].scal, res)
+                       slots[k].n // slots[k].dim, slots[k].dim, slots[k].scal, slots[k].src,
+                       <const double*>slots[k].dup, res)
         total = total + res[0]
         bad = bad + res[1]
     sumsq[0] = total
