@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 import fastopt
 import fastopt.reference as ref
-from fastopt._kernels.sparse import coalesce, coalesce_index
+from fastopt._kernels.sparse import coalesce, coalesce_index, sorted_order
 from fastopt.reference import sparse as RS
 from fastopt.rules import RULES
 from fastopt.sparse import SparseGrad, checked_rows
@@ -177,7 +177,7 @@ def test_coalesce_matches_the_reference(nnz, nrows, dim, dtype, seed):
     perm = rng.permutation(nnz)
     assert coalesce(idx[perm], vals[perm])[1].tobytes() == out.tobytes()
     # the step's form: rows given once stay where they are in vals, duplicated rows' sums in dup
-    rows2, src, dup = coalesce_index(idx, vals)
+    rows2, src, dup = coalesce_index(idx, vals, nrows if seed % 2 else -1)     # radix or NumPy's sort
     assert rows2.tolist() == rows.tolist()
     gathered = np.array([vals[s] if s >= 0 else dup[-1 - s] for s in src], dtype).reshape(out.shape)
     assert_bitwise(gathered, out)
@@ -498,3 +498,12 @@ def test_shapes_and_learning_rates_match_the_reference(rows, dim, nnz, case, dty
             fast.step([SparseGrad(idx, vals)])
             slow.step([SparseGrad(idx, vals)])
     _assert_same(fast, slow, f"{name} {kw}")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 3000), st.sampled_from([1, 2, 7, 2048, 2049, 10**6, 2**40]), st.integers(0, 2**32 - 1))
+def test_the_radix_sort_orders_as_a_stable_argsort(n, nrows, seed):
+    idx = np.random.default_rng(seed).integers(0, nrows, n).astype(np.int64)
+    keys, order = sorted_order(idx, nrows)
+    assert order.tolist() == np.argsort(idx, kind="stable").tolist()
+    assert keys.tolist() == np.sort(idx).tolist()

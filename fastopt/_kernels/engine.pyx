@@ -578,7 +578,7 @@ cdef class Engine:
             rows = idx
             if not ordered:
                 # rows given once are read from the caller's values where they are
-                rows, src, dup = coalesce_index(idx, vals)
+                rows, src, dup = coalesce_index(idx, vals, p.shape[0])
         else:
             vals = self._check_grad(g, k)
             rows = np.arange(p.shape[0], dtype=np.intp)

@@ -179,14 +179,95 @@ cdef int _index_groups(const cnp.int64_t* idx, const cnp.intp_t* order, Py_ssize
     return 0
 
 
-def coalesce_index(cnp.ndarray idx, cnp.ndarray vals):
+cdef enum:
+    RADIX_BITS = 11
+
+
+cdef int _radix_order(const cnp.int64_t* idx, Py_ssize_t n, Py_ssize_t nrows, cnp.int64_t* keys,
+                      cnp.intp_t* order) noexcept nogil:
+    # stable LSD radix sort of the (checked, in [0, nrows)) indices, RADIX_BITS a pass:
+    # keys gets them sorted, order their positions (equal indices keep their input order)
+    cdef Py_ssize_t i, b, nb = 1 << RADIX_BITS, total
+    cdef int shift = 0, bits = 0
+    cdef Py_ssize_t* count = <Py_ssize_t*>malloc(nb * sizeof(Py_ssize_t))
+    cdef cnp.int64_t* k2 = <cnp.int64_t*>malloc((n if n > 0 else 1) * sizeof(cnp.int64_t))
+    cdef cnp.intp_t* o2 = <cnp.intp_t*>malloc((n if n > 0 else 1) * sizeof(cnp.intp_t))
+    cdef cnp.int64_t* kt
+    cdef cnp.intp_t* ot
+    cdef cnp.int64_t d
+    if count == NULL or k2 == NULL or o2 == NULL:
+        free(count)
+        free(k2)
+        free(o2)
+        return -1
+    while (nrows - 1) >> bits:
+        bits = bits + 1
+    for i in range(n):
+        keys[i] = idx[i]
+        order[i] = i
+    while shift < bits:
+        for b in range(nb):
+            count[b] = 0
+        for i in range(n):
+            count[(keys[i] >> shift) & (nb - 1)] += 1
+        total = 0
+        for b in range(nb):
+            d = count[b]
+            count[b] = total
+            total = total + d
+        for i in range(n):
+            b = (keys[i] >> shift) & (nb - 1)
+            k2[count[b]] = keys[i]
+            o2[count[b]] = order[i]
+            count[b] += 1
+        kt = keys
+        keys = k2
+        k2 = kt
+        ot = order
+        order = o2
+        o2 = ot
+        shift = shift + RADIX_BITS
+    if ((bits + RADIX_BITS - 1) // RADIX_BITS) % 2 == 1:
+        # an odd number of passes left the result in the scratch buffers: copy it back
+        memcpy(k2, keys, n * sizeof(cnp.int64_t))
+        memcpy(o2, order, n * sizeof(cnp.intp_t))
+        free(keys)
+        free(order)
+    else:
+        free(k2)
+        free(o2)
+    free(count)
+    return 0
+
+
+def sorted_order(cnp.ndarray idx, Py_ssize_t nrows):
+    """``(sorted indices, order)``: ``idx`` (int64, checked to lie in [0, nrows)) sorted
+    stably, as ``np.argsort(idx, kind="stable")`` would order them, by a radix sort."""
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(idx)
+    cdef cnp.ndarray keys = np.empty(n, np.int64)
+    cdef cnp.ndarray order = np.empty(n, np.intp)
+    cdef int rc
+    with nogil:
+        rc = _radix_order(<const cnp.int64_t*>cnp.PyArray_DATA(idx), n, nrows,
+                          <cnp.int64_t*>cnp.PyArray_DATA(keys), <cnp.intp_t*>cnp.PyArray_DATA(order))
+    if rc < 0:
+        raise MemoryError()
+    return keys, order
+
+
+def coalesce_index(cnp.ndarray idx, cnp.ndarray vals, Py_ssize_t nrows=-1):
     """``(rows, src, dup)``: :func:`coalesce` without copying the rows given once. ``rows``:
     the sorted unique indices; touched row ``r``'s gradient is ``vals[src[r]]`` when
     ``src[r] >= 0``, else ``dup[-1 - src[r]]`` (a duplicated row's sum, as in
-    :func:`coalesce`)."""
+    :func:`coalesce`). ``nrows`` (> every index; the indices must have been checked):
+    sort by radix; -1: by NumPy's stable argsort."""
     cdef Py_ssize_t n = cnp.PyArray_SIZE(idx), dim = vals.shape[1], nuniq = 0, ndup = 0, i, run = 0
-    cdef cnp.ndarray order = np.argsort(idx, kind="stable").astype(np.intp, copy=False)
-    cdef cnp.ndarray sorted_idx = np.ascontiguousarray(idx[order], dtype=np.int64)
+    cdef cnp.ndarray order, sorted_idx
+    if nrows > 0:
+        sorted_idx, order = sorted_order(idx, nrows)
+    else:
+        order = np.argsort(idx, kind="stable").astype(np.intp, copy=False)
+        sorted_idx = np.ascontiguousarray(idx[order], dtype=np.int64)
     cdef const cnp.int64_t* ip = <const cnp.int64_t*>cnp.PyArray_DATA(sorted_idx)
     for i in range(n):
         if i == 0 or ip[i] != ip[i - 1]:
