@@ -170,7 +170,7 @@ def test_coalesce_matches_the_reference(nnz, nrows, dim, dtype, seed):
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, nrows, nnz).astype(np.int64)
     vals = mixed_values(rng, (nnz, dim), dtype, -8.0, 8.0)
-    rows, out = coalesce(idx, vals)
+    rows, out = coalesce(idx, vals, nrows if seed % 3 else -1)
     rrows, rout = RS.coalesce(idx, vals)
     assert rows.tolist() == rrows.tolist()
     assert_bitwise(out, rout.reshape(out.shape))

@@ -65,11 +65,13 @@ cdef void _rows(real* p, real* s, const real* g, const Py_ssize_t* rows, Py_ssiz
         for r in range(n):
             if r + PREFETCH_ROWS < n:
                 fo_prefetch_span(<const char*>(p + rows[r + PREFETCH_ROWS] * dim), dim * sizeof(real))
+                fo_prefetch_span(<const char*>(s + rows[r + PREFETCH_ROWS]), sizeof(real))
             _row(p + rows[r] * dim, s + rows[r], g + r * dim, dim, clr, eps, sign, has_wd, wd)
         return
     for r in prange(n, num_threads=nthreads, schedule="static"):
         if r + PREFETCH_ROWS < n:
             fo_prefetch_span(<const char*>(p + rows[r + PREFETCH_ROWS] * dim), dim * sizeof(real))
+            fo_prefetch_span(<const char*>(s + rows[r + PREFETCH_ROWS]), sizeof(real))
         _row(p + rows[r] * dim, s + rows[r], g + r * dim, dim, clr, eps, sign, has_wd, wd)
 
 

@@ -297,13 +297,18 @@ def coalesce_index(cnp.ndarray idx, cnp.ndarray vals, Py_ssize_t nrows=-1):
     return rows, src, dup
 
 
-def coalesce(cnp.ndarray idx, cnp.ndarray vals):
+def coalesce(cnp.ndarray idx, cnp.ndarray vals, Py_ssize_t nrows=-1):
     """``(rows, summed)``: the sorted unique indices of ``idx`` (int64, checked) and, per
     row, the sum of its ``vals`` rows (``vals``: C-contiguous ``(len(idx), dim)``) in the
-    order described in the module docstring. New arrays; the inputs are not changed."""
+    order described in the module docstring. New arrays; the inputs are not changed.
+    ``nrows`` as for :func:`coalesce_index`."""
     cdef Py_ssize_t n = cnp.PyArray_SIZE(idx), dim = vals.shape[1] if vals.ndim == 2 else 0, nuniq = 0, i
-    cdef cnp.ndarray order = np.argsort(idx, kind="stable").astype(np.intp, copy=False)
-    cdef cnp.ndarray sorted_idx = np.ascontiguousarray(idx[order], dtype=np.int64)
+    cdef cnp.ndarray order, sorted_idx
+    if nrows > 0:
+        sorted_idx, order = sorted_order(idx, nrows)
+    else:
+        order = np.argsort(idx, kind="stable").astype(np.intp, copy=False)
+        sorted_idx = np.ascontiguousarray(idx[order], dtype=np.int64)
     cdef const cnp.int64_t* ip = <const cnp.int64_t*>cnp.PyArray_DATA(sorted_idx)
     cdef const cnp.intp_t* op = <const cnp.intp_t*>cnp.PyArray_DATA(order)
     for i in range(n):

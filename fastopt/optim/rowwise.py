@@ -104,7 +104,7 @@ class RowwiseAdagrad:
                 continue
             if is_sparse_input(g):
                 idx, vals, ordered = checked_rows(g, f"grads[{k}]", p)
-                rows, vals = (idx, vals) if ordered else coalesce(idx, vals)
+                rows, vals = (idx, vals) if ordered else coalesce(idx, vals, p.shape[0])
             else:
                 vals = as_array(g, f"grads[{k}]", writeable=False)
                 check_like(vals, f"grads[{k}]", p, "its parameter")
