@@ -26,9 +26,12 @@ Semantics (the optimizer's ``sparse=`` option):
   ``lr_decay``) counts the steps that gave it a gradient. Options act on touched rows
   only: coupled weight decay adds ``λ p`` to the touched rows, decoupled decay scales
   only them, gradient noise is drawn for their elements (the values a dense step
-  would draw there). AdaGrad's lazy step equals ``torch.optim.Adagrad`` with a sparse
-  gradient bit for bit (AdaGrad with a zero gradient changes nothing, so lazy is also
-  exact for it).
+  would draw there). AdaGrad's lazy step is ``torch.optim.Adagrad``'s sparse step: the
+  accumulator bit for bit, the parameter to an ulp (torch 2.13's float32 ``sqrt`` is not
+  correctly rounded on AVX-512, its sparse update is a BLAS axpy, i.e. a fused
+  multiply-add, and its ``clr`` float32 tensor arithmetic; fastopt rounds every
+  operation once, as its NumPy reference). AdaGrad with a zero gradient changes
+  nothing, so lazy is also exact for it.
 * ``"exact"``: the result equals the dense step with zero gradient rows, for the rules
   where a zero gradient leaves ``p`` alone and only multiplies state by a constant:
   SGD, AdaGrad, RMSprop (plain and centered, no momentum), Adadelta
