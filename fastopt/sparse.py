@@ -16,7 +16,8 @@ same bits for any thread count and any order of the equal indices: a row given t
 is ``a + b``; three or more times, each column's values are added in ascending order of
 value, in the parameter's precision. Already coalesced input (strictly increasing
 indices, as a coalesced torch tensor or a canonical CSR matrix has) is used in place,
-without a copy.
+without a copy; otherwise the indices are radix-sorted and only the duplicated rows'
+sums are materialised (rows given once are read from the caller's values in place).
 
 Semantics (the optimizer's ``sparse=`` option):
 
