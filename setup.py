@@ -19,8 +19,9 @@ from setuptools import Extension, setup
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "fastopt", "_kernels"))
 import _codegen  # noqa: E402
+import _rowcodegen  # noqa: E402
 
-KERNELS = ["rules", "driver", "engine", "stream", "vecops", "meanred"]
+KERNELS = ["rules", "rows", "sparse", "rowwise", "driver", "engine", "stream", "vecops", "meanred"]
 
 
 def compiler_accepts(flags, link_flags=()):
@@ -68,6 +69,7 @@ def extensions():
     from Cython.Build import cythonize
 
     _codegen.main()
+    _rowcodegen.main()
     cflags, openmp, portable = build_flags()
     write_build_info(cflags, openmp, portable)
     omp = ["-fopenmp"] if openmp else []

@@ -13,6 +13,7 @@ def pytest_addoption(parser):
     group = parser.getgroup("fastopt benchmarks")
     group.addoption("--bench-sizes", default="1e3,1e5,1e7", help="elements per array (default 1e3,1e5,1e7)")
     group.addoption("--bench-threads", default="1,max", help="thread counts (default 1,max)")
+    group.addoption("--sparse-rows", default="1e6", help="rows of the sparse table (default 1e6)")
 
 
 def pytest_generate_tests(metafunc):

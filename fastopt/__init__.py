@@ -12,6 +12,8 @@ from fastopt.optim import NonFiniteGradientError, Optimizer, ReentryError, flatt
 from fastopt import kernels, schedules
 from fastopt.second_order import LBFGS, OptimizeResult, minimize
 from fastopt.gradcheck import check_grad
+from fastopt.sparse import SparseGrad
+from fastopt.optim import RowwiseAdagrad
 
 # the optimizer classes, one per fastopt.rules.ClassSpec
 globals().update({cls.__name__: cls for cls in optim.ALL})
@@ -21,4 +23,4 @@ __version__ = "0.1.0"
 __all__ = ([cls.__name__ for cls in optim.ALL]
            + ["Optimizer", "NonFiniteGradientError", "ReentryError", "flatten_state_dict", "unflatten_state_dict",
               "get_num_threads", "set_num_threads", "openmp_enabled", "kernels", "schedules", "LBFGS", "minimize",
-              "OptimizeResult", "check_grad"])
+              "OptimizeResult", "check_grad", "SparseGrad", "RowwiseAdagrad"])

@@ -25,6 +25,19 @@ cdef struct Slot:
     int itemsize                # 4 (float32) or 8 (float64)
     int accesses                # array elements read or written per element (layout.accesses)
     unsigned long long noise_key
+    # Sparse row-wise steps (fastopt/_kernels/rows.pyx; NULL rows: a dense slot). buf[1]
+    # holds the coalesced gradient rows, (n / dim, dim); element e of the slot is column
+    # e % dim of parameter row rows[e // dim].
+    const Py_ssize_t* rows      # the touched rows, sorted and unique
+    Py_ssize_t dim              # elements per row
+    const long long* last       # "exact" mode: per row, the step it was last updated at (NULL: lazy)
+    long long step              # this step's 1-based count (exact mode's catch-up)
+    # Uncoalesced input, coalesced without copying the rows that appear once (NULL src:
+    # buf[1] holds row r's gradient at row r): touched row r's gradient is row src[r] of
+    # buf[1] (the caller's values) if src[r] >= 0, else row -1 - src[r] of dup (the sums
+    # of the duplicated rows).
+    const Py_ssize_t* src
+    const char* dup
 
 cdef struct RuleEntry:
     RangeFn f32

@@ -33,14 +33,21 @@ from fastopt._kernels.driver cimport (count_blocks, pass_done, plan_threads, res
                                       sumsq_partials, sumsq_slots, update_slots)
 from fastopt._kernels.noise cimport noise_key
 from fastopt._kernels.rules cimport rule_entry
+from fastopt._kernels.rows cimport allows_exact, row_kernel
+from fastopt._kernels.sparse cimport mark_rows, sumsq_rows
 
 import os
 import weakref
+
+import numpy as np
 from numbers import Real
 
 from fastopt._kernels.driver import first_touch
+from fastopt._kernels.sparse import check_indices, coalesce_index
 from fastopt._kernels.rules import RULE_INDEX
 from fastopt._validate import ReentryError, as_array, check_like, grads_sequence
+from fastopt.sparse import catch_up, checked_rows, is_sparse_input
+from fastopt.rules import BY_NAME
 
 cnp.import_array()
 
@@ -187,6 +194,10 @@ cdef class Engine:
     cdef readonly double last_grad_norm
     cdef readonly bint last_skipped
     cdef object norm_reducer    # None, or combines this engine's block terms with other processes'
+    # sparse steps (fastopt.sparse): "exact" mode and its per-row step counters
+    cdef readonly bint exact
+    cdef list last_rows         # per parameter: int64 (rows,) of last-updated steps, or None
+    cdef list rule_names
 
     def __cinit__(self):
         self.slots = NULL
@@ -226,6 +237,9 @@ cdef class Engine:
         else:
             self.noise_eta, self.noise_gamma = float(noise[0]), float(noise[1])
         self.seed = <unsigned long long>(int(seed) & 0xFFFFFFFFFFFFFFFF)
+        self.exact = False
+        self.last_rows = [None] * n
+        self.rule_names = list(rules)
         m = max(n, 1)
         self.slots = <Slot*>calloc(m, sizeof(Slot))
         self.run = <Slot*>calloc(m, sizeof(Slot))
@@ -441,7 +455,7 @@ cdef class Engine:
 
     cdef object _step(self, object grads):
         cdef Py_ssize_t k, j, gi, prev, nact = 0, n = self.nparams, nbytes
-        cdef double lr, t, sigma, total, coef
+        cdef double lr, t, sigma, total, coef, rows_total
         cdef double* row
         cdef double* h
         cdef const RuleEntry* e
@@ -449,19 +463,32 @@ cdef class Engine:
         # our own list: it keeps every gradient alive until the kernels are done, however
         # the caller's container produces or drops them
         cdef list held = list(grads) if (type(grads) is list or type(grads) is tuple) else grads_sequence(grads)
+        cdef list sparse = None
+        cdef Py_ssize_t ndense
         if len(held) != n:
             raise ValueError(f"expected {n} gradients (one per parameter), got {len(held)}")
         for k in range(n):
             g = held[k]
             if g is None:
                 continue
+            if self.exact and self.last_rows[k] is not None:
+                # a row has stale state: a dense gradient too goes through the catch-up
+                sparse = self._rows_grad(g, k, sparse, held)
+                continue
             if not self._fast_grad_ok(g, k):
+                if is_sparse_input(g):
+                    sparse = self._rows_grad(g, k, sparse, held)
+                    continue
                 g = self._check_grad(g, k)     # raises with a message, or converts
                 held[k] = g                    # a converted array must outlive the kernels
             self.run[nact] = self.slots[k]
             self.run[nact].buf[1] = <char*>cnp.PyArray_DATA(<cnp.ndarray>g)
             self.run[nact].noise_key = k            # parameter index until keys are made
             nact += 1
+        ndense = nact
+        if sparse is not None:
+            # row slots after the dense ones: the norm pass reduces them apart
+            nact = self._row_slots(sparse, held, nact)
         for gi in range(self.ngroups):
             self._refresh_group(gi)
             lr_obj = self._group(gi)["lr"]
@@ -484,6 +511,9 @@ cdef class Engine:
             k = <Py_ssize_t>self.run[j].noise_key
             self._check_buffers(k)
             g = held[k]
+            if j >= ndense:
+                self._check_rows_final(k, j, g)
+                continue
             if not isinstance(g, cnp.ndarray) or \
                     <char*>cnp.PyArray_DATA(<cnp.ndarray>g) != self.run[j].buf[1] or \
                     cnp.PyArray_SIZE(<cnp.ndarray>g) != self.slots[k].n or \
@@ -518,11 +548,19 @@ cdef class Engine:
         nt = plan_threads(nbytes, wanted)                  # one plan for both passes
         self.last_skipped = False
         if (self.clip_norm > 0.0 or self.policy != 0) and self.norm_reducer is not None:
+            if nact > ndense:
+                # the reducer combines dense per-block terms across processes; rows have none
+                raise ValueError("sparse gradients cannot be stepped with a norm that spans processes "
+                                 "(fastopt.distributed); nothing was updated")
             rc = self._reduce_across(nact, nt, nbytes, wanted, &total)
         elif self.clip_norm > 0.0 or self.policy != 0:
             with nogil:
-                rc = sumsq_slots(self.run, nact, nt, &total)
+                rc = sumsq_slots(self.run, ndense, nt, &total)
                 pass_done(nbytes, nt, wanted)
+                if rc >= 0 and nact > ndense:
+                    if sumsq_rows(self.run + ndense, nact - ndense, &rows_total) == 1:
+                        rc = 1
+                    total = total + rows_total
         if self.clip_norm > 0.0 or self.policy != 0:
             if rc < 0:
                 raise MemoryError()
@@ -541,6 +579,8 @@ cdef class Engine:
         with nogil:
             run_slots(self.run, nact, nt)
             pass_done(nbytes, nt, wanted)
+            if self.exact and nact > ndense:
+                mark_rows(self.run + ndense, nact - ndense)
         for k in range(n):
             if held[k] is not None:
                 self.steps[k] += 1
@@ -577,6 +617,113 @@ cdef class Engine:
         sumsq, bad = self.norm_reducer(terms)
         total[0] = float(sumsq)
         return 1 if bad else 0
+
+    # --- sparse (row-wise) steps -------------------------------------------------------
+    cdef list _rows_grad(self, object g, Py_ssize_t k, list sparse, list held):
+        # check and coalesce a sparse gradient (or, in exact mode, a dense one as every
+        # row); raises naming grads[k] before anything is written
+        cdef cnp.ndarray p = <cnp.ndarray>self.params[k]
+        src = dup = None
+        if is_sparse_input(g):
+            idx, vals, ordered = checked_rows(g, f"grads[{k}]", p)
+            rows = idx
+            if not ordered:
+                # rows given once are read from the caller's values where they are
+                rows, src, dup = coalesce_index(idx, vals, p.shape[0])
+        else:
+            vals = self._check_grad(g, k)
+            rows = np.arange(p.shape[0], dtype=np.intp)
+        cdef Py_ssize_t lo = <Py_ssize_t>cnp.PyArray_DATA(<cnp.ndarray>vals)
+        if vals.size and self._overlaps_written(lo, lo + vals.nbytes):
+            raise ValueError(f"grads[{k}].values shares memory with a parameter or optimizer state")
+        if self.exact and self.last_rows[k] is None:
+            # every row is current up to now: the counters start at this parameter's step
+            self.last_rows[k] = np.full(p.shape[0], self.steps[k], np.int64)
+        held[k] = (rows, vals, src, dup, cnp.PyArray_SIZE(<cnp.ndarray>vals))    # alive until the kernels are done
+        if sparse is None:
+            sparse = []
+        sparse.append(k)
+        return sparse
+
+    cdef Py_ssize_t _row_slots(self, list sparse, list held, Py_ssize_t nact) except -1:
+        cdef Py_ssize_t k
+        cdef cnp.ndarray rows, vals
+        cdef Py_ssize_t dim
+        for k in sparse:
+            rows, vals, src, dup, _ = held[k]
+            dim = (<cnp.ndarray>self.params[k]).shape[1]
+            self.run[nact] = self.slots[k]
+            self.run[nact].buf[1] = <char*>cnp.PyArray_DATA(vals)
+            self.run[nact].rows = <const Py_ssize_t*>cnp.PyArray_DATA(rows)
+            self.run[nact].dim = dim
+            self.run[nact].n = cnp.PyArray_SIZE(rows) * dim
+            self.run[nact].src = NULL
+            self.run[nact].dup = NULL
+            if src is not None:
+                self.run[nact].src = <const Py_ssize_t*>cnp.PyArray_DATA(<cnp.ndarray>src)
+                self.run[nact].dup = <const char*>cnp.PyArray_DATA(<cnp.ndarray>dup)
+            self.run[nact].fn = row_kernel(self.rule_of[k], self.slots[k].itemsize)
+            self.run[nact].step = self.steps[k] + 1
+            self.run[nact].last = NULL
+            if self.exact:
+                self.run[nact].last = <const long long*>cnp.PyArray_DATA(<cnp.ndarray>self.last_rows[k])
+            self.run[nact].noise_key = k
+            nact += 1
+        return nact
+
+    cdef int _check_rows_final(self, Py_ssize_t k, Py_ssize_t j, object g) except -1:
+        rows, vals, _, _, size = g
+        if (<char*>cnp.PyArray_DATA(<cnp.ndarray>vals) != self.run[j].buf[1]
+                or cnp.PyArray_SIZE(<cnp.ndarray>vals) != size
+                or cnp.PyArray_TYPE(<cnp.ndarray>vals) != self.typenum[k]
+                or <const Py_ssize_t*>cnp.PyArray_DATA(<cnp.ndarray>rows) != self.run[j].rows):
+            raise ValueError(f"grads[{k}] was resized or re-typed during the step (by a callback); "
+                             "nothing was updated")
+        # the indices may be the caller's array: a callback (a schedule, a later gradient's
+        # __array__) could have rewritten them since they were checked; the kernels index with them
+        if not check_indices(rows, (<cnp.ndarray>self.params[k]).shape[0], f"grads[{k}].indices"):
+            raise ValueError(f"grads[{k}].indices were changed during the step (by a callback); nothing was updated")
+        if self.exact and self.gcommon[GCOMMON * self.group_of[k]] != 0.0:
+            raise ValueError(f"grads[{k}]: sparse='exact' needs weight_decay=0 (weight decay changes every row at "
+                             "every step, touched or not); nothing was updated")
+        if self.exact and self.gcommon[GCOMMON * self.group_of[k] + 4] != 0.0:
+            raise ValueError(f"grads[{k}]: sparse='exact' needs l1=0 (the L1 term changes every row at every "
+                             "step, touched or not); nothing was updated")
+        return 0
+
+    def set_sparse_mode(self, str mode):
+        """``"lazy"`` or ``"exact"`` (see :mod:`fastopt.sparse`); exact only for rules
+        that allow it and without gradient noise."""
+        if mode not in ("lazy", "exact"):
+            raise ValueError(f"sparse must be 'lazy' or 'exact', got {mode!r}")
+        if mode == "exact":
+            bad = sorted({self.rule_names[k] for k in range(self.nparams) if not allows_exact(self.rule_of[k])})
+            if bad:
+                raise ValueError(f"sparse='exact' is not available for the {', '.join(bad)} kernel: with a zero "
+                                 "gradient it still moves the parameter (momentum), and the skipped steps' moves "
+                                 "have no closed form; it is available for SGD, Adagrad, RMSprop without "
+                                 "momentum and Adadelta (use sparse='lazy')")
+            if self.noise_eta > 0.0:
+                raise ValueError("sparse='exact' cannot be combined with grad_noise (the noise changes every row "
+                                 "at every step)")
+        self.exact = mode == "exact"
+
+    def sparse_flush(self):
+        """Exact mode: bring every row's state up to the current step (before it is read)."""
+        cdef Py_ssize_t k
+        for k in range(self.nparams):
+            if self.last_rows[k] is None:
+                continue
+            rule = BY_NAME[self.rule_names[k]]
+            h = self.ghyper + self.group_of[k] * MAX_HYPER
+            names = rule.hyper_names
+            states = dict(zip(rule.state, self.states[k]))
+            decays = {s: h[1 + names.index(hp)] for s, hp in rule.sparse_decay_hyper.items()}
+            catch_up(states, decays, self.last_rows[k], self.steps[k], self.params[k].dtype)
+
+    def sparse_reset(self):
+        """Forget the per-row counters (the state was just loaded whole: every row is current)."""
+        self.last_rows = [None] * self.nparams
 
     # --- state access for state_dict / load_state_dict -------------------------------
     def get_steps(self):

@@ -33,21 +33,23 @@ def _plain_loops(pyx_lines):
     for number, line in enumerate(pyx_lines, 1):
         if line.startswith("cdef void "):
             kernel = line[len("cdef void "):].split("(")[0]
-        elif line.strip() == "for _i in range(_n):" and kernel:
+        elif line.strip() in ("for _i in range(_n):", "for _i in range(_c0, _c1):") and kernel:
             loops[number] = kernel
         elif line.strip() == "for _i in range(_n):  # l1" and kernel:
             loops[number] = kernel + "+l1"
     return loops
 
 
-def report(cc=None, flags=None):
-    """``{kernel name: True if its element loop vectorised}``."""
+def report(cc=None, flags=None, module="rules"):
+    """``{kernel name: True if its element loop vectorised}``; ``module="rows"``: the
+    sparse row kernels (their loop over a row's elements) instead of the dense ones."""
     from Cython.Build import cythonize  # noqa: F401 - fail early without Cython
     from Cython.Compiler.Main import CompilationOptions, compile as cython_compile
 
     sys.path.insert(0, HERE)
     try:
         import _codegen
+        import _rowcodegen
     finally:
         sys.path.pop(0)
     cc = cc or os.environ.get("CC") or "gcc"
@@ -57,29 +59,30 @@ def report(cc=None, flags=None):
     with tempfile.TemporaryDirectory() as tmp:
         pkg = os.path.join(tmp, "fastopt", "_kernels")
         os.makedirs(pkg)
-        for name in ("_types.pxd", "noise.pxd", "fo_restrict.h"):
+        for name in ("_types.pxd", "noise.pxd", "fo_restrict.h", "fo_prefetch.h"):
             shutil.copy(os.path.join(HERE, name), pkg)
         for init in (os.path.join(tmp, "fastopt", "__init__.py"), os.path.join(pkg, "__init__.py")):
             open(init, "w").close()
         _codegen.main(pkg)
-        pyx = os.path.join(pkg, "rules.pyx")
-        options = CompilationOptions(include_path=[tmp], output_file=os.path.join(tmp, "rules.c"),
+        _rowcodegen.main(pkg)
+        pyx = os.path.join(pkg, f"{module}.pyx")
+        options = CompilationOptions(include_path=[tmp], output_file=os.path.join(tmp, f"{module}.c"),
                                      language_level=3)
         result = cython_compile(pyx, options)
         if result.num_errors:
             raise RuntimeError("Cython failed on the generated kernels")
-        cmd = [cc, *flags, "-fPIC", "-fopt-info-vec-optimized", "-c", os.path.join(tmp, "rules.c"),
-               "-o", os.path.join(tmp, "rules.o"), "-I" + sysconfig.get_paths()["include"], "-I" + pkg]
+        cmd = [cc, *flags, "-fPIC", "-fopt-info-vec-optimized", "-c", os.path.join(tmp, f"{module}.c"),
+               "-o", os.path.join(tmp, f"{module}.o"), "-I" + sysconfig.get_paths()["include"], "-I" + pkg]
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
         if out.returncode:
             raise RuntimeError(f"compiling the kernels failed:\n{out.stderr[-2000:]}")
-        vectorised = {int(m.group(1)) for m in re.finditer(r"rules\.c:(\d+):\d+: optimized: loop vectorized",
+        vectorised = {int(m.group(1)) for m in re.finditer(module + r"\.c:(\d+):\d+: optimized: loop vectorized",
                                                            out.stderr)}
-        c_lines = open(os.path.join(tmp, "rules.c")).read().splitlines()
+        c_lines = open(os.path.join(tmp, f"{module}.c")).read().splitlines()
         loops = _plain_loops(open(pyx).read().splitlines())
     status, current = {}, None
     for number, line in enumerate(c_lines, 1):
-        m = re.search(r'rules\.pyx":(\d+)', line)
+        m = re.search(module + r'\.pyx":(\d+)', line)
         if m:
             current = int(m.group(1))
         elif current in loops and line.lstrip().startswith("for ("):

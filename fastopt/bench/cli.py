@@ -111,6 +111,11 @@ def add_arguments(parser):
                              "time split into communication and update, state memory per rank")
     parser.add_argument("--ranks", default="2,3,4", help="--mpi: rank counts, comma-separated (default 2,3,4)")
     parser.add_argument("--mpi-size", type=float, default=1e7, help="--mpi: float32 parameters (default 1e7)")
+    parser.add_argument("--sparse", action="store_true",
+                        help="also time sparse (row-wise) steps of an embedding table against dense steps and torch's "
+                             "SparseAdam/Adagrad (opt-in: needs ~10 GB at the default --sparse-rows)")
+    parser.add_argument("--sparse-rows", type=float, default=1e7, metavar="N",
+                        help="rows of the --sparse table (x 64 float32; default 1e7)")
     parser.add_argument("--busy", type=int, default=None, metavar="N",
                         help="busy processes beside the --contention steps (default: one per processor)")
     parser.add_argument("--json", metavar="PATH", help="also write machine-readable results to PATH")
@@ -126,12 +131,15 @@ def config_from_args(args):
     if args.repeat < 1:
         raise ValueError(f"--repeat must be >= 1, got {args.repeat}")
     named = args.table or args.many_arrays or args.small
-    everything = not named and not args.contention and not args.torch_training
+    everything = not named and not args.contention and not args.torch_training and not args.sparse
+    if not 1e6 <= args.sparse_rows <= 1e9 or args.sparse_rows != int(args.sparse_rows):
+        raise ValueError(f"--sparse-rows must be an integer in [1e6, 1e9], got {args.sparse_rows:g}")
     return Config(algos=parse_algos(args.algos), sizes=parse_sizes(args.sizes), dtypes=parse_dtypes(args.dtypes),
                   threads=parse_threads(args.threads), repeat=args.repeat, reference=not args.no_reference,
                   torch=not args.no_torch, table=args.table or everything,
                   many_arrays=args.many_arrays or everything, small=args.small or everything,
                   contention=args.contention, busy=args.busy, torch_training=args.torch_training,
+                  sparse=args.sparse, sparse_rows=int(args.sparse_rows),
                   json_path=args.json, plot_path=args.plot, progress=args.progress or sys.stderr.isatty())
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 import fastopt
 from fastopt._kernels import driver, waitpolicy
-from fastopt.bench import contention, torch_training
+from fastopt.bench import contention, sparse, torch_training
 from fastopt.bench.cases import bench_many_arrays, bench_pool, bench_small
 from fastopt.bench.load import LoadMeter
 from fastopt.bench.peers import load_torch, set_threads
@@ -41,6 +41,8 @@ class Config:
     contention: bool = False
     busy: int | None = None
     torch_training: bool = False
+    sparse: bool = False
+    sparse_rows: int = 10_000_000
     json_path: str | None = None
     plot_path: str | None = None
     progress: bool = False
@@ -54,9 +56,9 @@ def run(cfg, out=None):
     torch = load_torch(cfg.torch)
     torch_threads = torch.get_num_threads() if torch is not None else None
     results = {"meta": meta(cfg, torch), "copy": [], "table": [], "many_arrays": [], "small": None,
-               "contention": [], "torch_training": []}
+               "contention": [], "torch_training": [], "sparse": None}
     total = ((len(cfg.dtypes) * len(cfg.sizes) * len(cfg.algos) if cfg.table else 0) + cfg.many_arrays + cfg.small
-             + cfg.contention + len(torch_training.MODELS) * cfg.torch_training)
+             + cfg.contention + len(torch_training.MODELS) * cfg.torch_training + cfg.sparse)
     progress = Progress(total, cfg.progress)
     t0, load = time.perf_counter(), LoadMeter()
     emit = _printer(out, progress)
@@ -92,6 +94,12 @@ def run(cfg, out=None):
                     results["torch_training"] += rows
                     for line in torch_training.lines(rows, threads):
                         emit(line)
+        if cfg.sparse:
+            progress.step("sparse steps")
+            set_threads(max(cfg.threads), torch)
+            results["sparse"] = sparse.measure(torch, rows=cfg.sparse_rows, repeat=min(cfg.repeat, 9))
+            for line in sparse.lines(results["sparse"]):
+                emit(line)
     finally:
         fastopt.set_num_threads(0)          # back to following OpenMP
         if torch is not None:

@@ -20,6 +20,7 @@ from fastopt.rules import CLIP_VALUE, FLAG, L1, LR, MAX_STEP, WEIGHT_DECAY, Hype
 from fastopt.schedules import Schedule
 
 POLICIES = ("ignore", "raise", "skip")
+SPARSE_MODES = ("lazy", "exact")
 STATE_DICT_VERSION = 1
 
 
@@ -82,6 +83,11 @@ class Optimizer:
       anyway, as PyTorch does), ``"raise"`` (raise :class:`NonFiniteGradientError`,
       nothing changed) or ``"skip"`` (leave parameters, state and schedules untouched;
       ``step`` returns False).
+    * ``sparse``: how a sparse gradient (:class:`fastopt.sparse.SparseGrad`, a
+      scipy.sparse matrix or a torch sparse COO tensor, for a 2-D parameter) steps
+      its rows: ``"lazy"`` (default: only the touched rows and their state change,
+      as torch's ``SparseAdam``) or ``"exact"`` (the dense step with zero rows, for the
+      rules where that has a closed form; see :mod:`fastopt.sparse`).
 
     Per-group keys common to every optimizer: ``lr``, ``weight_decay``, ``maximize``,
     ``clip_value`` (clip every gradient element to [-c, c]; None for no clipping),
@@ -100,8 +106,12 @@ class Optimizer:
     _flags = ()
     _engine_class = Engine
 
-    def __init__(self, params, defaults, *, clip_norm=None, grad_noise=None, seed=0, nonfinite="ignore"):
+    def __init__(self, params, defaults, *, clip_norm=None, grad_noise=None, seed=0, nonfinite="ignore",
+                 sparse="lazy"):
         self._guard = StepGuard()
+        if sparse not in SPARSE_MODES:
+            raise ValueError(f"sparse must be one of {SPARSE_MODES}, got {sparse!r}")
+        self._sparse = sparse
         self.defaults = dict(defaults, **self._fixed)
         self.defaults.setdefault("clip_value", None)
         self.defaults.setdefault("weight_decay", 0.0)
@@ -215,6 +225,8 @@ class Optimizer:
             for k, ss in enumerate(sstate):
                 engine.set_scalar_state(k, ss)
             engine.set_group_steps(gsteps + [0] * (len(self.param_groups) - len(gsteps)))
+        if self._sparse != "lazy":
+            engine.set_sparse_mode(self._sparse)
         for k in range(0 if carry is None else len(carry[1]), len(self._params)):
             rule = self._group_rule[self._group_of[k]]
             engine.set_scalar_state(k, [v for _, v in rule.scalar_state])
@@ -333,6 +345,7 @@ class Optimizer:
             self._guard.release()
 
     def _state_entries(self):
+        self._engine.sparse_flush()          # exact sparse mode: every row's state up to date
         steps = self._engine.get_steps()
         out = []
         for k, p in enumerate(self._params):
@@ -353,6 +366,7 @@ class Optimizer:
         existing += [(f"the state of params[{k}]", s) for k, states in enumerate(self._states) for s in states]
         n = len(self._params)
         check_disjoint(existing + [(f"params[{n + j}]", p) for j, p in enumerate(new["params"])])
+        self._engine.sparse_flush()          # the new engine starts with every row current
         carry = (self._engine.get_steps(), [self._engine.get_scalar_state(k) for k in range(len(self._params))],
                  self._engine.get_group_steps())
         sizes = (len(self._param_groups), len(self._params))
@@ -528,6 +542,7 @@ class Optimizer:
             self._engine.set_scalar_state(k, scalars)
         self._engine.set_steps([s for s, _, _ in loaded])
         self._engine.set_group_steps([g for _, _, g in new_groups])
+        self._engine.sparse_reset()          # the loaded state is whole: every row current
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]

@@ -40,11 +40,29 @@ def _init_function(spec):
     return namespace["__init__"]
 
 
+def _sparse_note(spec):
+    """The class docstring's paragraph on sparse gradients, from its rules' ``sparse_decay``."""
+    rules = [BY_NAME[name] for name, _ in spec.rules]
+    exact = [r.name for r in rules if r.sparse_decay is not None]
+    lazy_only = [r.name for r in rules if r.sparse_decay is None]
+    text = ("\n\n    Sparse gradients (:mod:`fastopt.sparse`, 2-D parameters): ``sparse=\"lazy\"`` (default)"
+            " steps only the touched rows and their state. ")
+    if not lazy_only:
+        text += "``sparse=\"exact\"`` (the dense step with zero rows) is available."
+    elif not exact:
+        text += ("``sparse=\"exact\"`` is refused: with a zero gradient this rule still moves the parameter, "
+                 "and the skipped steps have no closed form.")
+    else:
+        text += (f"``sparse=\"exact\"`` is available for the {', '.join(exact)} kernel(s), refused for "
+                 f"{', '.join(lazy_only)} (a zero gradient still moves the parameter there).")
+    return text + "\n"
+
+
 def _class(spec, bases):
     def _rule_for(self, group):
         return spec.select(group, BY_NAME)
 
-    attrs = {"__doc__": spec.doc, "__module__": __name__, "__qualname__": spec.name,
+    attrs = {"__doc__": spec.doc.rstrip() + _sparse_note(spec), "__module__": __name__, "__qualname__": spec.name,
              "__init__": _init_function(spec), "_rule_for": _rule_for, "_spec": spec,
              "_hyper_keys": spec.hyper_keys(), "_flags": tuple(spec.flags),
              # a preset key chooses the class's kernel: a group may not undo it (AMSGrad without amsgrad)

@@ -10,7 +10,9 @@ from fastopt._kernels.engine import StepGuard
 from fastopt._validate import as_array, byte_range, check_like, grads_sequence
 from fastopt.optim.base import NonFiniteGradientError
 from fastopt.reference import rules as R
+from fastopt.reference import sparse as RS
 from fastopt.rules import BY_NAME
+from fastopt.sparse import catch_up, checked_rows, is_sparse_input
 
 
 def reference_function(rule):
@@ -43,6 +45,8 @@ class ReferenceEngine:
         self.last_grad_norm = math.nan
         self.last_skipped = False
         self._written = [byte_range(a) for k, p in enumerate(params) for a in (p,) + tuple(states[k]) if a.size]
+        self.exact = False
+        self.last_rows = [None] * len(params)
 
     def step(self, grads):
         self.guard.acquire("step")
@@ -67,11 +71,24 @@ class ReferenceEngine:
             if g is None:
                 checked.append(None)
                 continue
-            g = as_array(g, f"grads[{k}]", writeable=False)
-            check_like(g, f"grads[{k}]", self.params[k], "its parameter")
-            lo, hi = byte_range(g)
-            if g.size and any(lo < b and a < hi for a, b in self._written):
-                raise ValueError(f"grads[{k}] shares memory with a parameter or optimizer state")
+            if is_sparse_input(g) or (self.exact and self.last_rows[k] is not None):
+                if is_sparse_input(g):
+                    idx, vals, _ = checked_rows(g, f"grads[{k}]", self.params[k])
+                    rows, vals = RS.coalesce(idx, vals)
+                else:
+                    vals = as_array(g, f"grads[{k}]", writeable=False)
+                    check_like(vals, f"grads[{k}]", self.params[k], "its parameter")
+                    rows = np.arange(self.params[k].shape[0])
+                g = (rows, vals)
+                lo, hi = byte_range(vals)
+                if vals.size and any(lo < b and a < hi for a, b in self._written):
+                    raise ValueError(f"grads[{k}].values shares memory with a parameter or optimizer state")
+            else:
+                g = as_array(g, f"grads[{k}]", writeable=False)
+                check_like(g, f"grads[{k}]", self.params[k], "its parameter")
+                lo, hi = byte_range(g)
+                if g.size and any(lo < b and a < hi for a, b in self._written):
+                    raise ValueError(f"grads[{k}] shares memory with a parameter or optimizer state")
             for name, a in [(f"params[{k}]", self.params[k])] + [
                     (f"the state buffer {j} of params[{k}]", s) for j, s in enumerate(self.states[k])]:
                 if not a.flags.writeable:
@@ -93,6 +110,14 @@ class ReferenceEngine:
             settings.append(dict(lr=lr, hyper=hyper, weight_decay=wd, maximize=bool(maximize),
                                  decoupled_weight_decay=bool(decoupled), clip_value=clip, l1=float(l1),
                                  l1_coupled=bool(l1_coupled)))
+        if self.exact:
+            for k, g in enumerate(checked):
+                if isinstance(g, tuple) and settings[self.group_of[k]]["weight_decay"] != 0:
+                    raise ValueError(f"grads[{k}]: sparse='exact' needs weight_decay=0; nothing was updated")
+                if isinstance(g, tuple) and settings[self.group_of[k]]["l1"] != 0:
+                    raise ValueError(f"grads[{k}]: sparse='exact' needs l1=0; nothing was updated")
+                if isinstance(g, tuple) and self.last_rows[k] is None:
+                    self.last_rows[k] = np.full(self.params[k].shape[0], self.steps[k], np.int64)
         coef = 1.0
         if self.clip_norm is not None or self.policy != "ignore":
             total, finite = 0.0, True
@@ -100,9 +125,12 @@ class ReferenceEngine:
                 if g is None:
                     continue
                 s = settings[self.group_of[k]]
+                p = self.params[k]
+                if isinstance(g, tuple):
+                    p, g = p[g[0]], g[1]
                 finite = finite and bool(np.isfinite(g).all())
                 if s["weight_decay"] != 0 and not s["decoupled_weight_decay"]:
-                    g = g + s["weight_decay"] * self.params[k]
+                    g = g + s["weight_decay"] * p
                 total += float(np.sum(np.square(g.astype(np.float64))))
             self.last_grad_norm = math.sqrt(total)
             if not finite and self.policy == "raise":
@@ -120,6 +148,10 @@ class ReferenceEngine:
                 continue
             s, rule, p = settings[self.group_of[k]], self.rules[k], self.params[k]
             t = self.steps[k] + 1
+            if isinstance(g, tuple):
+                self._row_step(k, g[0], g[1], s, rule, t, coef)
+                self.steps[k] = t
+                continue
             noise = None
             if self.noise is not None:
                 noise = R.gradient_noise(self.seed, t, k, p.size, self.noise[0], self.noise[1], p.dtype)
@@ -139,6 +171,62 @@ class ReferenceEngine:
             self.steps[k] = t
         self.gsteps = [s + 1 for s in self.gsteps]
         return True
+
+    def _row_step(self, k, rows, vals, s, rule, t, coef):
+        # the rule's reference on the gathered rows, written back: what the row kernels do
+        p = self.params[k]
+        pr = p[rows]
+        states = {name: a[rows] for name, a in zip(rule.state, self.states[k])}
+        if self.exact:
+            missed = t - 1 - self.last_rows[k][rows]
+            h = dict(zip(rule.hyper_names, s["hyper"]))
+            for name, hp in rule.sparse_decay_hyper.items():
+                states[name] = states[name] * RS.decay_factors(h[hp], missed, p.dtype)[:, None]
+        noise = None
+        if self.noise is not None:
+            noise = RS.row_noise(self.seed, t, k, rows, p.shape[1], self.noise[0], self.noise[1], p.dtype)
+        g = R.preprocess(pr, vals, lr=s["lr"], weight_decay=s["weight_decay"],
+                         decoupled_weight_decay=s["decoupled_weight_decay"], maximize=s["maximize"],
+                         clip_value=s["clip_value"], clip_coef=coef, noise=noise)
+        if s["l1"] != 0 and s["l1_coupled"]:
+            g = R.l1_subgradient(pr, g, s["l1"])
+        kwargs = dict(zip(rule.hyper_names, s["hyper"]))
+        kwargs.update(zip((n for n, _ in rule.scalar_state), self.sstate[k]))
+        out = reference_function(rule)(pr, g, **states, t=t, lr=s["lr"], **kwargs)
+        if s["l1"] != 0 and not s["l1_coupled"]:
+            R.l1_proximal(pr, s["lr"] * s["l1"])
+        if rule.scalar_state:
+            self.sstate[k] = [out]
+        p[rows] = pr
+        for name, a in zip(rule.state, self.states[k]):
+            a[rows] = states[name]
+        if self.exact:
+            self.last_rows[k][rows] = t
+
+    def set_sparse_mode(self, mode):
+        """As :meth:`fastopt._kernels.engine.Engine.set_sparse_mode`."""
+        if mode == "exact":
+            bad = sorted({r.name for r in self.rules if r.sparse_decay is None})
+            if bad:
+                raise ValueError(f"sparse='exact' is not available for the {', '.join(bad)} kernel")
+            if self.noise is not None:
+                raise ValueError("sparse='exact' cannot be combined with grad_noise")
+        self.exact = mode == "exact"
+
+    def sparse_flush(self):
+        """Exact mode: bring every row's state up to the current step."""
+        for k, last in enumerate(self.last_rows):
+            if last is None:
+                continue
+            rule = self.rules[k]
+            hyper = dict(zip(rule.hyper_names, self.validate(self.group_of[k])[0]))
+            catch_up(dict(zip(rule.state, self.states[k])),
+                     {s: hyper[hp] for s, hp in rule.sparse_decay_hyper.items()}, last, self.steps[k],
+                     self.params[k].dtype)
+
+    def sparse_reset(self):
+        """Forget the per-row counters (a loaded state is current in every row)."""
+        self.last_rows = [None] * len(self.params)
 
     def get_steps(self):
         return list(self.steps)

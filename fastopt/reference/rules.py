@@ -67,15 +67,25 @@ def noise_key(seed, step, param_index):
         return _mix64(k ^ np.uint64(param_index))
 
 
-def standard_normals(key, n):
-    """n standard normals by Box-Muller on two hashed uniforms per element."""
-    i = np.arange(n, dtype=np.uint64)
+def normals_at(key, elements):
+    """Standard normals by Box-Muller on two hashed uniforms per element, for the given
+    element indices of a parameter."""
+    i = np.asarray(elements, dtype=np.uint64)
     with np.errstate(over="ignore"):
         h1 = _mix64(key + i * _GOLDEN)
         h2 = _mix64(h1)
     u1 = ((h1 >> np.uint64(11)).astype(np.float64) + 1.0) * 2.0**-53
     u2 = (h2 >> np.uint64(11)).astype(np.float64) * 2.0**-53
-    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * math.pi * u2)
+    # glibc's log and cos, as the kernels call them: NumPy's own SIMD float64 log/cos
+    # (AVX-512 machines) differ from them in the last bit for some arguments
+    log_u1 = np.fromiter(map(math.log, u1.tolist()), np.float64, i.size)
+    cos_u2 = np.fromiter(map(math.cos, (2.0 * math.pi * u2).tolist()), np.float64, i.size)
+    return np.sqrt(-2.0 * log_u1) * cos_u2
+
+
+def standard_normals(key, n):
+    """n standard normals (elements 0 .. n-1 of :func:`normals_at`)."""
+    return normals_at(key, np.arange(n, dtype=np.uint64))
 
 
 def gradient_noise(seed, t, param_index, n, eta, gamma, dtype):

@@ -9,6 +9,11 @@ chosen by flags, bench row). Everything else is derived from ``RULES`` and
 classes of :mod:`fastopt.optim` and :mod:`fastopt.reference`, :mod:`fastopt.kernels`,
 the bench's algorithm list (:func:`bench_rows`) and the test registries.
 
+Sparse (row-wise) steps run the same body on the touched rows of a 2-D parameter
+(``fastopt/_kernels/_rowcodegen.py``); a rule's ``sparse_decay`` says whether it has an
+``"exact"`` sparse mode (a zero gradient only multiplies state by constants: SGD,
+AdaGrad, RMSprop without momentum, AdaDelta) — see :mod:`fastopt.sparse`.
+
 A new rule is one new module here defining ``RULES`` (and ``CLASSES``, if it has a
 class of its own): every module of this package whose name does not start with an
 underscore is loaded, those of ``_ORDER`` first (the order of the tables and of

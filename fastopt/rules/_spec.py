@@ -112,6 +112,13 @@ class Rule:
       since this package imports only the standard library), so that a new rule is one
       new file. It is called as ``f(p, g, *state, t=, lr=, **hyper, **scalar_state)``,
       updates in place and returns the new scalar state, if any.
+    * ``sparse_decay``: whether the rule's sparse step has an ``"exact"`` mode (see
+      :mod:`fastopt.sparse`). ``None`` (the default): no — a zero gradient still moves
+      ``p`` (momentum, Adam-style rules), so skipped steps have no closed-form
+      catch-up. A dict: with a zero gradient the step leaves ``p`` alone and only
+      multiplies the named state buffers by a constant, ``{state: output}``, where
+      the output is a plain copy of a hyper-parameter (``a = alpha``); ``{}`` for rules
+      a zero gradient leaves entirely unchanged (SGD, AdaGrad).
 
     Everything is checked when the rule is defined (see :mod:`fastopt.rules._check`):
     a mistake raises :class:`~fastopt.rules.RuleError` naming the rule's file and line.
@@ -130,6 +137,7 @@ class Rule:
     domains: dict = field(default_factory=dict)
     lr: float = 1e-3
     reference: object = None
+    sparse_decay: dict = None
     # where the rule was defined, and the file line of each line of its code (for
     # errors and for the generated kernels' annotations); set by __post_init__
     origin: tuple = field(init=False, repr=False, compare=False, default=None)
@@ -149,6 +157,9 @@ class Rule:
             raise ValueError(f"{self.where}: rule {self.name}: outputs named like state {sorted(bad)}, "
                              f"domains naming no state {sorted(unknown)}, or flags {self.flags} not among the outputs")
         check_rule(self, site)
+        if self.sparse_decay is not None:
+            object.__setattr__(self, "sparse_decay", dict(self.sparse_decay))
+            self.sparse_decay_hyper      # a decay that is no copy of a hyper-parameter raises here
         object.__setattr__(self, "body_origins", line_origins(self, site, self.body))
 
     @property
@@ -169,3 +180,20 @@ class Rule:
             if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and n.id not in keep and n.id not in seen:
                 seen.append(n.id)
         return tuple(seen)
+
+    @property
+    def sparse_decay_hyper(self):
+        """``{state: hyper-parameter}``: the decays of :attr:`sparse_decay` by the
+        hyper-parameter each output copies (what the NumPy reference multiplies by)."""
+        copies = {}
+        for node in ast.parse(self.scalars).body:
+            if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                    and isinstance(node.value, ast.Name) and node.value.id in self.hyper_names):
+                copies[node.targets[0].id] = node.value.id
+        out = {}
+        for state, output in self.sparse_decay.items():
+            if state not in self.state or output not in self.outputs or output not in copies:
+                raise ValueError(f"{self.where}: rule {self.name}: sparse_decay {state!r}: {output!r} must be an "
+                                 "output that copies a hyper-parameter, for one of the rule's state buffers")
+            out[state] = copies[output]
+        return out

@@ -21,6 +21,7 @@ acc_delta = r * acc_delta + omr * (delta * delta)
 p = p - lr * delta
 """,
     lr=1.0,
+    sparse_decay={"square_avg": "r", "acc_delta": "r"},
 )
 
 RULES = (ADADELTA,)

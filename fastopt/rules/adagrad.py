@@ -23,6 +23,7 @@ sum = sum + g * g
 p = p - clr * (g / (sqrt(sum) + eps_))
 """,
     lr=1e-2,
+    sparse_decay={},
 )
 
 RULES = (ADAGRAD,)

@@ -35,9 +35,11 @@ def _rule(centered, momentum):
     den = "√(v - ḡ²) + ε" if centered else "√v + ε"
     upd = "b = μ b + g/den; p -= lr b" if momentum else "p -= lr g/den"
     doc = "v = α v + (1-α) g²; " + ("ḡ = α ḡ + (1-α) g; " if centered else "") + f"den = {den}; {upd}"
+    # with momentum a zero gradient still moves p (b = μ b; p -= lr b): no exact sparse mode
+    decay = None if momentum else {s: "a" for s in state}
     return Rule(name=name, doc=doc, state=tuple(state), hyper=_HYPER, scalars=_SCALARS,
                 outputs=_OUT, body="\n".join(lines), domains={"square_avg": NONNEG}, lr=1e-2,
-                reference="rmsprop")
+                reference="rmsprop", sparse_decay=decay)
 
 
 RULES = tuple(_rule(c, m) for c in (False, True) for m in (False, True))

@@ -11,6 +11,7 @@ SGD = Rule(
     name="sgd",
     doc="p -= lr g",
     body="p = p - lr * g",
+    sparse_decay={},
 )
 
 # The first step copies the gradient into the buffer (b = g), as PyTorch does.

@@ -12,7 +12,15 @@ the parameters' and gradients' memory (no copies). Parameter groups, ``closure``
 ``state_dict``/``load_state_dict`` in torch's format behave as in ``torch.optim``;
 the arithmetic is torch's single-tensor path (``foreach=False``; fastopt's rules,
 ``fastopt/rules/``). float32 and float64 CPU tensors; bfloat16/float16 and sparse
-tensors are refused with a message.
+parameters are refused with a message.
+
+Sparse gradients: a sparse COO gradient of a 2-D parameter (``nn.Embedding(sparse=True)``,
+``nn.EmbeddingBag(sparse=True)``) takes fastopt's sparse (row-wise) step, its index and
+value memory shared: only the rows in the batch and their state are touched
+(``sparse="lazy"``, the default, as ``torch.optim.SparseAdam``; ``sparse="exact"`` where
+the rule allows it; see :mod:`fastopt.sparse`). Unlike ``torch.optim.Adam``, which
+refuses sparse gradients, every class accepts them; ``Adagrad`` gives
+``torch.optim.Adagrad``'s sparse step.
 
 Threads: fastopt and torch share one thread budget, ``torch.set_num_threads(n)``
 (or ``OMP_NUM_THREADS``). Both use libgomp, and a process has one: torch 2.13's

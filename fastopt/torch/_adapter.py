@@ -15,6 +15,7 @@ from fastopt._kernels import driver, waitpolicy
 from fastopt.optim import ALL as FASTOPT_CLASSES
 from fastopt.optim.base import STATE_DICT_VERSION
 from fastopt.rules import BY_NAME
+from fastopt.sparse import SparseGrad
 from fastopt.torch import _format
 from fastopt.torch._format import EAGER, NO_STEP, SCHEDULER_KEYS, TORCH_ONLY
 
@@ -434,9 +435,11 @@ def _param_view(p, where):
 def _grad_view(g, p, where):
     """The NumPy view of gradient ``g`` of ``p``, or an error naming the parameter."""
     head = f"the gradient of {where}"
+    if g.layout == torch.sparse_coo:
+        return _sparse_grad(g, p, head)
     if g.layout != torch.strided:
-        raise TypeError(f"{head} is sparse ({g.layout}): sparse gradients are not supported yet (sparse updates "
-                        "are a feature of their own; e.g. nn.Embedding(sparse=False)); nothing was updated")
+        raise TypeError(f"{head} is a {g.layout} tensor: of the sparse layouts fastopt steps sparse COO gradients "
+                        "(nn.Embedding(sparse=True) gives them); nothing was updated")
     if g.device.type != "cpu":
         raise ValueError(f"{head} is on {g.device}, the parameter on the CPU; nothing was updated")
     if g.dtype != p.dtype:
@@ -448,6 +451,26 @@ def _grad_view(g, p, where):
         raise ValueError(f"{head} is not contiguous (strides {g.stride()}); assign p.grad = p.grad.contiguous() "
                          "first; nothing was updated")
     return g.detach().resolve_neg().resolve_conj().numpy()
+
+
+def _sparse_grad(g, p, head):
+    """A sparse COO gradient (``nn.Embedding(sparse=True)``, ``EmbeddingBag``) as a
+    :class:`fastopt.sparse.SparseGrad` sharing its index and value memory: the
+    optimizer's sparse (row-wise) step then touches only those rows (see
+    :mod:`fastopt.sparse`)."""
+    if g.device.type != "cpu":
+        raise ValueError(f"{head} is on {g.device}, the parameter on the CPU; nothing was updated")
+    if g.dtype != p.dtype:
+        raise TypeError(f"{head} is {g.dtype}, the parameter {p.dtype}: a gradient must have its parameter's "
+                        "dtype; nothing was updated")
+    if g.shape != p.shape or p.dim() != 2 or g.sparse_dim() != 1:
+        raise ValueError(f"{head} is a sparse tensor of shape {tuple(g.shape)} with {g.sparse_dim()} sparse "
+                         f"dimension(s), the parameter {tuple(p.shape)}: fastopt steps sparse gradients of 2-D "
+                         "parameters (rows, dim) with one sparse dimension (the rows); nothing was updated")
+    values = g._values()
+    if not values.is_contiguous():
+        values = values.contiguous()
+    return SparseGrad(g._indices()[0].numpy(), values.detach().resolve_neg().numpy())
 
 
 def _count(value, label):

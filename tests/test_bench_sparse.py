@@ -1,0 +1,33 @@
+"""The --sparse part of the bench: opt-in, its own part, every way of stepping timed."""
+import argparse
+
+import pytest
+
+from fastopt.bench import cli, sparse
+
+
+def _cfg(argv):
+    return cli.config_from_args(cli.add_arguments(argparse.ArgumentParser()).parse_args(argv))
+
+
+def test_sparse_is_opt_in_and_its_own_part():
+    assert not _cfg([]).sparse
+    cfg = _cfg(["--sparse", "--sparse-rows", "2e6"])
+    assert cfg.sparse and cfg.sparse_rows == 2_000_000
+    assert not (cfg.table or cfg.many_arrays or cfg.small or cfg.contention or cfg.torch_training)
+    with pytest.raises(ValueError, match="--sparse-rows"):
+        _cfg(["--sparse", "--sparse-rows", "1000"])
+
+
+@pytest.mark.parametrize("with_torch", [False, True])
+def test_measure_times_sparse_dense_and_torch_steps(with_torch):
+    torch = pytest.importorskip("torch") if with_torch else None
+    res = sparse.measure(torch, rows=20_000, repeat=1, small_rows=1_000_000, fixed_touched=100)
+    assert res["config"]["rows"] == 20_000 and 0 < res["config"]["touched"] <= 200
+    assert set(res["steps"]) == {"Adam", "Adagrad", "RowwiseAdagrad"}
+    for rule, times in res["steps"].items():
+        want = {"sparse", "dense"} | ({"torch"} if with_torch and rule != "RowwiseAdagrad" else set())
+        assert set(times) == want and all(t > 0 for t in times.values())
+    assert list(res["scaling"]) == ["2,000 rows", "20,000 rows"]
+    text = sparse.lines(res)
+    assert "20,000 x 64" in text[0] and text[2].split()[0] == "Adam" and "ratio" in text[-1]
