@@ -25,7 +25,10 @@ class CSR:
 
     def to_scipy(self):
         """The same matrix as a ``scipy.sparse.csr_matrix`` (shares the arrays)."""
-        import scipy.sparse
+        try:
+            import scipy.sparse
+        except ImportError:
+            raise ImportError("CSR.to_scipy needs SciPy: pip install scipy") from None
         return scipy.sparse.csr_matrix((self.data, self.indices, self.indptr), shape=self.shape, copy=False)
 
     def rows(self, which):
@@ -105,7 +108,7 @@ def labels(y, n, loss, name="y"):
     if loss in ("log", "hinge"):
         bad = arr[(arr != 1.0) & (arr != -1.0)]
         if bad.size:
-            raise ValueError(f"{name} must hold only -1 and +1 for loss={loss!r}, found {bad[0]!r}")
+            raise ValueError(f"{name} must hold only -1 and +1 for loss={loss!r}, found {float(bad[0])!r}")
     return np.ascontiguousarray(arr)
 
 

@@ -22,7 +22,8 @@ def _ratings(users, items, ratings, n_users, n_items, prefix=""):
             raise TypeError(f"{prefix}{name} must be a 1-D integer array, got {a.dtype} {a.shape}")
         if a.size and (a.min() < 0 or (size is not None and a.max() >= size)):
             bad = a.min() if a.min() < 0 else a.max()
-            raise ValueError(f"{prefix}{name} must lie in [0, {size}), found {bad}")
+            where = f"[0, {size})" if size is not None else ">= 0"
+            raise ValueError(f"{prefix}{name} must lie in {where}, found {bad}")
         out.append(np.ascontiguousarray(a, dtype=np.int64))
     r = np.asarray(ratings)
     if r.ndim != 1 or r.dtype.kind not in "iuf":
