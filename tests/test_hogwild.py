@@ -272,3 +272,12 @@ def test_sklearn_accuracy_within_half_a_point():
             theirs.append(sk.score(stest, y[ntr:]))
         assert np.mean(ours) > 0.75
         assert abs(np.mean(ours) - np.mean(theirs)) <= 0.005, (loss, penalty, ours, theirs)
+
+
+@pytest.mark.parametrize("penalty", ["l2", "elasticnet"])
+def test_feature_reordering_changes_no_bits(penalty):
+    X, y, _ = make_rcv1_like(500, n_features=3000, density=0.01, seed=12)
+    a = LinearSGD(penalty=penalty, epochs=2, threads=1, reorder=True).fit(X, y)
+    b = LinearSGD(penalty=penalty, epochs=2, threads=1, reorder=False).fit(X, y)
+    np.testing.assert_array_equal(a.coef_.view(np.uint8), b.coef_.view(np.uint8))
+    assert a.intercept_ == b.intercept_
