@@ -398,3 +398,77 @@ def mf_epoch(P, Q, GP, GQ, users, items, ratings, perm, *, double mu, double eta
         else:
             total = _mf_epoch(&a, <double*>pp, <double*>pq, <double*>gp, <double*>gq, n, nt, cl)
     return total
+
+
+cdef Py_ssize_t _scan_csr(const long long* indptr, Py_ssize_t n, const index* ind, const real* val,
+                          long long ncols, int* code) noexcept nogil:
+    """First bad row (code 1: column out of range, 2: unsorted, 3: duplicate, 4: non-finite
+    value), or -1."""
+    cdef Py_ssize_t r, j
+    cdef long long c, prev
+    cdef double v
+    for r in range(n):
+        prev = -1
+        for j in range(indptr[r], indptr[r + 1]):
+            c = ind[j]
+            v = <double>val[j]
+            if c < 0 or c >= ncols:
+                code[0] = 1
+                return r
+            if c <= prev:
+                code[0] = 2 if c < prev else 3
+                return r
+            if v - v != 0.0:
+                code[0] = 4
+                return r
+            prev = c
+    code[0] = 0
+    return -1
+
+
+def scan_csr(indptr, indices, data, long long ncols):
+    """``(code, row)`` of the first row of a CSR matrix that breaks a rule: code 0 (none,
+    row -1), 1 (a column index outside ``[0, ncols)``), 2 (unsorted column indices),
+    3 (a duplicate column index) or 4 (a non-finite value). ``indptr`` int64 (checked
+    by the caller: starts at 0, never decreases, ends within the arrays), ``indices``
+    int32/int64, ``data`` float32/float64, all C-contiguous."""
+    cdef Py_ssize_t n = indptr.shape[0] - 1, row
+    cdef int code = 0
+    cdef const long long* ip = <const long long*>_ptr(indptr)
+    cdef const void* pi = _ptr(indices)
+    cdef const void* pv = _ptr(data)
+    cdef bint f32 = data.dtype == np.float32
+    cdef bint i32 = indices.dtype == np.int32
+    with nogil:
+        if f32 and i32:
+            row = _scan_csr(ip, n, <const int*>pi, <const float*>pv, ncols, &code)
+        elif f32:
+            row = _scan_csr(ip, n, <const long long*>pi, <const float*>pv, ncols, &code)
+        elif i32:
+            row = _scan_csr(ip, n, <const int*>pi, <const double*>pv, ncols, &code)
+        else:
+            row = _scan_csr(ip, n, <const long long*>pi, <const double*>pv, ncols, &code)
+    return code, row
+
+
+cdef void _remap(const index* ind, index* out, const long long* newid, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        out[j] = <index>newid[ind[j]]
+
+
+def remap(indices, newid):
+    """``newid[indices]`` as a new array of ``indices``' dtype (int32/int64, in range:
+    checked by the caller)."""
+    out = np.empty_like(indices)
+    cdef const void* pi = _ptr(indices)
+    cdef void* po = <void*>cnp.PyArray_DATA(<cnp.ndarray>out)
+    cdef const long long* pn = <const long long*>_ptr(newid)
+    cdef Py_ssize_t n = indices.shape[0]
+    cdef bint i32 = indices.dtype == np.int32
+    with nogil:
+        if i32:
+            _remap(<const int*>pi, <int*>po, pn, n)
+        else:
+            _remap(<const long long*>pi, <long long*>po, pn, n)
+    return out

@@ -5,6 +5,7 @@ import numbers
 
 import numpy as np
 
+from fastopt._kernels import hogwild as _k
 from fastopt._kernels.driver import check_threads
 
 
@@ -72,24 +73,21 @@ def csr(X, name="X"):
     if indptr[0] != 0 or np.any(np.diff(indptr) < 0) or nnz > min(indices.size, data.size):
         raise ValueError(f"{name}.indptr must start at 0, never decrease and end at most at len({name}.indices)")
     indices, data = indices[:nnz], data[:nnz]
-    if nnz:
-        lo, hi = int(indices.min()), int(indices.max())
-        if lo < 0 or hi >= d:
-            raise ValueError(f"{name}.indices must lie in [0, {d}), found {lo if lo < 0 else hi}")
-        step = np.diff(indices.astype(np.int64))
-        first = np.zeros(nnz, bool)
-        first[indptr[:-1][indptr[:-1] < nnz]] = True
-        bad = np.flatnonzero((step <= 0) & ~first[1:])
-        if bad.size:
-            row = int(np.searchsorted(indptr, bad[0] + 1, side="right") - 1)
-            kind = "duplicate" if step[bad[0]] == 0 else "unsorted"
-            raise ValueError(f"{name} has {kind} column indices in row {row}: the column indices of every row "
-                             f"must be sorted and unique (call {name}.sum_duplicates() / {name}.sort_indices())")
-        if not np.all(np.isfinite(data)):
-            raise ValueError(f"{name}.data must be finite (it holds NaN or infinity)")
     if indices.dtype not in (np.int32, np.int64):
         indices = indices.astype(np.int64)
-    return indptr, np.ascontiguousarray(indices), np.ascontiguousarray(data), (n, d)
+    indices, data = np.ascontiguousarray(indices), np.ascontiguousarray(data)
+    code, row = _k.scan_csr(indptr, indices, data, d)
+    if code == 1:
+        cols = indices[indptr[row]:indptr[row + 1]]
+        bad = cols[(cols < 0) | (cols >= d)][0]
+        raise ValueError(f"{name}.indices must lie in [0, {d}), found {int(bad)} in row {row}")
+    if code in (2, 3):
+        kind = "duplicate" if code == 3 else "unsorted"
+        raise ValueError(f"{name} has {kind} column indices in row {row}: the column indices of every row "
+                         f"must be sorted and unique (call {name}.sum_duplicates() / {name}.sort_indices())")
+    if code == 4:
+        raise ValueError(f"{name}.data must be finite (it holds NaN or infinity, in row {row})")
+    return indptr, indices, data, (n, d)
 
 
 def labels(y, n, loss, name="y"):

@@ -73,7 +73,7 @@ class LinearSGD:
     def __init__(self, loss="log", *, penalty="l2", alpha=1e-4, l1_ratio=0.15, lr="optimal", eta0=0.0,
                  power_t=0.5, epochs=5, shuffle=True, seed=0, threads=None, fit_intercept=True,
                  intercept_decay=0.01, rule="sgd", eps=1e-10, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=5, tol=1e-3, progress=False, reorder=True):
+                 n_iter_no_change=5, tol=1e-3, progress=False, reorder=False):
         self.loss = _check.choice(loss, "loss", LOSSES)
         self.penalty = _check.choice(penalty, "penalty", PENALTIES)
         self.alpha = _check.real(alpha, "alpha", lo=0.0)
@@ -141,7 +141,7 @@ class LinearSGD:
         if self.reorder:
             newid = np.empty(d, np.int64)
             newid[np.argsort(-np.bincount(indices, minlength=d), kind="stable")] = np.arange(d)
-            indices = newid[indices].astype(indices.dtype)
+            indices = _k.remap(indices, newid)
         w = np.zeros(d, dtype)
         q = np.zeros(d, dtype) if rates.l1 else None
         acc = np.zeros(d, dtype) if self.rule == "adagrad" else None
