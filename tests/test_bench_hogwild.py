@@ -1,0 +1,35 @@
+"""The --hogwild part of the bench: its own part, opt-in, with real (small) runs."""
+import argparse
+
+from fastopt.bench import cli
+from fastopt.bench import hogwild as hb
+
+
+def test_hogwild_is_its_own_opt_in_part():
+    parse = cli.add_arguments(argparse.ArgumentParser()).parse_args
+    cfg = cli.config_from_args(parse(["--hogwild"]))
+    assert cfg.hogwild and not (cfg.table or cfg.many_arrays or cfg.small or cfg.contention or cfg.torch_training)
+    assert not cli.config_from_args(parse([])).hogwild
+
+
+def test_measure_small_sets():
+    lines = []
+    res = hb.measure(n_samples=600, n_features=5000, density=0.01, threads=[1, 2], repeat=1, n_users=400,
+                     n_items=100, mf_density=0.1, mf_epochs=3, emit=lines.append)
+    runs = {(r["who"], r["dtype"], r["threads"]) for r in res["linear"]}
+    assert {("fastopt", "float64", 1), ("fastopt", "float32", 1), ("fastopt", "float64", 2)} <= runs
+    if _has_sklearn():
+        assert ("sklearn", "float64", 1) in runs
+    assert all(0.0 <= r["accuracy"] <= 1.0 and r["examples_per_second"] > 0 for r in res["linear"])
+    assert [m["threads"] for m in res["mf"]] == [1, 2]
+    assert all(len(m["rmse"]) == 3 for m in res["mf"])
+    text = "\n".join(lines)
+    assert "Hogwild logistic regression" in text and "Hogwild matrix factorisation" in text
+
+
+def _has_sklearn():
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        return False
+    return True
