@@ -27,6 +27,12 @@ import numpy as np
 
 cnp.import_array()
 
+cdef extern from *:
+    """
+    #define FO_PREFETCH_W(p) __builtin_prefetch((const void*)(p), 1, 3)
+    """
+    void FO_PREFETCH_W(const void* p) noexcept nogil
+
 # examples per chunk a thread takes at a time: large enough to amortise the
 # scheduler, small enough to balance a busy machine
 cdef Py_ssize_t CHUNK = 256
@@ -116,7 +122,7 @@ cdef inline double _sparse_dot(const real* w, const index* ind, const real* val,
 cdef double _linear_range(const LinArgs* a, real* w, real* q, real* acc, const index* ind, const real* val,
                           Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     """Examples at positions [lo, hi) of the epoch; returns the sum of their losses."""
-    cdef Py_ssize_t k, j, r, start, end, idx
+    cdef Py_ssize_t k, j, r, rn, start, end, idx
     cdef double s, p, d, update, c, z, nz, u, g, gs, y, total = 0.0
     for k in range(lo, hi):
         r = a.perm[k]
@@ -125,6 +131,12 @@ cdef double _linear_range(const LinArgs* a, real* w, real* q, real* acc, const i
         y = a.y[r]
         s = a.shared[0]
         p = _sparse_dot(w, ind, val, start, end) * s + a.shared[1]
+        if k + 1 < hi:
+            # the next example's weights start loading while this one is updated
+            # (its weights are in cache after the dot): two examples' misses overlap
+            rn = a.perm[k + 1]
+            for j in range(a.indptr[rn], a.indptr[rn + 1]):
+                FO_PREFETCH_W(&w[ind[j]])
         total += _loss(a.loss, y, p)
         d = _dloss(a.loss, y, p)
         if d < -MAX_DLOSS:
