@@ -285,3 +285,31 @@ def test_feature_reordering_changes_no_bits(penalty):
     b = LinearSGD(penalty=penalty, epochs=2, threads=1, reorder=False).fit(X, y)
     np.testing.assert_array_equal(a.coef_.view(np.uint8), b.coef_.view(np.uint8))
     assert a.intercept_ == b.intercept_
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 7])
+def test_every_example_is_visited_once_per_epoch_for_any_thread_count(threads):
+    # with a zero learning rate the weights stay put, so each example's loss is fixed and
+    # the per-chunk sums (added in chunk order) must be the same bits for any thread count
+    X = small_csr(3000, 200, 12, seed=4)
+    y = labels_for(X, "squared", 4)
+    n = X.shape[0]
+    w0 = np.random.default_rng(0).standard_normal(200)
+    perm = np.random.default_rng(1).permutation(n).astype(np.int64)
+    zero = np.zeros(n)
+    totals = []
+    for t in (1, threads):
+        w = w0.copy()
+        shared = np.array([1.0, 0.25, 0.0])
+        totals.append(K.linear_epoch(w, None, None, shared, X.indptr, X.indices, X.data, y, perm, zero, None, None,
+                                     loss=2, rule=0, fit_intercept=True, intercept_decay=1.0, alpha_l2=0.0,
+                                     eps=1e-10, threads=t))
+        np.testing.assert_array_equal(w, w0)
+    assert totals[0] == totals[1]
+    P = np.random.default_rng(2).standard_normal((50, 4))
+    Q = np.random.default_rng(3).standard_normal((30, 4))
+    d = make_netflix_like(50, 30, 0.9, seed=5)
+    mperm = np.arange(d.users.size, dtype=np.int64)
+    sse = [K.mf_epoch(P.copy(), Q.copy(), None, None, d.users, d.items, d.ratings, mperm, mu=3.0, eta=0.0, reg=0.0,
+                      eps=1e-10, rule=0, threads=t) for t in (1, threads)]
+    assert sse[0] == sse[1]
