@@ -22,3 +22,12 @@ def test_report_detects_scalar_loops():
     # -O1 does not vectorise: the report must say so rather than pass everything
     status = vecreport.report(flags="-O1 -fno-math-errno -ffp-contract=off")
     assert not any(status.values())
+
+
+def test_hogwild_factor_loops_vectorise():
+    status = vecreport.hogwild_report()
+    lines = sorted({line for line, _ in status})
+    # the dot product, the SGD update and the Adagrad update, each for float32 and float64;
+    # the dot is an in-order float64 sum (the reference's order): only the updates must vectorise
+    assert len(lines) == 3 and len(status) == 6
+    assert [k for k, ok in status.items() if k[0] != lines[0] and not ok] == []
