@@ -313,3 +313,16 @@ def test_every_example_is_visited_once_per_epoch_for_any_thread_count(threads):
     sse = [K.mf_epoch(P.copy(), Q.copy(), None, None, d.users, d.items, d.ratings, mperm, mu=3.0, eta=0.0, reg=0.0,
                       eps=1e-10, rule=0, threads=t) for t in (1, threads)]
     assert sse[0] == sse[1]
+
+
+def test_mf_early_stopping_and_progress(capsys):
+    data = make_netflix_like(800, 200, 0.05, rank=3, noise=0.3, seed=7)
+    # a rate so high that the validation RMSE soon stops improving
+    m = MatrixFactorization(8, lr=0.15, reg=0.0, epochs=40, threads=1, early_stopping=True, n_iter_no_change=2,
+                            tol=1e-3, progress=True).fit(data.users, data.items, data.ratings)
+    assert m.n_iter_ < 40
+    from fastopt.hogwild._run import split_validation
+    _, valid = split_validation(data.users.size, 0.1, 0)
+    best = max(h["score"] for h in m.history_)
+    assert -m.rmse(data.users[valid], data.items[valid], data.ratings[valid]) == best
+    assert capsys.readouterr().err.count("hogwild MF epoch") == m.n_iter_
