@@ -291,7 +291,8 @@ def test_feature_reordering_changes_no_bits(penalty):
 def test_every_example_is_visited_once_per_epoch_for_any_thread_count(threads):
     # with a zero learning rate the weights stay put, so each example's loss is fixed and
     # the per-chunk sums (added in chunk order) must be the same bits for any thread count
-    X = small_csr(3000, 200, 12, seed=4)
+    X = small_csr(3000, 200, 40, seed=4)
+    assert X.nnz > K.PARALLEL_WORK          # large enough for the team
     y = labels_for(X, "squared", 4)
     n = X.shape[0]
     w0 = np.random.default_rng(0).standard_normal(200)
@@ -306,9 +307,10 @@ def test_every_example_is_visited_once_per_epoch_for_any_thread_count(threads):
                                      eps=1e-10, threads=t))
         np.testing.assert_array_equal(w, w0)
     assert totals[0] == totals[1]
-    P = np.random.default_rng(2).standard_normal((50, 4))
-    Q = np.random.default_rng(3).standard_normal((30, 4))
-    d = make_netflix_like(50, 30, 0.9, seed=5)
+    P = np.random.default_rng(2).standard_normal((200, 4))
+    Q = np.random.default_rng(3).standard_normal((100, 4))
+    d = make_netflix_like(200, 100, 0.9, seed=5)
+    assert d.users.size * 4 > 2 * K.PARALLEL_WORK
     mperm = np.arange(d.users.size, dtype=np.int64)
     sse = [K.mf_epoch(P.copy(), Q.copy(), None, None, d.users, d.items, d.ratings, mperm, mu=3.0, eta=0.0, reg=0.0,
                       eps=1e-10, rule=0, threads=t) for t in (1, threads)]

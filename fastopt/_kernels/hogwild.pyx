@@ -37,6 +37,10 @@ cdef extern from *:
 # scheduler, small enough to balance a busy machine
 cdef Py_ssize_t CHUNK = 256
 CHUNK_SIZE = CHUNK
+# a block with less work (non-zeros, or ratings x factors) runs on the calling thread:
+# waking the team would cost more than it saves
+cdef Py_ssize_t MIN_PARALLEL_WORK = 32768
+PARALLEL_WORK = MIN_PARALLEL_WORK
 # the scale is folded into the weights before it would fall below this (scikit-learn's bound)
 cdef double MIN_SCALE = 1e-9
 SCALE_FLOOR = MIN_SCALE
@@ -194,7 +198,7 @@ cdef void _fold(real* w, Py_ssize_t n, volatile double* shared) noexcept nogil:
 
 cdef double _linear_epoch(LinArgs* a, real* w, real* q, real* acc, const index* ind, const real* val,
                           Py_ssize_t n, Py_ssize_t nfeat, int nt, double* chunk_loss) noexcept nogil:
-    cdef Py_ssize_t pos = 0, end, nch, ch, lo, hi
+    cdef Py_ssize_t pos = 0, end, nch, ch, lo, hi, k, work
     cdef double s, s2, total = 0.0
     while pos < n:
         end = n
@@ -211,7 +215,13 @@ cdef double _linear_epoch(LinArgs* a, real* w, real* q, real* acc, const index* 
                 _fold(w, nfeat, a.shared)
                 continue
         nch = (end - pos + CHUNK - 1) // CHUNK
+        work = 0
         if nt > 1 and nch > 1:
+            k = pos
+            while k < end and work < MIN_PARALLEL_WORK:
+                work = work + a.indptr[a.perm[k] + 1] - a.indptr[a.perm[k]]
+                k = k + 1
+        if work >= MIN_PARALLEL_WORK:
             _team_started_now()
             for ch in prange(nch, num_threads=nt, schedule="dynamic", chunksize=1):
                 lo = pos + ch * CHUNK
@@ -351,7 +361,7 @@ cdef double _mf_epoch(const MFArgs* a, real* P, real* Q, real* GP, real* GQ, Py_
                       double* chunk_loss) noexcept nogil:
     cdef Py_ssize_t nch = (n + CHUNK - 1) // CHUNK, ch, lo, hi
     cdef double total = 0.0
-    if nt > 1 and nch > 1:
+    if nt > 1 and nch > 1 and n * a.k >= MIN_PARALLEL_WORK:
         _team_started_now()
         for ch in prange(nch, num_threads=nt, schedule="dynamic", chunksize=1):
             lo = ch * CHUNK
