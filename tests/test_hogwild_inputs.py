@@ -147,7 +147,7 @@ def test_bad_options(kw, err, match):
     ({"lr": "constant"}, r"lr='constant' needs eta0 > 0"),
     ({"lr": "constant", "eta0": 2.0, "alpha": 1.0}, r"the L2 shrink 1 - lr alpha \(1 - l1_ratio\) must stay"),
     ({"lr": NanRate(), "epochs": 3}, r"lr must give finite rates >= 0, epoch 1 got nan"),
-    ({"lr": "optimal", "alpha": 0.0}, r"lr='optimal' needs alpha > 0"),
+    ({"lr": "optimal", "alpha": 0.0, "penalty": "none"}, r"lr='optimal' needs alpha > 0"),
 ])
 def test_bad_rate_plans_refused_before_training(kw, match):
     X, y = good()
@@ -184,3 +184,9 @@ def test_mf_bad_input():
     with pytest.raises(TypeError, match="dtype must be float32 or float64"):
         MatrixFactorization(4, dtype=np.int32)
     assert m.P is None
+
+
+def test_optimal_rate_without_penalty_uses_alpha():
+    X, y = good()
+    m = LinearSGD(penalty="none", alpha=1e-3, epochs=1).fit(X, y)
+    assert m.history_[0]["lr"] > 0.0 and np.any(m.coef_ != 0)

@@ -40,15 +40,17 @@ class Rates:
     ``eta``, ``shrink`` (None without an L2 part) and ``ucum`` (None without an L1 part)
     for the ``n`` examples of epoch ``e``; ``ucum`` carries over from epoch to epoch."""
 
-    def __init__(self, lr, *, eta0, power_t, alpha, l1_ratio, loss, l2, l1):
+    def __init__(self, lr, *, eta0, power_t, alpha, l1_ratio, loss, l2, l1, rate_alpha=None):
+        # rate_alpha: the alpha of the "optimal" rate (the model's alpha even without a penalty)
         self.lr, self.eta0, self.power_t, self.alpha, self.l1_ratio = lr, eta0, power_t, alpha, l1_ratio
         self.l2, self.l1 = l2, l1
         self.u = 0.0
+        self.rate_alpha = alpha if rate_alpha is None else rate_alpha
         if lr == "optimal":
-            if alpha <= 0.0:
+            if self.rate_alpha <= 0.0:
                 raise ValueError("lr='optimal' needs alpha > 0 (its rate is 1 / (alpha t))")
-            typw = math.sqrt(1.0 / math.sqrt(alpha))
-            self.t0 = 1.0 / (typw / max(1.0, _dloss(loss, 1.0, -typw)) * alpha)
+            typw = math.sqrt(1.0 / math.sqrt(self.rate_alpha))
+            self.t0 = 1.0 / (typw / max(1.0, _dloss(loss, 1.0, -typw)) * self.rate_alpha)
         elif lr in ("invscaling", "constant") and eta0 <= 0.0:
             raise ValueError(f"lr={lr!r} needs eta0 > 0, got {eta0!r}")
 
@@ -56,7 +58,7 @@ class Rates:
         """The largest learning rate epoch ``epoch`` can use (its first example's, or the schedule's)."""
         if isinstance(self.lr, Schedule):
             return float(self.lr(epoch))
-        return self.eta0 if self.lr in ("constant", "invscaling") else 1.0 / (self.alpha * self.t0)
+        return self.eta0 if self.lr in ("constant", "invscaling") else 1.0 / (self.rate_alpha * self.t0)
 
     def check(self, epochs):
         """Refuse, before training, a plan whose L2 shrink would zero or flip the weights."""
@@ -75,7 +77,7 @@ class Rates:
         if isinstance(self.lr, Schedule):
             eta = np.full(n, float(self.lr(e)))
         elif self.lr == "optimal":
-            eta = 1.0 / (self.alpha * (self.t0 + t - 1.0))
+            eta = 1.0 / (self.rate_alpha * (self.t0 + t - 1.0))
         elif self.lr == "invscaling":
             eta = self.eta0 / np.power(t, self.power_t)
         else:

@@ -45,7 +45,8 @@ class LinearSGD:
       leaves truly zero weights;
     * ``rule="adagrad"``: sparse Adagrad on the example's support, ``g_j = d x_j +
       alpha (1 - l1_ratio) w_j``, ``G_j += g_j^2``, ``w_j -= eta g_j / (sqrt(G_j) + eps)``
-      (L2 on the support only; L1/elastic-net are refused with it).
+      (L2 on the support only; L1/elastic-net are refused with it); the intercept takes
+      the same step with its own sum, times ``intercept_decay``. Give it a number ``lr``.
 
     ``lr`` is ``"optimal"`` (scikit-learn's default), ``"invscaling"``, ``"constant"``, a
     number (constant), or a :class:`fastopt.schedules.Schedule` giving the rate of each
@@ -119,7 +120,7 @@ class LinearSGD:
         sgd = self.rule == "sgd"
         return Rates(self.lr, eta0=self.eta0, power_t=self.power_t, alpha=alpha, l1_ratio=l1_ratio,
                      loss=self.loss, l2=sgd and alpha > 0.0 and l1_ratio < 1.0,
-                     l1=sgd and alpha > 0.0 and l1_ratio > 0.0)
+                     l1=sgd and alpha > 0.0 and l1_ratio > 0.0, rate_alpha=self.alpha)
 
     def fit(self, X, y):
         """Train on CSR ``X`` (n x d, float32/float64) and labels ``y`` (n,); returns ``self``.
