@@ -37,8 +37,10 @@ def _sklearn():
 
 
 def measure(*, n_samples=20_000, n_features=800_000, density=0.0015, threads=None, repeat=3, n_users=100_000,
-            n_items=5_000, mf_density=0.01, mf_epochs=10, seed=0, emit=print):
-    """Run both parts; returns a JSON-ready dict (``linear``, ``mf``, ``meta``)."""
+            n_items=5_000, mf_density=0.01, mf_epochs=10, seed=0, sklearn=True, emit=print):
+    """Run both parts; returns a JSON-ready dict (``linear``, ``mf``, ``meta``). With
+    ``sklearn`` (and scikit-learn installed) its ``SGDClassifier`` runs beside: its wheel
+    maps a libgomp of its own into the process."""
     from fastopt.hogwild import CSR, LinearSGD, MatrixFactorization, make_netflix_like, make_rcv1_like
 
     threads = threads or list(range(1, (os.cpu_count() or 1) + 1))
@@ -52,7 +54,7 @@ def measure(*, n_samples=20_000, n_features=800_000, density=0.0015, threads=Non
     ytr, yte = y[:ntr], y[ntr:]
     sets = {"float64": (train, test)}
     sets["float32"] = tuple(CSR(m.data.astype(np.float32), m.indices, m.indptr, m.shape) for m in (train, test))
-    SGD = _sklearn()
+    SGD = _sklearn() if sklearn else None
     runs = []
     for dt in ("float64", "float32"):
         runs.append(("fastopt", dt, 1))
