@@ -27,5 +27,14 @@ def test_report_detects_scalar_loops():
 def test_every_row_kernel_loop_vectorises():
     # the sparse row kernels (fastopt/_kernels/rows.pyx): the loop over a touched row's elements
     status = vecreport.report(module="rows")
-    assert set(status) == {f"{r.name}_rows_{p}" for r in RULES for p in ("f32", "f64")}
+    assert set(status) == {f"{r.name}_rows_{p}{l1}" for r in RULES for p in ("f32", "f64") for l1 in ("", "+l1")}
     assert [name for name, ok in status.items() if not ok] == []
+
+
+def test_hogwild_factor_loops_vectorise():
+    status = vecreport.hogwild_report()
+    lines = sorted({line for line, _ in status})
+    # the dot product, the SGD update and the Adagrad update, each for float32 and float64;
+    # the dot is an in-order float64 sum (the reference's order): only the updates must vectorise
+    assert len(lines) == 3 and len(status) == 6
+    assert [k for k, ok in status.items() if k[0] != lines[0] and not ok] == []

@@ -35,7 +35,7 @@ def _plain_loops(pyx_lines):
             kernel = line[len("cdef void "):].split("(")[0]
         elif line.strip() in ("for _i in range(_n):", "for _i in range(_c0, _c1):") and kernel:
             loops[number] = kernel
-        elif line.strip() == "for _i in range(_n):  # l1" and kernel:
+        elif line.strip() in ("for _i in range(_n):  # l1", "for _i in range(_c0, _c1):  # l1") and kernel:
             loops[number] = kernel + "+l1"
     return loops
 
@@ -90,6 +90,57 @@ def report(cc=None, flags=None, module="rules"):
             status[name] = status.get(name, False) or number in vectorised
     for name in loops.values():
         status.setdefault(name, False)
+    return status
+
+
+def hogwild_report(cc=None, flags=None):
+    """``{(pyx line, C loop number): vectorised}`` for the factor loops of the Hogwild!
+    matrix-factorisation kernel (``for f in range(K)`` in ``_mf_range``, every fused
+    specialisation). The linear model's loops gather and scatter through column indices
+    and are not expected to vectorise."""
+    from Cython.Compiler.Main import CompilationOptions, compile as cython_compile
+
+    cc = cc or os.environ.get("CC") or "gcc"
+    if shutil.which(cc) is None:
+        raise RuntimeError(f"no C compiler '{cc}'")
+    flags = (flags or _build_flags()).split()
+    src = open(os.path.join(HERE, "hogwild.pyx")).read().splitlines()
+    loops, inside = set(), False
+    for number, line in enumerate(src, 1):
+        if line.startswith("cdef "):
+            inside = line.startswith("cdef double _mf_range(")
+        elif inside and line.strip() == "for f in range(K):":
+            loops.add(number)
+    with tempfile.TemporaryDirectory() as tmp:
+        pkg = os.path.join(tmp, "fastopt", "_kernels")
+        os.makedirs(pkg)
+        for name in os.listdir(HERE):
+            if name.endswith((".pxd", ".h")) or name == "hogwild.pyx":
+                shutil.copy(os.path.join(HERE, name), pkg)
+        for init in (os.path.join(tmp, "fastopt", "__init__.py"), os.path.join(pkg, "__init__.py")):
+            open(init, "w").close()
+        c_file = os.path.join(tmp, "hogwild.c")
+        result = cython_compile(os.path.join(pkg, "hogwild.pyx"),
+                                CompilationOptions(include_path=[tmp], output_file=c_file, language_level=3))
+        if result.num_errors:
+            raise RuntimeError("Cython failed on hogwild.pyx")
+        import numpy
+        cmd = [cc, *flags, "-fPIC", "-fopt-info-vec-optimized", "-c", c_file, "-o", os.path.join(tmp, "h.o"),
+               "-I" + sysconfig.get_paths()["include"], "-I" + pkg, "-I" + numpy.get_include()]
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
+        if out.returncode:
+            raise RuntimeError(f"compiling hogwild.c failed:\n{out.stderr[-2000:]}")
+        vectorised = {int(m.group(1)) for m in re.finditer(r"hogwild\.c:(\d+):\d+: optimized: loop vectorized",
+                                                           out.stderr)}
+        c_lines = open(c_file).read().splitlines()
+    status, current, seen = {}, None, {}
+    for number, line in enumerate(c_lines, 1):
+        m = re.search(r'hogwild\.pyx":(\d+)', line)
+        if m:
+            current = int(m.group(1))
+        elif current in loops and line.lstrip().startswith("for ("):
+            k = seen[current] = seen.get(current, 0) + 1
+            status[(current, k)] = number in vectorised
     return status
 
 

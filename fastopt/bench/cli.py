@@ -116,6 +116,10 @@ def add_arguments(parser):
                              "SparseAdam/Adagrad (opt-in: needs ~10 GB at the default --sparse-rows)")
     parser.add_argument("--sparse-rows", type=float, default=1e7, metavar="N",
                         help="rows of the --sparse table (x 64 float32; default 1e7)")
+    parser.add_argument("--hogwild", action="store_true",
+                        help="also (or, with no part named, only) run the Hogwild! trainers: logistic regression on "
+                             "an RCV1-shaped set vs scikit-learn's SGDClassifier and across thread counts, and matrix "
+                             "factorisation on a Netflix-shaped set (a few minutes; --threads sets the counts)")
     parser.add_argument("--busy", type=int, default=None, metavar="N",
                         help="busy processes beside the --contention steps (default: one per processor)")
     parser.add_argument("--json", metavar="PATH", help="also write machine-readable results to PATH")
@@ -131,7 +135,7 @@ def config_from_args(args):
     if args.repeat < 1:
         raise ValueError(f"--repeat must be >= 1, got {args.repeat}")
     named = args.table or args.many_arrays or args.small
-    everything = not named and not args.contention and not args.torch_training and not args.sparse
+    everything = not named and not args.contention and not args.torch_training and not args.sparse and not args.hogwild
     if not 1e6 <= args.sparse_rows <= 1e9 or args.sparse_rows != int(args.sparse_rows):
         raise ValueError(f"--sparse-rows must be an integer in [1e6, 1e9], got {args.sparse_rows:g}")
     return Config(algos=parse_algos(args.algos), sizes=parse_sizes(args.sizes), dtypes=parse_dtypes(args.dtypes),
@@ -140,6 +144,7 @@ def config_from_args(args):
                   many_arrays=args.many_arrays or everything, small=args.small or everything,
                   contention=args.contention, busy=args.busy, torch_training=args.torch_training,
                   sparse=args.sparse, sparse_rows=int(args.sparse_rows),
+                  hogwild=args.hogwild,
                   json_path=args.json, plot_path=args.plot, progress=args.progress or sys.stderr.isatty())
 
 

@@ -43,6 +43,7 @@ class Config:
     torch_training: bool = False
     sparse: bool = False
     sparse_rows: int = 10_000_000
+    hogwild: bool = False
     json_path: str | None = None
     plot_path: str | None = None
     progress: bool = False
@@ -56,9 +57,9 @@ def run(cfg, out=None):
     torch = load_torch(cfg.torch)
     torch_threads = torch.get_num_threads() if torch is not None else None
     results = {"meta": meta(cfg, torch), "copy": [], "table": [], "many_arrays": [], "small": None,
-               "contention": [], "torch_training": [], "sparse": None}
+               "contention": [], "torch_training": [], "sparse": None, "hogwild": None}
     total = ((len(cfg.dtypes) * len(cfg.sizes) * len(cfg.algos) if cfg.table else 0) + cfg.many_arrays + cfg.small
-             + cfg.contention + len(torch_training.MODELS) * cfg.torch_training + cfg.sparse)
+             + cfg.contention + len(torch_training.MODELS) * cfg.torch_training + cfg.sparse + cfg.hogwild)
     progress = Progress(total, cfg.progress)
     t0, load = time.perf_counter(), LoadMeter()
     emit = _printer(out, progress)
@@ -100,6 +101,12 @@ def run(cfg, out=None):
             results["sparse"] = sparse.measure(torch, rows=cfg.sparse_rows, repeat=min(cfg.repeat, 9))
             for line in sparse.lines(results["sparse"]):
                 emit(line)
+        if cfg.hogwild:
+            progress.step("hogwild")
+            from fastopt.bench import hogwild
+            # every thread count up to the largest asked for: the scaling curve
+            results["hogwild"] = hogwild.measure(threads=list(range(1, max(cfg.threads) + 1)),
+                                                 repeat=min(cfg.repeat, 3), emit=emit)
     finally:
         fastopt.set_num_threads(0)          # back to following OpenMP
         if torch is not None:
