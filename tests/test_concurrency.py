@@ -127,4 +127,5 @@ def test_current_lrs_seen_while_another_thread_steps_match_a_step_count():
     finally:
         stop.set()
         thread.join()
-    assert seen and all(a == b and 1 / a == round(1 / a) and 1 <= 1 / a <= 301 for a, b in seen)
+    valid = {1.0 / (t + 1) for t in range(301)}
+    assert seen and all(a == b and a in valid for a, b in seen)
