@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "fastopt", "_kernels"))
 import _codegen  # noqa: E402
 
-KERNELS = ["rules", "driver", "engine", "stream", "vecops"]
+KERNELS = ["rules", "lowrules", "driver", "engine", "stream", "vecops"]
 
 
 def compiler_accepts(flags, link_flags=()):

@@ -10,6 +10,7 @@ from fastopt._kernels.engine import StepGuard
 from fastopt._validate import as_array, byte_range, check_like, grads_sequence
 from fastopt.optim.base import NonFiniteGradientError
 from fastopt.reference import rules as R
+from fastopt.lowprec import reference as LP
 from fastopt.rules import BY_NAME
 
 
@@ -30,7 +31,7 @@ class ReferenceEngine:
                 a[...] = v
 
     def __init__(self, params, states, rules, group_of, groups, keys, validate, *, clip_norm=None, noise=None,
-                 seed=0, nonfinite="ignore", guard=None):
+                 seed=0, nonfinite="ignore", guard=None, low=None, grad_scale=1.0):
         self.guard = StepGuard() if guard is None else guard
         self.successor = None
         self.params, self.states, self.group_of, self.groups = params, states, group_of, groups
@@ -42,7 +43,13 @@ class ReferenceEngine:
         self.gsteps = [0] * len(groups)
         self.last_grad_norm = math.nan
         self.last_skipped = False
-        self._written = [byte_range(a) for k, p in enumerate(params) for a in (p,) + tuple(states[k]) if a.size]
+        self.low = [None] * len(params) if low is None else list(low)
+        self.grad_scale = float(grad_scale)
+        self._written = [byte_range(a) for k, p in enumerate(params) for a in (p,) + tuple(states[k]) + (
+            () if self.low[k] is None or self.low[k].copy is None else (self.low[k].copy,)) if a.size]
+
+    def set_grad_scale(self, scale):
+        self.grad_scale = float(scale)
 
     def step(self, grads):
         self.guard.acquire("step")
@@ -67,8 +74,16 @@ class ReferenceEngine:
             if g is None:
                 checked.append(None)
                 continue
-            g = as_array(g, f"grads[{k}]", writeable=False)
-            check_like(g, f"grads[{k}]", self.params[k], "its parameter")
+            if self.low[k] is not None:
+                ls = self.low[k]
+                if not isinstance(g, np.ndarray) or g.dtype not in ls.grad_dtypes:
+                    raise TypeError(f"grads[{k}] has dtype {getattr(g, 'dtype', type(g).__name__)}; this parameter "
+                                    f"takes {ls.grad_names} gradients ({ls.why})")
+                if g.shape != ls.shape:
+                    raise ValueError(f"grads[{k}] has shape {g.shape}, its parameter {ls.shape}")
+            else:
+                g = as_array(g, f"grads[{k}]", writeable=False)
+                check_like(g, f"grads[{k}]", self.params[k], "its parameter")
             lo, hi = byte_range(g)
             if g.size and any(lo < b and a < hi for a, b in self._written):
                 raise ValueError(f"grads[{k}] shares memory with a parameter or optimizer state")
@@ -90,6 +105,14 @@ class ReferenceEngine:
                 raise ValueError(f"param_groups[{gi}]: the learning-rate schedule gave {lr!r}")
             settings.append(dict(lr=lr, hyper=hyper, weight_decay=wd, maximize=bool(maximize),
                                  decoupled_weight_decay=bool(decoupled), clip_value=clip))
+        loaded = {}
+        for k, g in enumerate(checked):
+            if g is not None and self.low[k] is not None:
+                p32, g32, s32 = LP.load(self.low[k].variant, self.rules[k], self.params[k], g, self.states[k])
+                if self.grad_scale != 1.0:
+                    g32 = g32 * np.float32(self.grad_scale)
+                loaded[k] = (p32, g32, s32)
+                checked[k] = g32
         coef = 1.0
         if self.clip_norm is not None or self.policy != "ignore":
             total, finite = 0.0, True
@@ -99,7 +122,7 @@ class ReferenceEngine:
                 s = settings[self.group_of[k]]
                 finite = finite and bool(np.isfinite(g).all())
                 if s["weight_decay"] != 0 and not s["decoupled_weight_decay"]:
-                    g = g + s["weight_decay"] * self.params[k]
+                    g = g + s["weight_decay"] * (self.params[k] if k not in loaded else loaded[k][0])
                 total += float(np.sum(np.square(g.astype(np.float64))))
             self.last_grad_norm = math.sqrt(total)
             if not finite and self.policy == "raise":
@@ -116,6 +139,9 @@ class ReferenceEngine:
             if g is None:
                 continue
             s, rule, p = settings[self.group_of[k]], self.rules[k], self.params[k]
+            states = self.states[k]
+            if k in loaded:
+                p, _, states = loaded[k]
             t = self.steps[k] + 1
             noise = None
             if self.noise is not None:
@@ -126,7 +152,11 @@ class ReferenceEngine:
                              clip_value=s["clip_value"], clip_coef=coef, noise=noise)
             kwargs = dict(zip(rule.hyper_names, s["hyper"]))
             kwargs.update(zip((n for n, _ in rule.scalar_state), self.sstate[k]))
-            out = reference_function(rule)(p, g, **dict(zip(rule.state, self.states[k])), t=t, lr=s["lr"], **kwargs)
+            out = reference_function(rule)(p, g, **dict(zip(rule.state, states)), t=t, lr=s["lr"], **kwargs)
+            if k in loaded:
+                ls = self.low[k]
+                key = int(R.noise_key(self.seed, t, k)) if ls.sround else None
+                LP.store(ls.variant, rule, self.params[k], self.states[k], ls.copy, p, states, key)
             if rule.scalar_state:
                 self.sstate[k] = [out]
             self.steps[k] = t

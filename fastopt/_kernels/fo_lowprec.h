@@ -1,0 +1,89 @@
+/* Element conversions of the low-precision kernels (lowrules.pyx): bfloat16 and
+   float16 held as their 16-bit patterns, and the 8-bit block-wise codes.
+
+   Arithmetic is float32; these only load and store. bfloat16 stores round to nearest
+   even (or stochastically from a counter-based hash), and keep NaN a NaN (plain
+   rounding could carry a NaN whose payload sits in the low bits into infinity).
+   float16 goes through the compiler's _Float16 (F16C instructions when available),
+   which rounds to nearest even. */
+#ifndef FO_LOWPREC_H
+#define FO_LOWPREC_H
+#include <stdint.h>
+#include <string.h>
+
+typedef uint16_t * __restrict fo_u16p;
+typedef const uint16_t * __restrict fo_cu16p;
+typedef uint8_t * __restrict fo_u8p;
+typedef float * __restrict fo_absp;
+
+static inline uint32_t fo_f32_bits(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
+static inline float fo_bits_f32(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
+
+static inline float fo_bf16_load(uint16_t b) { return fo_bits_f32((uint32_t)b << 16); }
+
+static inline uint16_t fo_bf16_store(float x) {
+    uint32_t u = fo_f32_bits(x);
+    uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    uint32_t q = (u >> 16) | 0x40u;                      /* quiet NaN, same sign */
+    return (uint16_t)((u & 0x7FFFFFFFu) > 0x7F800000u ? q : r);
+}
+
+/* 16 random bits for element i of a stream keyed by (key, stream): lowbias32 of the
+   element counter mixed with the key (as fastopt.lowprec.stochastic_bits computes). */
+static inline uint32_t fo_sr_bits(uint32_t k0, uint32_t k1, uint32_t i) {
+    uint32_t x = (i ^ k0) * 0x9E3779B1u + k1;
+    x ^= x >> 16; x *= 0x21F0AAADu;
+    x ^= x >> 15; x *= 0x735A2D97u;
+    x ^= x >> 15;
+    return x >> 16;
+}
+
+static inline uint16_t fo_bf16_store_sr(float x, uint32_t k0, uint32_t k1, uint32_t i) {
+    uint32_t u = fo_f32_bits(x);
+    uint32_t r = (u + fo_sr_bits(k0, k1, i)) >> 16;
+    uint32_t q = (u >> 16) | 0x40u;
+    return (uint16_t)((u & 0x7FFFFFFFu) > 0x7F800000u ? q : r);
+}
+
+static inline float fo_f16_load(uint16_t b) { _Float16 h; memcpy(&h, &b, 2); return (float)h; }
+static inline uint16_t fo_f16_store(float x) { _Float16 h = (_Float16)x; uint16_t b; memcpy(&b, &h, 2); return b; }
+
+/* --- 8-bit block-wise state -------------------------------------------------------
+   fo_q8_map[m]: the 256 values of bitsandbytes' dynamic map (m = 0 signed, 1 unsigned).
+   The nearest code of a normalised value x is found as bitsandbytes' CPU quantiser
+   finds it (binary search for the code left of x, then the nearer neighbour, a tie
+   going left) but without the search: every float32 whose top 16 bits fall in one
+   bucket has one of two answers, base[b] or base[b] + 1, the second from thr[b] on
+   (fastopt/lowprec/q8.py builds and checks the tables). */
+#define FO_Q8_BLOCK 256
+#define FO_Q8_LO16 0x3280u            /* top 16 bits of 2**-26: smaller magnitudes share bucket 0 */
+#define FO_Q8_HI16 0x3F80u            /* top 16 bits of 1.0 */
+#define FO_Q8_NB (FO_Q8_HI16 - FO_Q8_LO16 + 1)
+
+static float fo_q8_map[2][256];
+static int32_t fo_q8_base[2][2 * FO_Q8_NB];
+static float fo_q8_thr[2][2 * FO_Q8_NB];
+
+static inline int32_t fo_q8_bucket(float x) {
+    uint32_t u = fo_f32_bits(x);
+    uint32_t mag = u & 0x7FFFFFFFu;
+    int32_t k = (int32_t)(mag >> 16) - (int32_t)FO_Q8_LO16;
+    k = k < 0 ? 0 : k;
+    k = k > (int32_t)FO_Q8_NB - 1 ? (int32_t)FO_Q8_NB - 1 : k;
+    k = k + (int32_t)(u >> 31) * (int32_t)FO_Q8_NB;
+    return mag > 0x7F800000u ? (int32_t)FO_Q8_NB - 1 : k;   /* NaN: the code of 1.0 */
+}
+
+static inline uint8_t fo_q8_code(int m, float x) {
+    int32_t k = fo_q8_bucket(x);
+    return (uint8_t)(fo_q8_base[m][k] + (x >= fo_q8_thr[m][k] ? 1 : 0));
+}
+
+static inline float fo_q8_value(int m, uint8_t c) { return fo_q8_map[m][c]; }
+
+static inline void fo_q8_set(int m, const float* map, const int32_t* base, const float* thr) {
+    memcpy(fo_q8_map[m], map, sizeof(fo_q8_map[m]));
+    memcpy(fo_q8_base[m], base, sizeof(fo_q8_base[m]));
+    memcpy(fo_q8_thr[m], thr, sizeof(fo_q8_thr[m]));
+}
+#endif
