@@ -11,6 +11,7 @@ from fastopt import optim
 from fastopt.optim import NonFiniteGradientError, Optimizer, ReentryError, flatten_state_dict, unflatten_state_dict
 from fastopt import kernels, schedules
 from fastopt.lowprec.storage import Precision
+from fastopt.lowprec.convert import convert_precision
 from fastopt.second_order import LBFGS, OptimizeResult, minimize
 
 # the optimizer classes, one per fastopt.rules.ClassSpec
@@ -21,4 +22,4 @@ __version__ = "0.1.0"
 __all__ = ([cls.__name__ for cls in optim.ALL]
            + ["Optimizer", "NonFiniteGradientError", "ReentryError", "flatten_state_dict", "unflatten_state_dict",
               "get_num_threads", "set_num_threads", "openmp_enabled", "kernels", "schedules", "LBFGS", "minimize",
-              "OptimizeResult", "Precision"])
+              "OptimizeResult", "Precision", "convert_precision"])

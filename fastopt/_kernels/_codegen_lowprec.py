@@ -50,7 +50,7 @@ def _element(rule, lv, mode, body):
     lines = [f"p = {_load(lv.param, '_buf_p[_i]')}", f"g = {_load(lv.grad, '_buf_g[_i]')}"]
     for k, s in enumerate(rule.state):
         if lv.q8:
-            lines.append(f"{s} = fo_q8_value({1 if _unsigned(rule, s) else 0}, _q_{s}[_i]) * _am_{s}")
+            lines.append(f"{s} = _v_{s}[_j]")
         else:
             lines.append(f"{s} = {_load(lv.state, f'_buf_{s}[_i]')}")
     lines.append(PREPROCESS)
@@ -87,8 +87,7 @@ def render_low_kernel(rule, common, lv, functions):
         if lv.q8:
             out += [f"    cdef fo_u8p _q_{s} = <uint8_t*>_slot.buf[{2 + 2 * k}] + _start",
                     f"    cdef fo_absp _a_{s} = <float*>_slot.buf[{3 + 2 * k}] + (_start >> 8)",
-                    f"    cdef float _v_{s}[256]",
-                    f"    cdef float _am_{s}"]
+                    f"    cdef float _v_{s}[256]"]
         else:
             out.append(f"    cdef {lv.state.ptr} _buf_{s} = <{lv.state.ctype}*>_slot.buf[{k + 2}] + _start")
     out.append("    cdef const double* _sc = _slot.scal")
@@ -107,15 +106,16 @@ def render_low_kernel(rule, common, lv, functions):
     out.append("    cdef int _sr = _slot.sround")
     out.append("    cdef uint32_t _k0 = <uint32_t>(_slot.noise_key & 0xFFFFFFFFULL) ^ 0x85EBCA6BU")
     out.append("    cdef uint32_t _k1 = <uint32_t>(_slot.noise_key >> 32)")
-    if lv.q8:
-        out.append("    cdef uint32_t _u, _mx")
     modes = ["plain"] + (["sr"] if _has_sr(lv) else []) + ["noisy"]
     loops = {m: _element(rule, lv, m, body) for m in modes}
     out += ["    _blk = 0",
             "    while _blk < _n:",
             "        _m = NOISE_BLOCK if _n - _blk > NOISE_BLOCK else _n - _blk"]
+    # 8-bit state: the block is dequantised into _v_<state>, updated there by the
+    # element loop and requantised (fo_lowprec.h's block functions)
     for s in rule.state if lv.q8 else ():
-        out.append(f"        _am_{s} = _a_{s}[_blk >> 8]")
+        out.append(f"        fo_q8_load_block({1 if _unsigned(rule, s) else 0}, _q_{s} + _blk, _a_{s}[_blk >> 8], "
+                   f"_v_{s}, _m)")
     out.append("        if sigma == 0.0 and _sr == 0:")
     out += ["            for _j in range(_m):", "                _i = _blk + _j", _indent(loops["plain"], 16)]
     if "sr" in loops:
@@ -130,20 +130,8 @@ def render_low_kernel(rule, common, lv, functions):
             "            for _j in range(_m):", "                _i = _blk + _j", _indent(loops["noisy"], 16)]
     for s in rule.state if lv.q8 else ():
         m = 1 if _unsigned(rule, s) else 0
-        zero = "ZERO_UNSIGNED" if m else "ZERO_SIGNED"
-        out += ["        _mx = 0",
-                "        for _j in range(_m):",
-                f"            _u = fo_f32_bits(_v_{s}[_j]) & 0x7FFFFFFFU",
-                "            _u = 0 if _u > 0x7F800000U else _u",
-                "            _mx = _u if _u > _mx else _mx",
-                f"        _am_{s} = fo_bits_f32(_mx)",
-                f"        _a_{s}[_blk >> 8] = _am_{s}",
-                f"        if _am_{s} > 0.0:",
-                "            for _j in range(_m):",
-                f"                _q_{s}[_blk + _j] = fo_q8_code({m}, _v_{s}[_j] / _am_{s})",
-                "        else:",
-                "            for _j in range(_m):",
-                f"                _q_{s}[_blk + _j] = {zero}"]
+        out.append(f"        _a_{s}[_blk >> 8] = fo_q8_store_block({m}, _v_{s}, _q_{s} + _blk, _m, "
+                   f"{'ZERO_UNSIGNED' if m else 'ZERO_SIGNED'})")
     out += ["        _blk = _blk + _m", ""]
     return "\n".join(out)
 
@@ -177,8 +165,8 @@ def render(mod):
            "    uint16_t fo_bf16_store_sr(float x, uint32_t k0, uint32_t k1, uint32_t i) noexcept nogil",
            "    float fo_f16_load(uint16_t b) noexcept nogil",
            "    uint16_t fo_f16_store(float x) noexcept nogil",
-           "    uint8_t fo_q8_code(int m, float x) noexcept nogil",
-           "    float fo_q8_value(int m, uint8_t c) noexcept nogil",
+           "    void fo_q8_load_block(int m, const uint8_t* q, float am, float* v, long n) noexcept nogil",
+           "    float fo_q8_store_block(int m, const float* v, uint8_t* q, long n, uint8_t zero) noexcept nogil",
            "    void fo_q8_set(int m, const float* map, const int32_t* base, const float* thr) noexcept nogil",
            "",
            "import numpy as _np",

@@ -81,6 +81,32 @@ static inline uint8_t fo_q8_code(int m, float x) {
 
 static inline float fo_q8_value(int m, uint8_t c) { return fo_q8_map[m][c]; }
 
+/* A block of n <= 256 codes into float32 values (scale am). Not inlined: alone it
+   vectorises (gathers); inside a kernel's body GCC gave up on it. */
+__attribute__((noinline)) static void fo_q8_load_block(int m, const uint8_t* __restrict q, float am,
+                                                       float* __restrict v, long n) {
+    for (long j = 0; j < n; j++) v[j] = fo_q8_map[m][q[j]] * am;
+}
+
+/* Requantise a block of n values: absmax = max |v| (on the bit patterns, NaN as 0),
+   codes of v / absmax (all `zero` for an all-zero block). Returns the absmax. */
+__attribute__((noinline)) static float fo_q8_store_block(int m, const float* __restrict v, uint8_t* __restrict q,
+                                                         long n, uint8_t zero) {
+    int32_t mx = 0;
+    for (long j = 0; j < n; j++) {
+        int32_t u = (int32_t)(fo_f32_bits(v[j]) & 0x7FFFFFFFu);
+        u = u > 0x7F800000 ? 0 : u;
+        mx = u > mx ? u : mx;
+    }
+    float am = fo_bits_f32((uint32_t)mx);
+    if (am > 0.0f) {
+        for (long j = 0; j < n; j++) q[j] = fo_q8_code(m, v[j] / am);
+    } else {
+        for (long j = 0; j < n; j++) q[j] = zero;
+    }
+    return am;
+}
+
 static inline void fo_q8_set(int m, const float* map, const int32_t* base, const float* thr) {
     memcpy(fo_q8_map[m], map, sizeof(fo_q8_map[m]));
     memcpy(fo_q8_base[m], base, sizeof(fo_q8_base[m]));
