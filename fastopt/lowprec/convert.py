@@ -15,7 +15,8 @@ def _values(opt, k, entry):
         if lp is None:
             out[name] = entry[name]
         elif lp.sstore == "q8":
-            out[name] = q8.dequantize_blockwise(entry[name], entry[name + "_absmax"], signed=not is_unsigned(rule, name))
+            out[name] = q8.dequantize_blockwise(entry[name], entry[name + "_absmax"],
+                                                signed=not is_unsigned(rule, name))
         elif lp.sstore == "bf16":
             out[name] = bf16_to_f32(entry[name]).reshape(entry[name].shape)
         else:
