@@ -22,3 +22,14 @@ def test_report_detects_scalar_loops():
     # -O1 does not vectorise: the report must say so rather than pass everything
     status = vecreport.report(flags="-O1 -fno-math-errno -ffp-contract=off")
     assert not any(status.values())
+
+
+def test_low_precision_kernels_vectorise():
+    # every low-precision variant (Adam has them all, Lion's sign select is the odd body)
+    # and the 8-bit block functions' loops
+    from fastopt._kernels.lowrules import LOW_GENERATED
+    status = vecreport.report_low(("adam", "lion"))
+    assert {n for n in status if not n.startswith("fo_q8")} == {f"{r}_{v}" for r, v in LOW_GENERATED
+                                                               if r in ("adam", "lion")}
+    assert len([n for n in status if n.startswith("fo_q8")]) == 4
+    assert [name for name, ok in status.items() if not ok] == []

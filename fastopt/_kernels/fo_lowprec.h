@@ -4,8 +4,7 @@
    Arithmetic is float32; these only load and store. bfloat16 stores round to nearest
    even (or stochastically from a counter-based hash), and keep NaN a NaN (plain
    rounding could carry a NaN whose payload sits in the low bits into infinity).
-   float16 goes through the compiler's _Float16 (F16C instructions when available),
-   which rounds to nearest even. */
+   float16 is converted with integer operations (see fo_f16_load). */
 #ifndef FO_LOWPREC_H
 #define FO_LOWPREC_H
 #include <stdint.h>
@@ -45,8 +44,37 @@ static inline uint16_t fo_bf16_store_sr(float x, uint32_t k0, uint32_t k1, uint3
     return (uint16_t)((u & 0x7FFFFFFFu) > 0x7F800000u ? q : r);
 }
 
-static inline float fo_f16_load(uint16_t b) { _Float16 h; memcpy(&h, &b, 2); return (float)h; }
-static inline uint16_t fo_f16_store(float x) { _Float16 h = (_Float16)x; uint16_t b; memcpy(&b, &h, 2); return b; }
+/* float16 <-> float32 in integer and float32 operations that vectorise (GCC 12 does not
+   vectorise _Float16 conversions without AVX512-FP16). Loads are exact; stores round to
+   nearest even, overflow to inf, and keep a NaN's sign and top payload bits (as NumPy). */
+/* c ? a : b on masks: no branch for the vectoriser to refuse (a conditional float
+   operation may trap, so GCC keeps such selects as control flow) */
+static inline uint32_t fo_sel(uint32_t c, uint32_t a, uint32_t b) { uint32_t m = 0u - c; return (a & m) | (b & ~m); }
+
+static inline float fo_f16_load(uint16_t b) {
+    uint32_t h = b;
+    uint32_t sign = (h & 0x8000u) << 16;
+    uint32_t em = h & 0x7FFFu;
+    uint32_t normal = (em << 13) + 0x38000000u;
+    uint32_t infnan = (em << 13) | 0x7F800000u;
+    float sub = (float)(int32_t)em * 5.9604644775390625e-8f;      /* subnormal: em * 2**-24, exact */
+    uint32_t r = fo_sel(em >= 0x7C00u, infnan, normal);
+    r = fo_sel(em < 0x0400u, fo_f32_bits(sub), r);
+    return fo_bits_f32(r | sign);
+}
+
+static inline uint16_t fo_f16_store(float x) {
+    uint32_t u = fo_f32_bits(x);
+    uint32_t sign = (u >> 16) & 0x8000u;
+    uint32_t a = u & 0x7FFFFFFFu;
+    uint32_t normal = (a + 0xC8000FFFu + ((a >> 13) & 1u)) >> 13;     /* rebias by -112, round to even */
+    uint32_t sub = fo_f32_bits(fo_bits_f32(a) + 0.5f) - 0x3F000000u;  /* the add rounds at 2**-24 */
+    uint32_t nan = 0x7C00u + ((a & 0x7FFFFFu) >> 13);
+    uint32_t r = fo_sel(a < 0x38800000u, sub, normal);
+    r = fo_sel(a >= 0x477FF000u, 0x7C00u, r);                        /* 65520 and above: inf */
+    r = fo_sel(a > 0x7F800000u, fo_sel(nan == 0x7C00u, 0x7C01u, nan), r);
+    return (uint16_t)(r | sign);
+}
 
 /* --- 8-bit block-wise state -------------------------------------------------------
    fo_q8_map[m]: the 256 values of bitsandbytes' dynamic map (m = 0 signed, 1 unsigned).

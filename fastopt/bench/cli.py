@@ -103,6 +103,11 @@ def add_arguments(parser):
                         help="also (or, with no part named, only) time a CPU training step of a ~20M-parameter "
                              "embedding+MLP model: forward+backward and optimizer step, fastopt.torch vs torch.optim "
                              "foreach and fused (needs torch; --repeat timed steps, at most 9)")
+    parser.add_argument("--lowprec", action="store_true",
+                        help="also (or, with no part named, only) time Adam with bf16/fp16 parameters, bf16 and 8-bit "
+                             "state and mixed precision at 10M elements against fp32 Adam, a stream of the same "
+                             "bytes, torch fused Adam (fp32, bf16) and bitsandbytes' 8-bit Adam when installed; "
+                             "state memory and update quality")
     parser.add_argument("--busy", type=int, default=None, metavar="N",
                         help="busy processes beside the --contention steps (default: one per processor)")
     parser.add_argument("--json", metavar="PATH", help="also write machine-readable results to PATH")
@@ -118,12 +123,13 @@ def config_from_args(args):
     if args.repeat < 1:
         raise ValueError(f"--repeat must be >= 1, got {args.repeat}")
     named = args.table or args.many_arrays or args.small
-    everything = not named and not args.contention and not args.torch_training
+    everything = not named and not args.contention and not args.torch_training and not args.lowprec
     return Config(algos=parse_algos(args.algos), sizes=parse_sizes(args.sizes), dtypes=parse_dtypes(args.dtypes),
                   threads=parse_threads(args.threads), repeat=args.repeat, reference=not args.no_reference,
                   torch=not args.no_torch, table=args.table or everything,
                   many_arrays=args.many_arrays or everything, small=args.small or everything,
                   contention=args.contention, busy=args.busy, torch_training=args.torch_training,
+                  lowprec=args.lowprec,
                   json_path=args.json, plot_path=args.plot, progress=args.progress or sys.stderr.isatty())
 
 

@@ -41,6 +41,7 @@ class Config:
     contention: bool = False
     busy: int | None = None
     torch_training: bool = False
+    lowprec: bool = False
     json_path: str | None = None
     plot_path: str | None = None
     progress: bool = False
@@ -54,9 +55,9 @@ def run(cfg, out=None):
     torch = load_torch(cfg.torch)
     torch_threads = torch.get_num_threads() if torch is not None else None
     results = {"meta": meta(cfg, torch), "copy": [], "table": [], "many_arrays": [], "small": None,
-               "contention": [], "torch_training": []}
+               "contention": [], "torch_training": [], "lowprec": None}
     total = ((len(cfg.dtypes) * len(cfg.sizes) * len(cfg.algos) if cfg.table else 0) + cfg.many_arrays + cfg.small
-             + cfg.contention + cfg.torch_training)
+             + cfg.contention + cfg.torch_training + cfg.lowprec)
     progress = Progress(total, cfg.progress)
     t0, load = time.perf_counter(), LoadMeter()
     emit = _printer(out, progress)
@@ -89,6 +90,10 @@ def run(cfg, out=None):
                 results["torch_training"] = torch_training.measure(torch, steps=min(cfg.repeat, 9))
                 for line in torch_training.lines(results["torch_training"], threads):
                     emit(line)
+        if cfg.lowprec:
+            progress.step("low precision")
+            from fastopt.bench import lowprec
+            results["lowprec"] = lowprec.run(torch, rounds=max(cfg.repeat, 3), out=emit)
     finally:
         fastopt.set_num_threads(0)          # back to following OpenMP
         if torch is not None:
