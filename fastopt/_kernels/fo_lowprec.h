@@ -78,19 +78,19 @@ static inline uint16_t fo_f16_store(float x) {
 
 /* --- 8-bit block-wise state -------------------------------------------------------
    fo_q8_map[m]: the 256 values of bitsandbytes' dynamic map (m = 0 signed, 1 unsigned).
-   The nearest code of a normalised value x is found as bitsandbytes' CPU quantiser
-   finds it (binary search for the code left of x, then the nearer neighbour, a tie
-   going left) but without the search: every float32 whose top 16 bits fall in one
-   bucket has one of two answers, base[b] or base[b] + 1, the second from thr[b] on
-   (fastopt/lowprec/q8.py builds and checks the tables). */
+   The nearest code of a normalised value x (the last code <= x by binary search, then
+   the nearer neighbour, a tie going left) is found without the search: every float32
+   whose top 16 bits fall in one bucket has one of two codes, base or base + 1, the
+   second from a threshold on, and the threshold shares the bucket's top 16 bits. One
+   32-bit word per bucket holds [has threshold:1][base:8][threshold's low 16 bits]: one
+   gather from a 26 KB table (fastopt/lowprec/q8.py builds and checks it). */
 #define FO_Q8_BLOCK 256
 #define FO_Q8_LO16 0x3280u            /* top 16 bits of 2**-26: smaller magnitudes share bucket 0 */
 #define FO_Q8_HI16 0x3F80u            /* top 16 bits of 1.0 */
 #define FO_Q8_NB (FO_Q8_HI16 - FO_Q8_LO16 + 1)
 
 static float fo_q8_map[2][256];
-static int32_t fo_q8_base[2][2 * FO_Q8_NB];
-static float fo_q8_thr[2][2 * FO_Q8_NB];
+static uint32_t fo_q8_packed[2][2 * FO_Q8_NB];
 
 static inline int32_t fo_q8_bucket(float x) {
     uint32_t u = fo_f32_bits(x);
@@ -103,8 +103,10 @@ static inline int32_t fo_q8_bucket(float x) {
 }
 
 static inline uint8_t fo_q8_code(int m, float x) {
-    int32_t k = fo_q8_bucket(x);
-    return (uint8_t)(fo_q8_base[m][k] + (x >= fo_q8_thr[m][k] ? 1 : 0));
+    uint32_t e = fo_q8_packed[m][fo_q8_bucket(x)];
+    float thr = fo_bits_f32((fo_f32_bits(x) & 0xFFFF0000u) | (e & 0xFFFFu));
+    uint32_t up = (x >= thr ? 1u : 0u) & (e >> 31);
+    return (uint8_t)(((e >> 16) & 0xFFu) + up);
 }
 
 static inline float fo_q8_value(int m, uint8_t c) { return fo_q8_map[m][c]; }
@@ -135,9 +137,8 @@ __attribute__((noinline)) static float fo_q8_store_block(int m, const float* __r
     return am;
 }
 
-static inline void fo_q8_set(int m, const float* map, const int32_t* base, const float* thr) {
+static inline void fo_q8_set(int m, const float* map, const uint32_t* packed) {
     memcpy(fo_q8_map[m], map, sizeof(fo_q8_map[m]));
-    memcpy(fo_q8_base[m], base, sizeof(fo_q8_base[m]));
-    memcpy(fo_q8_thr[m], thr, sizeof(fo_q8_thr[m]));
+    memcpy(fo_q8_packed[m], packed, sizeof(fo_q8_packed[m]));
 }
 #endif

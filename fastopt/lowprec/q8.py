@@ -186,13 +186,29 @@ def search_tables(signed=True):
     return q_first.astype(np.int32), thr.astype(np.float32)
 
 
+def packed_table(signed=True):
+    """The kernels' table (uint32, 2 x 3329 buckets): ``[has threshold:1][base:8]
+    [threshold's low 16 bits]`` from :func:`search_tables`; a threshold shares its
+    bucket's top 16 bits (checked: the clamped first and last buckets have none)."""
+    base, thr = search_tables(signed)
+    has = np.isfinite(thr)
+    kk = np.arange(2 * _NB) % _NB
+    if has[(kk == 0) | (kk == _NB - 1)].any():
+        raise ValueError("a clamped bucket of the 8-bit search has a threshold")
+    low = np.where(has, thr.view(np.uint32) & np.uint32(0xFFFF), 0).astype(np.uint32)
+    return (has.astype(np.uint32) << np.uint32(31)) | (base.astype(np.uint32) << np.uint32(16)) | low
+
+
 def codes_by_tables(x, signed=True):
-    """The codes the kernels compute for normalised values ``x`` (same as
-    :func:`nearest_code`; used to check the tables)."""
+    """The codes the kernels compute for normalised values ``x``, with their table and
+    arithmetic (the same as :func:`nearest_code`; used to check the table)."""
     x = np.asarray(x, np.float32)
     u = x.view(np.uint32)
     mag = u & np.uint32(0x7FFFFFFF)
     kk = np.clip((mag >> 16).astype(np.int64) - _LO16, 0, _NB - 1) + (u >> 31).astype(np.int64) * _NB
     kk = np.where(mag > 0x7F800000, _NB - 1, kk)
-    base, thr = search_tables(signed)
-    return (base[kk] + (x >= thr[kk])).astype(np.uint8)
+    e = packed_table(signed)[kk]
+    thr = ((u & np.uint32(0xFFFF0000)) | (e & np.uint32(0xFFFF))).view(np.float32)
+    with np.errstate(invalid="ignore"):
+        up = (x >= thr) & (e >> np.uint32(31) == 1)
+    return (((e >> np.uint32(16)) & np.uint32(0xFF)) + up).astype(np.uint8)
