@@ -31,5 +31,5 @@ def test_low_precision_kernels_vectorise():
     status = vecreport.report_low(("adam", "lion"))
     assert {n for n in status if not n.startswith("fo_q8")} == {f"{r}_{v}" for r, v in LOW_GENERATED
                                                                if r in ("adam", "lion")}
-    assert len([n for n in status if n.startswith("fo_q8")]) == 4
+    assert len([n for n in status if n.startswith("fo_q8")]) == 3
     assert [name for name, ok in status.items() if not ok] == []
