@@ -2,8 +2,10 @@
 """Runs rule kernels over many parameters in one parallel region.
 
 The elements of all parameters form one sequence; thread k owns the k-th of T equal
-contiguous pieces of it (cut at 64-byte multiples), so threads stay balanced for any
-mix of sizes and each element is updated by exactly the same arithmetic whatever T is.
+contiguous pieces of it (cut at multiples of 256 elements; a parameter with 8-bit state
+starts at such a multiple, so its 256-element blocks are never split), so threads stay
+balanced for any mix of sizes and each element is updated by exactly the same
+arithmetic whatever T is.
 
 A piece is worked through in chunks claimed from a shared counter, and a thread that
 has finished its own piece claims the chunks other members have not started. On a

@@ -32,7 +32,11 @@ VARIANTS = (
 
 def _dtype(name):
     if name == "bfloat16":
-        import ml_dtypes
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise RuntimeError("bench --lowprec needs ml_dtypes for its bfloat16 rows: "
+                               "pip install 'fastopt[lowprec]'") from None
         return np.dtype(ml_dtypes.bfloat16)
     return np.dtype(name)
 
@@ -78,6 +82,20 @@ def _bnb_job(torch, n):
     return (opt.step, 16), f"bitsandbytes {bnb.__version__}"
 
 
+def _torchao_job(torch, n):
+    try:
+        import torchao
+        from torchao.optim import AdamW8bit
+    except Exception as exc:                # noqa: BLE001 - any import failure means "not available"
+        return None, f"torchao not usable ({type(exc).__name__}: {exc})"
+    p = torch.nn.Parameter(torch.randn(n))
+    p.grad = torch.randn(n) * 1e-2
+    opt = AdamW8bit([p], lr=1e-3, weight_decay=0.0)
+    t = time.perf_counter()
+    opt.step()                              # compiles (torch.compile): minutes on a busy machine
+    return (opt.step, 16), f"torchao {torchao.__version__} (first step, compiling: {time.perf_counter() - t:.0f} s)"
+
+
 def measure_speed(n=N, rounds=7, torch=None, slow_rounds=3):
     """Median step times of every variant and peer, interleaved; returns rows."""
     rng = np.random.default_rng(0)
@@ -93,16 +111,20 @@ def measure_speed(n=N, rounds=7, torch=None, slow_rounds=3):
         notes.append(note)
         if job is not None:
             peers["bitsandbytes Adam8bit (CPU)"] = job
+        job, note = _torchao_job(torch, n)
+        notes.append(note)
+        if job is not None:
+            peers["torchao AdamW8bit (CPU)"] = job
     else:
         notes.append("torch not importable: no torch or bitsandbytes rows")
-    notes.append("torchao: not installed (its AdamW8bit needs torch.compile); DeepSpeed: not installed")
+    notes.append("DeepSpeed CPU Adam: not a peer here (not installed)")
     times = {k: [] for k in list(jobs) + list(peers) + [f"stream {b}" for b in streams]}
     for fn in [j[0] for j in jobs.values()] + [p[0] for p in peers.values()] + list(streams.values()):
         fn()                                  # warm up: page faults, team start
     order = list(jobs) + list(peers) + [f"stream {b}" for b in streams]
     for r in range(rounds):
         for k in order[r % len(order):] + order[:r % len(order)]:
-            if k in peers and "bitsandbytes" in k and r >= slow_rounds:
+            if k in peers and ("bitsandbytes" in k or "torchao" in k) and r >= slow_rounds:
                 continue                      # ~0.1-0.2 s a step: a few rounds tell
             fn = jobs[k][0] if k in jobs else peers[k][0] if k in peers else streams[int(k.split()[1])]
             t = time.perf_counter()
