@@ -6,6 +6,7 @@ balanced over all elements). Hyper-parameters live in ``opt.param_groups`` (a li
 dicts, as in PyTorch) and may be changed between steps; a learning rate may be a
 float or a schedule from :mod:`fastopt.schedules`.
 """
+import copy
 import math
 import numbers
 
@@ -104,7 +105,8 @@ class Optimizer:
                  precision=None):
         self._guard = StepGuard()
         # low precision (fastopt.lowprec): None keeps every array in its own float32/float64
-        self._precision = None if precision is None else lowprec_storage.Precision.check(precision)
+        # (a copy: set_loss_scale changes it, and a Precision may be shared by optimizers)
+        self._precision = None if precision is None else copy.copy(lowprec_storage.Precision.check(precision))
         self._low = []
         self.defaults = dict(defaults, **self._fixed)
         self.defaults.setdefault("clip_value", None)
