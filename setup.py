@@ -21,7 +21,8 @@ sys.path.insert(0, os.path.join(HERE, "fastopt", "_kernels"))
 import _codegen  # noqa: E402
 import _rowcodegen  # noqa: E402
 
-KERNELS = ["rules", "rows", "sparse", "rowwise", "driver", "engine", "stream", "vecops", "meanred", "hogwild"]
+KERNELS = ["rules", "lowrules", "rows", "sparse", "rowwise", "driver", "engine", "stream", "vecops", "meanred",
+           "hogwild"]
 
 
 def compiler_accepts(flags, link_flags=()):

@@ -10,6 +10,8 @@ from fastopt._kernels.driver import get_num_threads, openmp_enabled, set_num_thr
 from fastopt import optim
 from fastopt.optim import NonFiniteGradientError, Optimizer, ReentryError, flatten_state_dict, unflatten_state_dict
 from fastopt import kernels, schedules
+from fastopt.lowprec.storage import Precision
+from fastopt.lowprec.convert import convert_precision
 from fastopt.second_order import LBFGS, OptimizeResult, minimize
 from fastopt.gradcheck import check_grad
 from fastopt.sparse import SparseGrad
@@ -23,4 +25,4 @@ __version__ = "0.1.0"
 __all__ = ([cls.__name__ for cls in optim.ALL]
            + ["Optimizer", "NonFiniteGradientError", "ReentryError", "flatten_state_dict", "unflatten_state_dict",
               "get_num_threads", "set_num_threads", "openmp_enabled", "kernels", "schedules", "LBFGS", "minimize",
-              "OptimizeResult", "check_grad", "SparseGrad", "RowwiseAdagrad"])
+              "OptimizeResult", "check_grad", "SparseGrad", "RowwiseAdagrad", "Precision", "convert_precision"])

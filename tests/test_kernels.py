@@ -181,7 +181,7 @@ def test_threads_keyword_invariance(threads_restored):
 @pytest.mark.parametrize("name", RULE_NAMES)
 def test_parallel_path_small_arrays(name, nthreads, threads_restored):
     """With the serial threshold at 0 even 1-element arrays go through the parallel
-    region (pieces cut at multiples of 16 elements, so most threads get nothing)."""
+    region (pieces cut at multiples of 256 elements, so most threads get nothing)."""
     threads_restored.set_serial_threshold(0)
     threads_restored.set_num_threads(nthreads)
     assert threads_restored.serial_threshold() == 0

@@ -9,7 +9,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # build outputs written by fastopt/_kernels/_codegen.py: checked through their sources
-GENERATED = {"rules.pyx", "rules.pxd", "layout.pxd", "rows.pyx", "rows.pxd"}
+GENERATED = {"rules.pyx", "rules.pxd", "layout.pxd", "rows.pyx", "rows.pxd", "lowrules.pyx", "lowrules.pxd"}
 
 pytestmark = pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, "pyproject.toml")),
                                 reason="no source tree beside the tests")

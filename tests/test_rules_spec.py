@@ -167,7 +167,7 @@ def test_generated_kernels_point_back_to_the_rules():
 
 
 # --- 3. everything else is derived from the declarations ----------------------------------
-OPTIONS = "clip_norm=None, grad_noise=None, seed=0, nonfinite='ignore'"
+OPTIONS = "clip_norm=None, grad_noise=None, seed=0, nonfinite='ignore', sparse='lazy', precision=None"
 
 
 def test_classes_are_derived_with_real_signatures():

@@ -38,3 +38,14 @@ def test_hogwild_factor_loops_vectorise():
     # the dot is an in-order float64 sum (the reference's order): only the updates must vectorise
     assert len(lines) == 3 and len(status) == 6
     assert [k for k, ok in status.items() if k[0] != lines[0] and not ok] == []
+
+
+def test_low_precision_kernels_vectorise():
+    # every low-precision variant (Adam has them all, Lion's sign select is the odd body)
+    # and the 8-bit block functions' loops
+    from fastopt._kernels.lowrules import LOW_GENERATED
+    status = vecreport.report_low(("adam", "lion"))
+    assert {n for n in status if not n.startswith("fo_q8")} == {f"{r}_{v}" for r, v in LOW_GENERATED
+                                                               if r in ("adam", "lion")}
+    assert len([n for n in status if n.startswith("fo_q8")]) == 3
+    assert [name for name, ok in status.items() if not ok] == []

@@ -265,6 +265,8 @@ def main(outdir=HERE):
     write_if_changed(os.path.join(outdir, "layout.pxd"), render_layout(mod))
     write_if_changed(os.path.join(outdir, "rules.pyx"), pyx)
     write_if_changed(os.path.join(outdir, "rules.pxd"), pxd)
+    import _codegen_lowprec                      # the bf16/fp16/8-bit kernels (lowrules.pyx)
+    _codegen_lowprec.main(mod, outdir)
 
 
 if __name__ == "__main__":

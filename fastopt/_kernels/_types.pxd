@@ -38,6 +38,11 @@ cdef struct Slot:
     # of the duplicated rows).
     const Py_ssize_t* src
     const char* dup
+    # low-precision storage (fastopt/lowprec; all zero for the float32/float64 kernels):
+    int gkind                   # storage of grad/param for the norm pass (driver.pyx: GK_*)
+    int sround                  # 1: bfloat16 parameter stores round stochastically
+    int align                   # pieces of this slot start at multiples of it (8-bit state: 256)
+    Py_ssize_t bpe              # bytes one element step moves (0: itemsize * accesses)
 
 cdef struct RuleEntry:
     RangeFn f32

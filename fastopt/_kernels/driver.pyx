@@ -2,8 +2,10 @@
 """Runs rule kernels over many parameters in one parallel region.
 
 The elements of all parameters form one sequence; thread k owns the k-th of T equal
-contiguous pieces of it (cut at 64-byte multiples), so threads stay balanced for any
-mix of sizes and each element is updated by exactly the same arithmetic whatever T is.
+contiguous pieces of it (cut at multiples of 256 elements; a parameter with 8-bit state
+starts at such a multiple, so its 256-element blocks are never split), so threads stay
+balanced for any mix of sizes and each element is updated by exactly the same
+arithmetic whatever T is.
 
 A piece is worked through in chunks claimed from a shared counter, and a thread that
 has finished its own piece claims the chunks other members have not started. On a
@@ -167,15 +169,27 @@ cdef Py_ssize_t slots_bytes(const Slot* slots, Py_ssize_t nslots) noexcept nogil
     """Bytes one update of every slot moves (elements x accesses x itemsize)."""
     cdef Py_ssize_t k, nbytes = 0
     for k in range(nslots):
-        nbytes = nbytes + slots[k].n * slots[k].itemsize * slots[k].accesses
+        if slots[k].bpe > 0:
+            nbytes = nbytes + slots[k].n * slots[k].bpe
+        else:
+            nbytes = nbytes + slots[k].n * slots[k].itemsize * slots[k].accesses
     return nbytes
 
 
 cdef inline Py_ssize_t _cut(Py_ssize_t total, Py_ssize_t part, Py_ssize_t parts) noexcept nogil:
     if part >= parts:
         return total
+    # multiples of 256 elements: a piece of a slot with 8-bit state starts at a block
+    # boundary (such slots also start at one, see _offset)
     cdef Py_ssize_t x = <Py_ssize_t>((<double>total) * part / parts)
-    return x - x % 16
+    return x - x % 256
+
+
+cdef inline Py_ssize_t _offset(const Slot* s, Py_ssize_t total) noexcept nogil:
+    # where a slot starts in the element sequence: aligned slots on their boundary
+    if s.align > 1 and total % s.align:
+        return total + s.align - total % s.align
+    return total
 
 
 cdef inline bint _piece(Py_ssize_t off, Py_ssize_t n, Py_ssize_t lo, Py_ssize_t hi,
@@ -256,6 +270,7 @@ cdef void run_slots(Slot* slots, Py_ssize_t nslots, int nthreads) noexcept nogil
         nthreads = 1
     else:
         for k in range(nslots):
+            total = _offset(&slots[k], total)
             offs[k] = total
             total = total + slots[k].n
         offs[nslots] = total
@@ -297,6 +312,7 @@ cdef void _run_range_scan(Slot* slots, Py_ssize_t nslots, Py_ssize_t lo, Py_ssiz
     # the walk without the offsets table (only when allocating it failed)
     cdef Py_ssize_t k, off = 0, a, b
     for k in range(nslots):
+        off = _offset(&slots[k], off)
         if _piece(off, slots[k].n, lo, hi, &a, &b):
             slots[k].fn(&slots[k], a, b - a)
         off = off + slots[k].n
@@ -439,10 +455,56 @@ cdef void _reduce_block(const Slot* s, Py_ssize_t a, double* res) noexcept nogil
     cdef Py_ssize_t b = a + REDUCE_BLOCK
     if b > s.n:
         b = s.n
-    if s.itemsize == 4:
+    if s.gkind != 0:
+        _block_half(s.gkind, s.buf[1], s.buf[0], s.scal, a, b, res)
+    elif s.itemsize == 4:
         _block(<const float*>s.buf[1], <const float*>s.buf[0], s.scal, a, b, res)
     else:
         _block(<const double*>s.buf[1], <const double*>s.buf[0], s.scal, a, b, res)
+
+
+cdef extern from "fo_lowprec.h":
+    float fo_bf16_load(unsigned short b) noexcept nogil
+    float fo_f16_load(unsigned short b) noexcept nogil
+
+cdef enum:
+    # Slot.gkind: how the norm pass reads a low-precision slot's gradient and parameter
+    GK_BF16_F32 = 1     # bfloat16 gradient, float32 (master) parameter
+    GK_F16_F32 = 2
+    GK_BF16_BF16 = 3    # bfloat16 gradient and parameter
+    GK_F16_F16 = 4
+
+
+cdef inline float _half(int bf16, const unsigned short* x, Py_ssize_t i) noexcept nogil:
+    return fo_bf16_load(x[i]) if bf16 else fo_f16_load(x[i])
+
+
+cdef void _block_half(int kind, const char* gbuf, const char* pbuf, const double* scal, Py_ssize_t a,
+                      Py_ssize_t b, double* res) noexcept nogil:
+    # _block for half gradients: the same float32 arithmetic on the loaded values, the
+    # same eight float64 lanes and order
+    cdef int has_wd = scal[C_HAS_WD] != 0.0
+    cdef float wd = <float>scal[C_WD]
+    cdef int gbf = kind == GK_BF16_F32 or kind == GK_BF16_BF16
+    cdef int phalf = kind == GK_BF16_BF16 or kind == GK_F16_F16
+    cdef const unsigned short* g = <const unsigned short*>gbuf
+    cdef double acc[8]
+    cdef double bad[8]
+    cdef Py_ssize_t i, k
+    cdef float x, p
+    for k in range(8):
+        acc[k] = 0.0
+        bad[k] = 0.0
+    for i in range(a, b):
+        k = (i - a) % 8
+        x = _half(gbf, g, i)
+        bad[k] += <double>(x - x)
+        if has_wd:
+            p = _half(gbf, <const unsigned short*>pbuf, i) if phalf else (<const float*>pbuf)[i]
+            x = x + wd * p
+        acc[k] += <double>x * <double>x
+    res[0] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    res[1] = ((bad[0] + bad[1]) + (bad[2] + bad[3])) + ((bad[4] + bad[5]) + (bad[6] + bad[7]))
 
 
 def openmp_enabled():

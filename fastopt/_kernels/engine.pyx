@@ -24,7 +24,7 @@ from cpython.pythread cimport (NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock, Py
 from cpython.ref cimport PyObject
 from libc.math cimport INFINITY, isfinite, pow, sqrt
 from libc.stdlib cimport calloc, free
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 from fastopt._kernels._types cimport MAX_BUFFERS, N_COMMON, RuleEntry, Slot
 from fastopt._kernels.layout cimport C_CLIP, C_COEF, C_DECAY, C_HAS_WD, C_LR, C_SIGMA, C_SIGN, C_WD, accesses
@@ -35,6 +35,7 @@ from fastopt._kernels.noise cimport noise_key
 from fastopt._kernels.rules cimport rule_entry
 from fastopt._kernels.rows cimport allows_exact, row_kernel
 from fastopt._kernels.sparse cimport mark_rows, sumsq_rows
+from fastopt._kernels.lowrules cimport low_kernel
 
 import os
 import weakref
@@ -45,6 +46,7 @@ from numbers import Real
 from fastopt._kernels.driver import first_touch
 from fastopt._kernels.sparse import check_indices, coalesce_index
 from fastopt._kernels.rules import RULE_INDEX
+from fastopt._kernels.lowrules import LOW_VARIANTS
 from fastopt._validate import ReentryError, as_array, check_like, grads_sequence
 from fastopt.sparse import catch_up, checked_rows, is_sparse_input
 from fastopt.rules import BY_NAME
@@ -198,6 +200,8 @@ cdef class Engine:
     cdef readonly bint exact
     cdef list last_rows         # per parameter: int64 (rows,) of last-updated steps, or None
     cdef list rule_names
+    cdef list low               # per parameter: None, or its LowSlot (low-precision storage)
+    cdef double grad_scale      # gradients are multiplied by it first (1 / loss scale)
 
     def __cinit__(self):
         self.slots = NULL
@@ -209,13 +213,19 @@ cdef class Engine:
         first_touch(states, values)
 
     def __init__(self, list params, list states, list rules, list group_of, list groups, list keys,
-                 validate, *, clip_norm=None, noise=None, seed=0, nonfinite="ignore", StepGuard guard=None):
+                 validate, *, clip_norm=None, noise=None, seed=0, nonfinite="ignore", StepGuard guard=None,
+                 low=None, grad_scale=1.0):
         """params: ndarrays; states: per param, the tuple of state ndarrays in rule order;
         rules: per param, the rule name; group_of: per param, its group index; groups:
         the optimizer's param_groups (dicts, read on every step); keys: per group, the
         dict keys whose change calls ``validate(group_index)``, which returns
         ``(rule hyper tuple, weight_decay, maximize, decoupled, clip_value)``, optionally
-        followed by ``(l1, l1_coupled)`` (L1 off when absent)."""
+        followed by ``(l1, l1_coupled)`` (L1 off when absent).
+
+        low: None, or per parameter None or a :class:`LowSlot` (a low-precision kernel
+        variant: its buffers' dtypes and sizes, the working copy, the accepted gradient
+        dtypes); grad_scale: every gradient is multiplied by it before anything else
+        (the inverse of a loss scale; low-precision gradients only)."""
         cdef Py_ssize_t k, j, n = len(params), ng = len(groups)
         cdef cnp.ndarray a
         cdef const RuleEntry* e
@@ -240,6 +250,10 @@ cdef class Engine:
         self.exact = False
         self.last_rows = [None] * n
         self.rule_names = list(rules)
+        self.low = [None] * n if low is None else list(low)
+        self.grad_scale = float(grad_scale)
+        if len(self.low) != n:
+            raise ValueError("low must have one entry per parameter")
         m = max(n, 1)
         self.slots = <Slot*>calloc(m, sizeof(Slot))
         self.run = <Slot*>calloc(m, sizeof(Slot))
@@ -274,18 +288,22 @@ cdef class Engine:
             self.slots[k].accesses = accesses(e.n_state)
             self.slots[k].fn = e.f32 if itemsize == 4 else e.f64
             self.slots[k].buf[0] = <char*>cnp.PyArray_DATA(a)
-            if len(states[k]) != e.n_state:
+            lo_slot = self.low[k]
+            if lo_slot is not None:
+                self._set_low(k, r, lo_slot, e.n_state, len(states[k]))
+            elif len(states[k]) != e.n_state:
                 raise RuntimeError(f"rule {rules[k]} needs {e.n_state} state buffers")
             for j, s in enumerate(states[k]):
                 self.slots[k].buf[2 + j] = <char*>cnp.PyArray_DATA(s)
-            for buf in [a] + list(states[k]):
+            for buf in [a] + list(states[k]) + ([] if lo_slot is None or lo_slot.copy is None else [lo_slot.copy]):
                 if buf.size:
                     lo = <Py_ssize_t>cnp.PyArray_DATA(buf)
                     intervals.append((lo, lo + buf.nbytes))
         # NumPy refuses to resize an array that has a weak reference, even with
         # refcheck=False, so a weak reference to the array that owns each parameter's
         # and state's memory keeps the pointers above valid while this engine lives
-        self.pins = [weakref.ref(_memory_owner(a)) for k in range(n) for a in [params[k]] + list(states[k])]
+        self.pins = [weakref.ref(_memory_owner(a)) for k in range(n) for a in [params[k]] + list(states[k])
+                     + ([] if self.low[k] is None or self.low[k].copy is None else [self.low[k].copy])]
         intervals.sort()
         self.niv = len(intervals)
         for k, (lo, hi) in enumerate(intervals):
@@ -308,6 +326,71 @@ cdef class Engine:
             free(self.iv_lo)
             free(self.iv_hi)
             free(self.typenum)
+
+    cdef int _set_low(self, Py_ssize_t k, int r, object lo_slot, int n_state, int nbuf) except -1:
+        cdef LowSlot ls = <LowSlot?>lo_slot
+        cdef int v = LOW_VARIANTS.index(ls.variant)
+        if low_kernel(r, v) == NULL:
+            raise ValueError(f"params[{k}]: no {ls.variant} kernel is generated for this rule")
+        if nbuf != n_state * (2 if ls.q8 else 1):
+            raise RuntimeError(f"params[{k}]: {nbuf} state buffers for the {ls.variant} kernel")
+        self.slots[k].fn = low_kernel(r, v)
+        self.slots[k].itemsize = 4
+        self.slots[k].gkind = ls.gkind
+        self.slots[k].sround = ls.sround
+        self.slots[k].align = 256 if ls.q8 else 0
+        self.slots[k].bpe = ls.bpe
+        if ls.copy is not None:
+            self.slots[k].buf[MAX_BUFFERS - 1] = <char*>cnp.PyArray_DATA(<cnp.ndarray>ls.copy)
+        return 0
+
+    cdef int _check_low_buffers(self, Py_ssize_t k) except -1:
+        # the low-precision twin of _check_buffers: each buffer against its own dtype and size
+        cdef LowSlot ls = <LowSlot>self.low[k]
+        cdef cnp.ndarray a
+        cdef char* ptr
+        cdef Py_ssize_t j, nst = len(<tuple>self.states[k])
+        for j in range(nst + 2):
+            if j == 0:
+                a, ptr, dtype, size, name = (<cnp.ndarray>self.params[k], self.slots[k].buf[0], ls.param_dtype,
+                                             self.slots[k].n, f"params[{k}]")
+            elif j <= nst:
+                a, ptr, dtype, size = ((<tuple>self.states[k])[j - 1], self.slots[k].buf[1 + j],
+                                       ls.state_dtypes[j - 1], ls.state_sizes[j - 1])
+                name = f"the state buffer {j - 1} of params[{k}]"
+            elif ls.copy is not None:
+                a, ptr, dtype, size, name = (<cnp.ndarray>ls.copy, self.slots[k].buf[MAX_BUFFERS - 1], ls.copy.dtype,
+                                             self.slots[k].n, f"the working copy of params[{k}]")
+            else:
+                break
+            if (<char*>cnp.PyArray_DATA(a) != ptr or a.dtype != dtype or a.size != size
+                    or not cnp.PyArray_ISWRITEABLE(a) or not cnp.PyArray_ISNOTSWAPPED(a)
+                    or not cnp.PyArray_IS_C_CONTIGUOUS(a)):
+                self._buffer_error(k, a, name)
+        return 0
+
+    cdef object _check_grad_low(self, object g, Py_ssize_t k):
+        cdef LowSlot ls = <LowSlot>self.low[k]
+        if not isinstance(g, cnp.ndarray):
+            raise TypeError(f"grads[{k}] must be a NumPy array of dtype {ls.grad_names}, got {type(g).__name__}")
+        arr = g
+        if arr.dtype not in ls.grad_dtypes:
+            raise TypeError(f"grads[{k}] has dtype {arr.dtype}; this parameter takes {ls.grad_names} gradients "
+                            f"({ls.why})")
+        if arr.shape != ls.shape:
+            raise ValueError(f"grads[{k}] has shape {arr.shape}, its parameter {ls.shape}")
+        if not (arr.flags.c_contiguous and arr.flags.aligned and arr.dtype.isnative):
+            raise ValueError(f"grads[{k}] must be C-contiguous, aligned and in native byte order")
+        lo = <Py_ssize_t>cnp.PyArray_DATA(arr)
+        if arr.size and self._overlaps_written(lo, lo + arr.nbytes):
+            raise ValueError(f"grads[{k}] shares memory with a parameter or optimizer state")
+        return arr.view(ls.grad_view)
+
+    def set_grad_scale(self, double scale):
+        """Multiply every gradient by ``scale`` first (the inverse of a loss scale)."""
+        if not (isfinite(scale) and scale > 0.0):
+            raise ValueError(f"the gradient scale must be finite and > 0, got {scale!r}")
+        self.grad_scale = scale
 
     cdef bint _overlaps_written(self, Py_ssize_t lo, Py_ssize_t hi) noexcept:
         # the written ranges are disjoint and sorted: only the last one starting before
@@ -342,6 +425,8 @@ cdef class Engine:
         # the step writes through pointers taken at construction: refuse if the arrays
         # behind them were made read-only, re-typed or reallocated since (ndarray.resize
         # with refcheck=False moves the data and frees the old block)
+        if self.low[k] is not None:
+            return self._check_low_buffers(k)
         cdef cnp.ndarray a = <cnp.ndarray>self.params[k]
         cdef Py_ssize_t j
         if (<char*>cnp.PyArray_DATA(a) != self.slots[k].buf[0] or cnp.PyArray_TYPE(a) != self.typenum[k]
@@ -471,16 +556,23 @@ cdef class Engine:
             g = held[k]
             if g is None:
                 continue
-            if self.exact and self.last_rows[k] is not None:
-                # a row has stale state: a dense gradient too goes through the catch-up
-                sparse = self._rows_grad(g, k, sparse, held)
-                continue
-            if not self._fast_grad_ok(g, k):
+            if self.low[k] is not None:
                 if is_sparse_input(g):
+                    raise TypeError(f"grads[{k}] is a sparse gradient: a parameter with low-precision storage "
+                                    "(precision=...) takes dense gradients only; nothing was updated")
+                g = self._check_grad_low(g, k)
+                held[k] = g
+            else:
+                if self.exact and self.last_rows[k] is not None:
+                    # a row has stale state: a dense gradient too goes through the catch-up
                     sparse = self._rows_grad(g, k, sparse, held)
                     continue
-                g = self._check_grad(g, k)     # raises with a message, or converts
-                held[k] = g                    # a converted array must outlive the kernels
+                if not self._fast_grad_ok(g, k):
+                    if is_sparse_input(g):
+                        sparse = self._rows_grad(g, k, sparse, held)
+                        continue
+                    g = self._check_grad(g, k)     # raises with a message, or converts
+                    held[k] = g                    # a converted array must outlive the kernels
             self.run[nact] = self.slots[k]
             self.run[nact].buf[1] = <char*>cnp.PyArray_DATA(<cnp.ndarray>g)
             self.run[nact].noise_key = k            # parameter index until keys are made
@@ -517,7 +609,7 @@ cdef class Engine:
             if not isinstance(g, cnp.ndarray) or \
                     <char*>cnp.PyArray_DATA(<cnp.ndarray>g) != self.run[j].buf[1] or \
                     cnp.PyArray_SIZE(<cnp.ndarray>g) != self.slots[k].n or \
-                    cnp.PyArray_TYPE(<cnp.ndarray>g) != self.typenum[k]:
+                    (self.low[k] is None and cnp.PyArray_TYPE(<cnp.ndarray>g) != self.typenum[k]):
                 raise ValueError(f"grads[{k}] was resized or re-typed during the step (by a callback); "
                                  "nothing was updated")
         prev = -1
@@ -540,6 +632,8 @@ cdef class Engine:
                 fill_l1(row, h[0], self.gcommon[GCOMMON * gi + 4], self.gcommon[GCOMMON * gi + 5] != 0.0)
                 memcpy(self.sstate_new + k * MAX_SSTATE, self.sstate + k * MAX_SSTATE, MAX_SSTATE * sizeof(double))
                 e.scalars(h, t, self.sstate_new + k * MAX_SSTATE, row + N_COMMON)
+                if self.grad_scale != 1.0:
+                    row[C_SIGN] = row[C_SIGN] * self.grad_scale    # unscale first: g * (±1 / loss scale)
             prev = k
             self.run[j].scal = row
             self.run[j].noise_key = noise_key(self.seed, <unsigned long long>(self.steps[k] + 1), k)
@@ -552,6 +646,9 @@ cdef class Engine:
                 # the reducer combines dense per-block terms across processes; rows have none
                 raise ValueError("sparse gradients cannot be stepped with a norm that spans processes "
                                  "(fastopt.distributed); nothing was updated")
+            if any(low is not None for low in self.low):
+                raise ValueError("low-precision storage (precision=...) cannot be stepped with a norm that spans "
+                                 "processes (fastopt.distributed); nothing was updated")
             rc = self._reduce_across(nact, nt, nbytes, wanted, &total)
         elif self.clip_norm > 0.0 or self.policy != 0:
             with nogil:
@@ -757,6 +854,7 @@ def apply_rule(str rule, cnp.ndarray param, cnp.ndarray grad, tuple states, tupl
     """One step of ``rule`` on one parameter, inputs already validated (see
     ``fastopt.kernels``). Returns the new scalar state."""
     cdef Slot slot
+    memset(&slot, 0, sizeof(Slot))
     cdef double row[STRIDE]
     cdef double h[MAX_HYPER]
     cdef double ss[MAX_SSTATE]
@@ -798,3 +896,27 @@ def rule_scalars(str rule, tuple hyper, double t, list scalar_state):
         ss[j] = x
     e.scalars(h, t, ss, out)
     return [out[j] for j in range(e.n_out)], [ss[j] for j in range(e.n_scalar_state)]
+
+
+cdef class LowSlot:
+    """What the engine needs of a parameter stored in low precision (built by
+    :mod:`fastopt.lowprec.storage`): the kernel variant (a name of ``LOW_VARIANTS``),
+    whether its state is 8-bit, the norm pass's storage kind, stochastic rounding, bytes
+    moved per element, the dtypes and sizes of the engine's parameter buffer and of each
+    state buffer, the working copy (or None), and the accepted gradient dtypes, the
+    dtype they are viewed as, their names and why (for error messages)."""
+    cdef readonly str variant
+    cdef readonly bint q8
+    cdef readonly int gkind, sround, bpe
+    cdef readonly object param_dtype, copy, grad_view, shape
+    cdef readonly tuple state_dtypes, state_sizes, grad_dtypes
+    cdef readonly str grad_names, why
+
+    def __init__(self, str variant, bint q8, int gkind, int sround, int bpe, param_dtype, tuple state_dtypes,
+                 tuple state_sizes, copy, tuple grad_dtypes, grad_view, shape, str grad_names, str why):
+        if variant not in LOW_VARIANTS:
+            raise ValueError(f"unknown low-precision variant {variant!r}")
+        self.variant, self.q8, self.gkind, self.sround, self.bpe = variant, q8, gkind, sround, bpe
+        self.param_dtype, self.state_dtypes, self.state_sizes, self.copy = param_dtype, state_dtypes, state_sizes, copy
+        self.grad_dtypes, self.grad_view, self.shape, self.grad_names, self.why = (grad_dtypes, grad_view, tuple(shape),
+                                                                                   grad_names, why)

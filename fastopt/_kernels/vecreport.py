@@ -156,3 +156,96 @@ def main():
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _low_loops(pyx_lines):
+    """pyx line of each low-precision kernel's plain element loop -> kernel name, and the
+    lines of the 8-bit block functions' loops in fo_lowprec.h -> their names."""
+    loops, kernel, armed = {}, None, False
+    for number, line in enumerate(pyx_lines, 1):
+        if line.startswith("cdef void "):
+            kernel, armed = line[len("cdef void "):].split("(")[0], False
+        elif line.strip() == "if sigma == 0.0 and _sr == 0:":
+            armed = True
+        elif armed and line.strip() == "for _j in range(_m):" and kernel:
+            loops[number] = kernel
+            armed = False
+    return loops
+
+
+def report_low(rules=("adam", "lion"), cc=None, flags=None):
+    """The low-precision kernels' (``lowrules.pyx``) vectorisation, for the named rules
+    in every variant: ``{kernel name: True if its element loop vectorised}``, plus
+    ``fo_q8_load_block`` and ``fo_q8_store_block`` (the 8-bit block functions)."""
+    from Cython.Compiler.Main import CompilationOptions, compile as cython_compile
+
+    sys.path.insert(0, HERE)
+    try:
+        import _codegen
+        import _codegen_lowprec
+    finally:
+        sys.path.pop(0)
+    cc = cc or os.environ.get("CC") or "gcc"
+    if shutil.which(cc) is None:
+        raise RuntimeError(f"no C compiler '{cc}'")
+    flags = (flags or _build_flags()).split()
+    mod = _codegen.load_rules()
+
+    class Subset:
+        RULES = mod.RULES
+        COMMON_SCALARS = mod.COMMON_SCALARS
+        FUNCTIONS = mod.FUNCTIONS
+    keep = set(rules)
+    with tempfile.TemporaryDirectory() as tmp:
+        pkg = os.path.join(tmp, "fastopt", "_kernels")
+        os.makedirs(pkg)
+        for name in ("_types.pxd", "noise.pxd", "fo_restrict.h", "fo_lowprec.h"):
+            shutil.copy(os.path.join(HERE, name), pkg)
+        for init in (os.path.join(tmp, "fastopt", "__init__.py"), os.path.join(pkg, "__init__.py")):
+            open(init, "w").close()
+        _codegen.main(pkg)
+        saved = _codegen_lowprec.LOW_RULES, _codegen_lowprec.Q8_RULES
+        _codegen_lowprec.LOW_RULES = tuple(r for r in saved[0] if r in keep)
+        _codegen_lowprec.Q8_RULES = tuple(r for r in saved[1] if r in keep)
+        try:
+            pyx_text, _ = _codegen_lowprec.render(Subset)
+        finally:
+            _codegen_lowprec.LOW_RULES, _codegen_lowprec.Q8_RULES = saved
+        pyx = os.path.join(pkg, "lowrules.pyx")
+        with open(pyx, "w") as f:
+            f.write(pyx_text)
+        options = CompilationOptions(include_path=[tmp], output_file=os.path.join(tmp, "lowrules.c"),
+                                     language_level=3)
+        if cython_compile(pyx, options).num_errors:
+            raise RuntimeError("Cython failed on the generated low-precision kernels")
+        cmd = [cc, *flags, "-fPIC", "-fopt-info-vec-optimized", "-c", os.path.join(tmp, "lowrules.c"),
+               "-o", os.path.join(tmp, "lowrules.o"), "-I" + sysconfig.get_paths()["include"], "-I" + pkg]
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
+        if out.returncode:
+            raise RuntimeError(f"compiling the low-precision kernels failed:\n{out.stderr[-2000:]}")
+        vectorised = {int(m.group(1)) for m in re.finditer(r"lowrules\.c:(\d+):\d+: optimized: loop vectorized",
+                                                           out.stderr)}
+        header = {int(m.group(1)) for m in re.finditer(r"fo_lowprec\.h:(\d+):\d+: optimized: loop vectorized",
+                                                       out.stderr)}
+        c_lines = open(os.path.join(tmp, "lowrules.c")).read().splitlines()
+        loops = _low_loops(pyx_text.splitlines())
+    status, current = {}, None
+    for number, line in enumerate(c_lines, 1):
+        m = re.search(r'lowrules\.pyx":(\d+)', line)
+        if m:
+            current = int(m.group(1))
+        elif current in loops and line.lstrip().startswith("for ("):
+            name = loops[current]
+            status[name] = status.get(name, False) or number in vectorised
+    for name in loops.values():
+        status.setdefault(name, False)
+    h_lines = open(os.path.join(HERE, "fo_lowprec.h")).read().splitlines()
+    func = None
+    for number, line in enumerate(h_lines, 1):
+        m = re.search(r"static (?:void|float) (fo_q8_\w+_block)\(", line)
+        if m:
+            func = m.group(1)
+        elif func and line.lstrip().startswith("for (") and "= zero;" not in line:
+            # (the all-zero block's fill becomes a memset, not a vectorised loop)
+            status[f"{func}:{number}"] = number in header
+    return status

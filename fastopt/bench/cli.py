@@ -120,6 +120,11 @@ def add_arguments(parser):
                         help="also (or, with no part named, only) run the Hogwild! trainers: logistic regression on "
                              "an RCV1-shaped set vs scikit-learn's SGDClassifier and across thread counts, and matrix "
                              "factorisation on a Netflix-shaped set (a few minutes; --threads sets the counts)")
+    parser.add_argument("--lowprec", action="store_true",
+                        help="also (or, with no part named, only) time Adam with bf16/fp16 parameters, bf16 and 8-bit "
+                             "state and mixed precision at 10M elements against fp32 Adam, a stream of the same "
+                             "bytes, torch fused Adam (fp32, bf16) and bitsandbytes' 8-bit Adam when installed; "
+                             "state memory and update quality")
     parser.add_argument("--busy", type=int, default=None, metavar="N",
                         help="busy processes beside the --contention steps (default: one per processor)")
     parser.add_argument("--json", metavar="PATH", help="also write machine-readable results to PATH")
@@ -136,6 +141,7 @@ def config_from_args(args):
         raise ValueError(f"--repeat must be >= 1, got {args.repeat}")
     named = args.table or args.many_arrays or args.small
     everything = not named and not args.contention and not args.torch_training and not args.sparse and not args.hogwild
+    everything = everything and not args.lowprec
     if not 1e6 <= args.sparse_rows <= 1e9 or args.sparse_rows != int(args.sparse_rows):
         raise ValueError(f"--sparse-rows must be an integer in [1e6, 1e9], got {args.sparse_rows:g}")
     return Config(algos=parse_algos(args.algos), sizes=parse_sizes(args.sizes), dtypes=parse_dtypes(args.dtypes),
@@ -145,6 +151,7 @@ def config_from_args(args):
                   contention=args.contention, busy=args.busy, torch_training=args.torch_training,
                   sparse=args.sparse, sparse_rows=int(args.sparse_rows),
                   hogwild=args.hogwild,
+                  lowprec=args.lowprec,
                   json_path=args.json, plot_path=args.plot, progress=args.progress or sys.stderr.isatty())
 
 

@@ -44,6 +44,7 @@ class Config:
     sparse: bool = False
     sparse_rows: int = 10_000_000
     hogwild: bool = False
+    lowprec: bool = False
     json_path: str | None = None
     plot_path: str | None = None
     progress: bool = False
@@ -57,9 +58,11 @@ def run(cfg, out=None):
     torch = load_torch(cfg.torch)
     torch_threads = torch.get_num_threads() if torch is not None else None
     results = {"meta": meta(cfg, torch), "copy": [], "table": [], "many_arrays": [], "small": None,
-               "contention": [], "torch_training": [], "sparse": None, "hogwild": None}
+               "contention": [], "torch_training": [], "sparse": None, "hogwild": None,
+               "lowprec": None}
     total = ((len(cfg.dtypes) * len(cfg.sizes) * len(cfg.algos) if cfg.table else 0) + cfg.many_arrays + cfg.small
-             + cfg.contention + len(torch_training.MODELS) * cfg.torch_training + cfg.sparse + cfg.hogwild)
+             + cfg.contention + len(torch_training.MODELS) * cfg.torch_training + cfg.sparse + cfg.hogwild
+             + cfg.lowprec)
     progress = Progress(total, cfg.progress)
     t0, load = time.perf_counter(), LoadMeter()
     emit = _printer(out, progress)
@@ -107,6 +110,10 @@ def run(cfg, out=None):
             # every thread count up to the largest asked for: the scaling curve
             results["hogwild"] = hogwild.measure(threads=list(range(1, max(cfg.threads) + 1)),
                                                  repeat=min(cfg.repeat, 3), emit=emit)
+        if cfg.lowprec:
+            progress.step("low precision")
+            from fastopt.bench import lowprec
+            results["lowprec"] = lowprec.run(torch, rounds=max(cfg.repeat, 3), out=emit)
     finally:
         fastopt.set_num_threads(0)          # back to following OpenMP
         if torch is not None:

@@ -6,6 +6,7 @@ balanced over all elements). Hyper-parameters live in ``opt.param_groups`` (a li
 dicts, as in PyTorch) and may be changed between steps; a learning rate may be a
 float or a schedule from :mod:`fastopt.schedules`.
 """
+import copy
 import math
 import numbers
 
@@ -18,6 +19,7 @@ from fastopt._kernels.engine import Engine, NonFiniteGradientError, StepGuard
 from fastopt._validate import ReentryError, as_array, check_disjoint, check_domain
 from fastopt.rules import CLIP_VALUE, FLAG, L1, LR, MAX_STEP, WEIGHT_DECAY, Hyper
 from fastopt.schedules import Schedule
+from fastopt.lowprec import storage as lowprec_storage
 
 POLICIES = ("ignore", "raise", "skip")
 SPARSE_MODES = ("lazy", "exact")
@@ -88,6 +90,9 @@ class Optimizer:
       its rows: ``"lazy"`` (default: only the touched rows and their state change,
       as torch's ``SparseAdam``) or ``"exact"`` (the dense step with zero rows, for the
       rules where that has a closed form; see :mod:`fastopt.sparse`).
+    * ``precision``: a :class:`fastopt.Precision`: bfloat16/float16 parameters and
+      gradients, float32 master weights (mixed precision), bfloat16 or 8-bit block-wise
+      state, loss scaling and stochastic rounding (see its docstring).
 
     Per-group keys common to every optimizer: ``lr``, ``weight_decay``, ``maximize``,
     ``clip_value`` (clip every gradient element to [-c, c]; None for no clipping),
@@ -107,11 +112,15 @@ class Optimizer:
     _engine_class = Engine
 
     def __init__(self, params, defaults, *, clip_norm=None, grad_noise=None, seed=0, nonfinite="ignore",
-                 sparse="lazy"):
+                 sparse="lazy", precision=None):
         self._guard = StepGuard()
         if sparse not in SPARSE_MODES:
             raise ValueError(f"sparse must be one of {SPARSE_MODES}, got {sparse!r}")
         self._sparse = sparse
+        # low precision (fastopt.lowprec): None keeps every array in its own float32/float64
+        # (a copy: set_loss_scale changes it, and a Precision may be shared by optimizers)
+        self._precision = None if precision is None else copy.copy(lowprec_storage.Precision.check(precision))
+        self._low = []
         self.defaults = dict(defaults, **self._fixed)
         self.defaults.setdefault("clip_value", None)
         self.defaults.setdefault("weight_decay", 0.0)
@@ -166,7 +175,11 @@ class Optimizer:
         raw = [raw] if isinstance(raw, np.ndarray) else list(raw)
         if not raw:
             raise ValueError(f"parameter group {index} is empty")
-        arrays = [as_array(p, f"param_groups[{index}]['params'][{j}]", writeable=True) for j, p in enumerate(raw)]
+        if self._precision is None:
+            arrays = [as_array(p, f"param_groups[{index}]['params'][{j}]", writeable=True) for j, p in enumerate(raw)]
+        else:
+            arrays = [lowprec_storage.as_param(p, f"param_groups[{index}]['params'][{j}]", self._precision)
+                      for j, p in enumerate(raw)]
         new = dict(self.defaults)
         new.update({k: v for k, v in group.items() if k != "params"})
         new["params"] = arrays
@@ -200,25 +213,72 @@ class Optimizer:
         # allocate first: a MemoryError here leaves the optimizer as it was
         values = tuple(0.0 if rule.state_init.get(name) is None else float(group[rule.state_init[name]])
                        for name in rule.state)
-        states = [tuple(state_buffer(p) for _ in rule.state) for p in group["params"]]
+        low = [None] * len(group["params"])
+        if self._precision is not None:
+            low = self._low_params(group["params"], rule, values)
+        plain = [p for p, lp in zip(group["params"], low) if lp is None]
+        states = [tuple(state_buffer(p) for _ in rule.state) for p in plain]
         # written now, by the threads that will update them, so the first step does not
         # pay for page faults (and on NUMA machines each piece is near its thread)
         self._engine_class.first_touch(states, [values] * len(states))
+        states.reverse()
+        states = [states.pop() if lp is None else lp.states for lp in low]
         gi = len(self._param_groups)
         self._param_groups.append(group)
         self._group_rule.append(rule)
-        for p, st in zip(group["params"], states):
+        for p, st, lp in zip(group["params"], states, low):
             self._params.append(p)
             self._states.append(st)
             self._group_of.append(gi)
+            self._low.append(lp)
+
+    def _low_params(self, params, rule, values):
+        """Per parameter: its :class:`~fastopt.lowprec.storage.LowParam`, or None where
+        it runs the float32/float64 kernels."""
+        from fastopt._kernels.lowrules import LOW_GENERATED
+        out = []
+        for j, p in enumerate(params):
+            name = f"params[{len(self._params) + j}]"
+            store = lowprec_storage.storage_of(p, name, self._precision)
+            variant = lowprec_storage.variant_for(store, p.size, name, rule, self._precision, LOW_GENERATED)
+            out.append(None if variant is None else
+                       lowprec_storage.LowParam(p, name, variant, rule, values, self._precision))
+        return out
+
+    def set_loss_scale(self, loss_scale):
+        """Divide the gradients of the next steps by ``loss_scale`` (fused into the step;
+        needs ``precision=Precision(...)`` and half gradients)."""
+        scale = lowprec_storage.check_loss_scale(loss_scale)
+        self._check_loss_scale_use()
+        self._precision.loss_scale = scale
+        self._engine.set_grad_scale(1.0 / scale)
+
+    def _check_loss_scale_use(self):
+        if self._precision is None or not any(lp is not None and lp.half for lp in self._low):
+            raise ValueError("loss_scale needs bfloat16/float16 gradients (precision=fastopt.Precision(...) with "
+                             "half parameters)")
+        if self._options["clip_norm"] is not None:
+            raise ValueError("loss_scale together with clip_norm is not supported (the norm would be the scaled "
+                             "gradient's); unscale the gradients yourself or clip by value")
+        if any(lp is None or not lp.half for lp in self._low):
+            raise ValueError("loss_scale needs every parameter in bfloat16/float16 (a float32 gradient would be "
+                             "unscaled too)")
 
     def _build_engine(self, carry=None):
         keys = [[k for k in g if k != "params"] for g in self.param_groups]
+        low = {}
+        if self._precision is not None:
+            if self._precision.loss_scale is not None:
+                self._check_loss_scale_use()
+            low = {"low": [None if lp is None else lp.slot for lp in self._low],
+                   "grad_scale": 1.0 / (self._precision.loss_scale or 1.0)}
+        params = [p if lp is None else lp.engine_param for p, lp in zip(self._params, self._low or
+                                                                         [None] * len(self._params))]
         engine = self._engine_class(
-            list(self._params), list(self._states), [self._group_rule[g].name for g in self._group_of],
+            params, list(self._states), [self._group_rule[g].name for g in self._group_of],
             list(self._group_of), self.param_groups, keys, self._validate_group,
             clip_norm=self._options["clip_norm"], noise=self._options["grad_noise"],
-            seed=self._options["seed"], nonfinite=self._options["nonfinite"], guard=self._guard)
+            seed=self._options["seed"], nonfinite=self._options["nonfinite"], guard=self._guard, **low)
         if carry is not None:
             steps, sstate, gsteps = carry
             engine.set_steps(steps + [0] * (len(self._params) - len(steps)))
@@ -270,6 +330,9 @@ class Optimizer:
         clip = None if clip is None else CLIP_VALUE.check(clip)
         l1 = L1.check(group["l1"])
         l1_coupled = FLAG.check(group["l1_coupled"], "l1_coupled")
+        if l1 and self._precision is not None:
+            raise ValueError(f"param_groups[{index}]['l1']: L1 is not available with precision=... (the "
+                             "low-precision kernels have no L1 loop); use l1=0 or full-precision storage")
         self._check_extra(group)
         return tuple(hyper), wd, maximize, decoupled, clip, l1, l1_coupled
 
@@ -351,7 +414,8 @@ class Optimizer:
         for k, p in enumerate(self._params):
             rule = self._group_rule[self._group_of[k]]
             entry = {"step": steps[k]}
-            entry.update(zip(rule.state, self._states[k]))
+            lp = self._low[k] if self._low else None
+            entry.update(zip(rule.state, self._states[k]) if lp is None else lp.entries().items())
             entry.update(zip((n for n, _ in rule.scalar_state), self._engine.get_scalar_state(k)))
             out.append(entry)
         return out
@@ -376,7 +440,7 @@ class Optimizer:
         except BaseException:
             # e.g. MemoryError for the new state: back to the groups the engine still runs
             del self._param_groups[sizes[0]:], self._group_rule[sizes[0]:]
-            del self._params[sizes[1]:], self._states[sizes[1]:], self._group_of[sizes[1]:]
+            del self._params[sizes[1]:], self._states[sizes[1]:], self._group_of[sizes[1]:], self._low[sizes[1]:]
             raise
 
     # --- state_dict --------------------------------------------------------------------------
@@ -494,15 +558,16 @@ class Optimizer:
             if not isinstance(entry, dict):
                 raise ValueError(f"state_dict has no state for parameter {k}")
             rule = self._group_rule[self._group_of[k]]
-            want = {"step"} | set(rule.state) | {n for n, _ in rule.scalar_state}
+            lp = self._low[k] if self._low else None
+            want = {"step"} | (set(rule.state) if lp is None else lp.keys()) | {n for n, _ in rule.scalar_state}
             if set(entry) != want:
                 raise ValueError(f"state of parameter {k} has keys {sorted(entry)}, expected {sorted(want)} "
                                  f"for the '{rule.name}' kernel")
             step = entry["step"]
             if not _is_count(step):
                 raise ValueError(f"state[{k}]['step'] must be an int in [0, 2**53], got {step!r}")
-            arrays = []
-            for name in rule.state:
+            arrays = [] if lp is None else lp.check_entry(k, entry)
+            for name in (rule.state if lp is None else ()):
                 a = entry[name]
                 if isinstance(a, np.ndarray) and not isinstance(a, np.ma.MaskedArray):
                     a = np.asarray(a)        # a subclass's own comparisons and copies are not ours to trust
@@ -533,6 +598,9 @@ class Optimizer:
                 elif not (isinstance(value, dict) and "callable" in value):
                     group[key] = candidate[key]
         for k, (step, arrays, scalars) in enumerate(loaded):
+            if self._low and self._low[k] is not None:
+                self._low[k].commit(arrays)
+                continue
             for dst, src in zip(self._states[k], arrays):
                 np.copyto(dst, src)
         if options != self._options:

@@ -11,6 +11,7 @@ from fastopt._validate import as_array, byte_range, check_like, grads_sequence
 from fastopt.optim.base import NonFiniteGradientError
 from fastopt.reference import rules as R
 from fastopt.reference import sparse as RS
+from fastopt.lowprec import reference as LP
 from fastopt.rules import BY_NAME
 from fastopt.sparse import catch_up, checked_rows, is_sparse_input
 
@@ -32,7 +33,7 @@ class ReferenceEngine:
                 a[...] = v
 
     def __init__(self, params, states, rules, group_of, groups, keys, validate, *, clip_norm=None, noise=None,
-                 seed=0, nonfinite="ignore", guard=None):
+                 seed=0, nonfinite="ignore", guard=None, low=None, grad_scale=1.0):
         self.guard = StepGuard() if guard is None else guard
         self.successor = None
         self.params, self.states, self.group_of, self.groups = params, states, group_of, groups
@@ -44,9 +45,15 @@ class ReferenceEngine:
         self.gsteps = [0] * len(groups)
         self.last_grad_norm = math.nan
         self.last_skipped = False
-        self._written = [byte_range(a) for k, p in enumerate(params) for a in (p,) + tuple(states[k]) if a.size]
+        self.low = [None] * len(params) if low is None else list(low)
+        self.grad_scale = float(grad_scale)
+        self._written = [byte_range(a) for k, p in enumerate(params) for a in (p,) + tuple(states[k]) + (
+            () if self.low[k] is None or self.low[k].copy is None else (self.low[k].copy,)) if a.size]
         self.exact = False
         self.last_rows = [None] * len(params)
+
+    def set_grad_scale(self, scale):
+        self.grad_scale = float(scale)
 
     def step(self, grads):
         self.guard.acquire("step")
@@ -71,7 +78,20 @@ class ReferenceEngine:
             if g is None:
                 checked.append(None)
                 continue
-            if is_sparse_input(g) or (self.exact and self.last_rows[k] is not None):
+            if self.low[k] is not None:
+                ls = self.low[k]
+                if is_sparse_input(g):
+                    raise TypeError(f"grads[{k}] is a sparse gradient: a parameter with low-precision storage "
+                                    "(precision=...) takes dense gradients only; nothing was updated")
+                if not isinstance(g, np.ndarray) or g.dtype not in ls.grad_dtypes:
+                    raise TypeError(f"grads[{k}] has dtype {getattr(g, 'dtype', type(g).__name__)}; this parameter "
+                                    f"takes {ls.grad_names} gradients ({ls.why})")
+                if g.shape != ls.shape:
+                    raise ValueError(f"grads[{k}] has shape {g.shape}, its parameter {ls.shape}")
+                lo, hi = byte_range(g)
+                if g.size and any(lo < b and a < hi for a, b in self._written):
+                    raise ValueError(f"grads[{k}] shares memory with a parameter or optimizer state")
+            elif is_sparse_input(g) or (self.exact and self.last_rows[k] is not None):
                 if is_sparse_input(g):
                     idx, vals, _ = checked_rows(g, f"grads[{k}]", self.params[k])
                     rows, vals = RS.coalesce(idx, vals)
@@ -118,6 +138,14 @@ class ReferenceEngine:
                     raise ValueError(f"grads[{k}]: sparse='exact' needs l1=0; nothing was updated")
                 if isinstance(g, tuple) and self.last_rows[k] is None:
                     self.last_rows[k] = np.full(self.params[k].shape[0], self.steps[k], np.int64)
+        loaded = {}
+        for k, g in enumerate(checked):
+            if g is not None and self.low[k] is not None:
+                p32, g32, s32 = LP.load(self.low[k].variant, self.rules[k], self.params[k], g, self.states[k])
+                if self.grad_scale != 1.0:
+                    g32 = g32 * np.float32(self.grad_scale)
+                loaded[k] = (p32, g32, s32)
+                checked[k] = g32
         coef = 1.0
         if self.clip_norm is not None or self.policy != "ignore":
             total, finite = 0.0, True
@@ -130,7 +158,7 @@ class ReferenceEngine:
                     p, g = p[g[0]], g[1]
                 finite = finite and bool(np.isfinite(g).all())
                 if s["weight_decay"] != 0 and not s["decoupled_weight_decay"]:
-                    g = g + s["weight_decay"] * p
+                    g = g + s["weight_decay"] * (self.params[k] if k not in loaded else loaded[k][0])
                 total += float(np.sum(np.square(g.astype(np.float64))))
             self.last_grad_norm = math.sqrt(total)
             if not finite and self.policy == "raise":
@@ -147,6 +175,9 @@ class ReferenceEngine:
             if g is None:
                 continue
             s, rule, p = settings[self.group_of[k]], self.rules[k], self.params[k]
+            states = self.states[k]
+            if k in loaded:
+                p, _, states = loaded[k]
             t = self.steps[k] + 1
             if isinstance(g, tuple):
                 self._row_step(k, g[0], g[1], s, rule, t, coef)
@@ -163,9 +194,13 @@ class ReferenceEngine:
                 g = R.l1_subgradient(p, g, s["l1"])
             kwargs = dict(zip(rule.hyper_names, s["hyper"]))
             kwargs.update(zip((n for n, _ in rule.scalar_state), self.sstate[k]))
-            out = reference_function(rule)(p, g, **dict(zip(rule.state, self.states[k])), t=t, lr=s["lr"], **kwargs)
+            out = reference_function(rule)(p, g, **dict(zip(rule.state, states)), t=t, lr=s["lr"], **kwargs)
             if s["l1"] != 0 and not s["l1_coupled"]:
                 R.l1_proximal(p, s["lr"] * s["l1"])
+            if k in loaded:
+                ls = self.low[k]
+                key = int(R.noise_key(self.seed, t, k)) if ls.sround else None
+                LP.store(ls.variant, rule, self.params[k], self.states[k], ls.copy, p, states, key)
             if rule.scalar_state:
                 self.sstate[k] = [out]
             self.steps[k] = t
