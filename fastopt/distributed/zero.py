@@ -280,7 +280,16 @@ class ShardedOptimizer:
                                     [self._recv[i % 2], rcounts, rdispls, MPI.BYTE])
 
     def _reduce_terms(self, terms):
-        """The engine's norm reducer: every rank's block terms, summed in block order."""
+        """The engine's norm reducer: every rank's block terms, summed in block order.
+        The engine calls it once its step's checks have passed and before it writes
+        anything (with ``terms=None`` when no norm is needed), so it is where the ranks
+        meet: a rank whose inner step failed earlier (a hyper-parameter or schedule
+        value refused, which only the ranks holding a piece of that group see) says so
+        here instead, and every rank raises before any shard changes."""
+        self._met = True
+        agree(self.comm, None, self.timeout, "the sharded step")
+        if terms is None:
+            return None
         counts = [2 * n for n in self._nblocks]
         everything = np.empty(sum(counts), np.float64)
         wait(self.comm.Iallgatherv(np.ascontiguousarray(terms, np.float64), [everything, counts]),
@@ -293,17 +302,24 @@ class ShardedOptimizer:
 
     def local_step_and_gather(self):
         """Step parts 2 and 3: the fused step on the shard, then the parameter all-gather."""
-        if self.inner is not None:
-            ok = self.inner.step(self._gviews)
-        else:
-            ok = True
-            if self._needs_norm:
+        self._met = False
+        try:
+            if self.inner is not None:
+                ok = self.inner.step(self._gviews)
+            elif self._needs_norm:
                 from fastopt.optim.base import NonFiniteGradientError
                 _, bad = self._reduce_terms(np.empty(0))
                 if bad and self._nonfinite == "raise":
                     raise NonFiniteGradientError("a gradient holds inf or NaN; nothing was updated "
                                                  "(nonfinite='raise')")
                 ok = not (bad and self._nonfinite == "skip")
+            else:
+                self._reduce_terms(None)
+                ok = True
+        except Exception as exc:
+            if not self._met:     # failed before the meeting point: the others wait there for us
+                agree(self.comm, f"{type(exc).__name__}: {exc}", self.timeout, "the sharded step")
+            raise
         if ok:
             self.allgather_params()
         return ok

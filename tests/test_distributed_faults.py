@@ -1,0 +1,28 @@
+"""Failure cases of fastopt.distributed found by review, each under ``mpiexec`` with a
+timeout (the harness of tests/test_distributed.py)."""
+import pytest
+
+pytest.importorskip("mpi4py")
+from fastopt.distributed.launch import mpiexec_path  # noqa: E402
+
+if mpiexec_path() is None:
+    pytest.skip("no mpiexec (pip install 'fastopt[mpi]')", allow_module_level=True)
+
+from test_distributed import mpi  # noqa: E402
+
+
+@pytest.mark.parametrize("mode", ["bad_group_lr", "bad_group_lr_clip"])
+def test_error_seen_by_some_ranks_only_is_raised_on_every_rank_at_once(mode):
+    """A group's lr made invalid between steps: only the rank holding a piece of that
+    group refuses it in its inner step. Every rank must raise the same error at once
+    (not after ``timeout``), no shard may change, and the optimizer stays usable."""
+    lines = mpi(3, "faults.py", mode)
+    assert sorted(x["rank"] for x in lines) == [0, 1, 2]
+    assert sum(x["holds_group1"] for x in lines) == 1       # the case needs ranks without the group
+    for x in lines:
+        assert x["caught"] == "DistributedError", x
+        assert "rank 2: ValueError: invalid param_groups[1]['lr'] -1.0" in x["message"], x
+        assert x["seconds"] < 10, x                          # timeout is 20 s
+        assert x["changed"] is False, x
+    assert len({tuple(x["after"]) for x in lines}) == 1
+
