@@ -26,3 +26,15 @@ def test_error_seen_by_some_ranks_only_is_raised_on_every_rank_at_once(mode):
         assert x["changed"] is False, x
     assert len({tuple(x["after"]) for x in lines}) == 1
 
+
+@pytest.mark.parametrize("mode", ["full_groups", "sharded_groups"])
+def test_checkpoint_of_another_group_layout_is_refused(tmp_path, mode):
+    """Same parameter shapes and dtypes, but the groups hold other parameters (3 params
+    as [2, 1] saved, [1, 2] loading): a plain optimizer refuses such a state_dict; the
+    gathered and the sharded load must too, on every rank, instead of loading group 0's
+    step count and hyper-parameters into the other parameters."""
+    lines = mpi(2, "faults.py", mode, tmp_path)
+    assert sorted(x["rank"] for x in lines) == [0, 1]
+    for x in lines:
+        assert x["caught"] == "DistributedError" and "another layout" in x["message"], x
+        assert "groups" in x["message"], x

@@ -427,6 +427,11 @@ class ShardedOptimizer:
         if not isinstance(state, dict) or len(state) != len(self.params):
             raise ValueError(f"the state_dict holds state for {len(state) if isinstance(state, dict) else '?'} "
                              f"parameters, the optimizer has {len(self.params)}")
+        for gi, (saved, g) in enumerate(zip(groups, self._user_groups)):
+            n = len(saved.get("params", ())) if isinstance(saved, dict) else None
+            if n != len(g["params"]):
+                raise ValueError(f"param_groups[{gi}] has {n} parameters in the state_dict, {len(g['params'])} in "
+                                 "the optimizer (a checkpoint of another layout)")
         for k, p in enumerate(self.params):
             entry = state.get(k, state.get(str(k)))
             if not isinstance(entry, dict):
@@ -511,6 +516,7 @@ class ShardedOptimizer:
             meta = {"algorithm": self.optimizer_class.__name__, "version": STATE_DICT_VERSION,
                     "layout": self.layout.describe(), "rank": self.rank,
                     "params": [[list(p.shape), p.dtype.str] for p in self.params],
+                    "groups": [len(g["params"]) for g in self._user_groups],
                     "group_steps": {str(k): v for k, v in gsteps.items()}, "options": options}
             payload = {"meta": json.dumps(meta), "pieces": [[k, a, b] for k, a, b, _ in entries],
                        "state": [e for _, _, _, e in entries]}
@@ -545,6 +551,7 @@ class ShardedOptimizer:
                 raise ValueError(f"{directory!r} has {len(files)} of the {P} shard files")
             loaded = []
             want = [[list(p.shape), p.dtype.str] for p in self.params]
+            want_groups = [len(g["params"]) for g in self._user_groups]
             for f in files:
                 with np.load(f) as z:
                     payload = unflatten_state_dict(z)
@@ -555,6 +562,9 @@ class ShardedOptimizer:
                 if meta["params"] != want:
                     raise ValueError(f"{f} holds parameters {meta['params']}, the optimizer has {want} "
                                      "(a checkpoint of another layout)")
+                if meta.get("groups") != want_groups:
+                    raise ValueError(f"{f} has parameter groups of {meta.get('groups')} parameters, the "
+                                     f"optimizer {want_groups} (a checkpoint of another layout)")
                 loaded.append((meta, payload))
             options = next((m["options"] for m, _ in loaded if m["options"] is not None), None)
             gsteps = {}
