@@ -38,3 +38,14 @@ def test_checkpoint_of_another_group_layout_is_refused(tmp_path, mode):
     for x in lines:
         assert x["caught"] == "DistributedError" and "another layout" in x["message"], x
         assert "groups" in x["message"], x
+
+
+def test_two_threads_stepping_one_rank_are_serialized():
+    """Two threads per rank each take 6 steps of one ShardedOptimizer (Adam, clipping) on
+    the same gradient: the 12 steps must run one after another on each rank (before:
+    the threads' collectives paired with the wrong calls on the other rank and the job
+    hung until the timeout), giving the bits of 12 single-process steps."""
+    lines = mpi(2, "faults.py", "threads", timeout=90)
+    assert sorted(x["rank"] for x in lines) == [0, 1]
+    for x in lines:
+        assert x["errors"] == [] and x["alive"] is False and x["same"] is True, x

@@ -25,11 +25,13 @@ Result: every rank's parameters after a step are the bits a single process gets 
 stepping the wrapped optimizer on ``mean_gradient`` of the ranks' gradients — for any
 number of ranks (tests: 1 to 4, with clipping and every policy).
 """
+import functools
 import glob
 import math
 import json
 import numbers
 import os
+import threading
 
 import numpy as np
 
@@ -37,11 +39,32 @@ from fastopt.distributed.comm import (DEFAULT_TIMEOUT, MPI, DistributedError, ag
                                       wait)
 from fastopt.distributed.layout import ALIGN, ShardLayout, packed_view
 from fastopt.distributed.reduce import mean_into
-from fastopt.optim.base import STATE_DICT_VERSION, Optimizer
+from fastopt.optim.base import STATE_DICT_VERSION, Optimizer, ReentryError
 from fastopt.optim.state import flatten_state_dict, unflatten_state_dict
 from fastopt.schedules import Schedule
 
 __all__ = ["ShardedOptimizer"]
+
+
+def _one_at_a_time(method):
+    """A collective method: calls from several threads of one rank run one after the
+    other, as a plain optimizer's steps do (their collectives interleaved on one
+    communicator would pair with the wrong calls of the other ranks and hang); a call
+    from inside one (a schedule, a gradient's ``__array__``) is a ReentryError before
+    anything is sent."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        me = threading.get_ident()
+        if self._owner == me:
+            raise ReentryError(f"ShardedOptimizer.{method.__name__} was called from inside one of its own "
+                               "collective calls on the same thread")
+        with self._collective:
+            self._owner = me
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                self._owner = None
+    return wrapper
 
 
 class ShardedOptimizer:
@@ -68,6 +91,7 @@ class ShardedOptimizer:
 
     def __init__(self, optimizer, params, *, comm=None, stage=1, timeout=DEFAULT_TIMEOUT, chunk_bytes=2 << 20,
                  abort_on_error=True, **kwargs):
+        self._collective, self._owner = threading.Lock(), None
         self.comm = comm = check_comm(comm)
         if abort_on_error:
             install_abort_hook()
@@ -240,6 +264,7 @@ class ShardedOptimizer:
                 if key != "params" and ig.get(key) is not value:
                     ig[key] = value
 
+    @_one_at_a_time
     def step(self, grads):
         """One collective step on the ranks' mean gradient (see the module docstring).
         Returns False when the step was skipped (``nonfinite="skip"``) — on every rank."""
@@ -359,6 +384,7 @@ class ShardedOptimizer:
         gsteps = {gi: ig["group_step"] for ig, gi in zip(sd["param_groups"], self._inner_group_of)}
         return entries, gsteps, sd["options"]
 
+    @_one_at_a_time
     def state_dict(self):
         """Collective: the whole state gathered on rank 0, in the wrapped optimizer's own
         format (a plain ``optimizer`` over the full parameters can load it, and so can a
@@ -442,6 +468,7 @@ class ShardedOptimizer:
                                      f"{p.dtype} {p.shape} (a checkpoint of another layout)")
         return groups, state
 
+    @_one_at_a_time
     def load_state_dict(self, state_dict):
         """Collective: load a full state_dict (from :meth:`state_dict`, or a plain
         optimizer's) given on rank 0 (other ranks pass None or anything). It is checked
@@ -501,6 +528,7 @@ class ShardedOptimizer:
             self.kwargs.update(clip_norm=opts["clip_norm"], nonfinite=opts["nonfinite"])
 
     # --- sharded checkpoints ---------------------------------------------------------------------
+    @_one_at_a_time
     def save_sharded(self, directory):
         """Collective: every rank writes its shard to ``directory/shard-<r>-of-<P>.npz``
         (the directory must exist). Files are written under temporary names and renamed
@@ -533,6 +561,7 @@ class ShardedOptimizer:
         os.replace(tmp, final)
         self.comm.Barrier()
 
+    @_one_at_a_time
     def load_sharded(self, directory):
         """Collective: load a checkpoint written by :meth:`save_sharded` of any number of
         ranks (P written, Q reading): each rank reads the pieces of the files that overlap
