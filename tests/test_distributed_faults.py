@@ -49,3 +49,13 @@ def test_two_threads_stepping_one_rank_are_serialized():
     assert sorted(x["rank"] for x in lines) == [0, 1]
     for x in lines:
         assert x["errors"] == [] and x["alive"] is False and x["same"] is True, x
+
+
+def test_numpy_scalar_hyper_parameters_that_differ_are_refused():
+    """lr=np.float32(0.1) on rank 0 and np.float32(0.2) on rank 1: before, the settings
+    check compared NumPy scalars by type name only and each rank stepped its shard with
+    its own lr."""
+    lines = mpi(2, "faults.py", "hyper_numpy")
+    assert sorted(x["rank"] for x in lines) == [0, 1]
+    for x in lines:
+        assert x["caught"] == "DistributedError" and "rank 1's options" in x["message"], x

@@ -164,6 +164,8 @@ class ShardedOptimizer:
         def plain(v):
             if isinstance(v, (bool, int, float, str, type(None))):
                 return v
+            if isinstance(v, (np.bool_, np.integer, np.floating)):     # NumPy scalars: by value too
+                return v.item()
             if isinstance(v, (tuple, list)):
                 return [plain(x) for x in v]
             return type(v).__name__     # schedules, callables: their type must agree

@@ -72,6 +72,11 @@ try:
         again = ShardedOptimizer(fastopt.Adam, [{"params": ps[:1]}, {"params": ps[1:], "lr": 0.2}], lr=0.1,
                                  timeout=20)
         again.load_sharded(root)
+    elif mode == "hyper_numpy":
+        # hyper-parameters given as NumPy scalars (np.float32 is no float subclass) that
+        # differ on one rank: refused like Python floats, not compared by type name only
+        ShardedOptimizer(fastopt.Adam, [np.ones(20_000, np.float32)], lr=np.float32(0.1 * (1 + (rank == 1))),
+                         betas=(np.float32(0.9), 0.999), timeout=20)
     elif mode == "threads":
         # two threads of every rank step one ShardedOptimizer at once (the same gradient):
         # the steps must be serialized per rank, as a plain optimizer's are, not their
