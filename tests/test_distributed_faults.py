@@ -59,3 +59,14 @@ def test_numpy_scalar_hyper_parameters_that_differ_are_refused():
     assert sorted(x["rank"] for x in lines) == [0, 1]
     for x in lines:
         assert x["caught"] == "DistributedError" and "rank 1's options" in x["message"], x
+
+
+def test_exchange_buffers_follow_the_shard_not_the_chunk_size():
+    """520 bytes of parameters over 3 ranks: each rank's receive buffers were
+    2 · P · chunk_bytes = 12 MiB whatever the model (and grew with P); they are now sized
+    for the rank's largest round, and the step is still the single process's bits."""
+    lines = mpi(3, "faults.py", "small_exchange")
+    assert sorted(x["rank"] for x in lines) == [0, 1, 2]
+    for x in lines:
+        assert x["same"] is True, x
+        assert x["memory"]["exchange"] <= 2 * 3 * x["memory"]["params"], x

@@ -217,8 +217,11 @@ class ShardedOptimizer:
                     i = next(i for i, (kk, a, b) in enumerate(self.pieces) if kk == k)
                     gv = self._gviews[i][lo - self.pieces[i][1]:hi - self.pieces[i][1]]
                 self._rounds.append((k, runs, gv))
-        self._recv = [np.empty(self.nranks * self.chunk_bytes if self.nranks > 1 else 0, np.uint8)
-                      for _ in range(2)]
+        # sized for this rank's largest round (at most chunk_bytes per peer), not P · chunk_bytes
+        # whatever the parameters: small shards must not cost 2 · P · 2 MiB per rank
+        largest = max(((runs[me][1] - runs[me][0]) * self.params[k].itemsize for k, runs, _ in self._rounds),
+                      default=0)
+        self._recv = [np.empty(self.nranks * largest if self.nranks > 1 else 0, np.uint8) for _ in range(2)]
         # the parameter all-gather: per parameter, every rank's piece (bytes) in place
         self._gather_specs = []
         for k, p in enumerate(self.params):

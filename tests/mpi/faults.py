@@ -77,6 +77,18 @@ try:
         # differ on one rank: refused like Python floats, not compared by type name only
         ShardedOptimizer(fastopt.Adam, [np.ones(20_000, np.float32)], lr=np.float32(0.1 * (1 + (rank == 1))),
                          betas=(np.float32(0.9), 0.999), timeout=20)
+    elif mode == "small_exchange":
+        # 520 bytes of parameters: the exchange buffers follow the shard, not 2 · P · chunk_bytes
+        from fastopt.distributed import mean_gradient
+        ps = [np.ones(100, np.float32), np.ones(15)]
+        ref = [p.copy() for p in ps]
+        opt = ShardedOptimizer(fastopt.Adam, ps, lr=0.1, clip_norm=1.0, timeout=20)
+        per = [[np.full(100, r + 0.5, np.float32), np.full(15, 1.0 - r)] for r in range(P)]
+        opt.step(per[rank])
+        fastopt.Adam(ref, lr=0.1, clip_norm=1.0).step([mean_gradient([g[k] for g in per]) for k in range(2)])
+        same = all(np.array_equal(a.view(np.uint8), b.view(np.uint8)) for a, b in zip(ps, ref))
+        report(caught=None, memory=opt.memory(), same=same)
+        sys.exit(0)
     elif mode == "threads":
         # two threads of every rank step one ShardedOptimizer at once (the same gradient):
         # the steps must be serialized per rank, as a plain optimizer's are, not their
