@@ -658,6 +658,8 @@ cdef class Engine:
                     if sumsq_rows(self.run + ndense, nact - ndense, &rows_total) == 1:
                         rc = 1
                     total = total + rows_total
+        elif self.norm_reducer is not None:
+            self.norm_reducer(None)     # no norm needed: the step's checks passed (other processes may wait)
         if self.clip_norm > 0.0 or self.policy != 0:
             if rc < 0:
                 raise MemoryError()
@@ -692,9 +694,10 @@ cdef class Engine:
         or a non-finite policy needs the norm, the step calls ``reducer(terms)`` with
         this engine's per-block terms (a float64 array, ``[sumsq_0, bad_0, sumsq_1, ...]``
         as :func:`sumsq_partials` makes them) and uses the ``(sum of squares, non-finite)``
-        it returns as if it had computed them itself. It runs after every check of the
-        step and before anything is written; an exception from it leaves everything as
-        it was."""
+        it returns as if it had computed them itself; when no norm is needed it is
+        called with None (its result is ignored), so every step calls it exactly once.
+        It runs after every check of the step and before anything is written; an
+        exception from it leaves everything as it was."""
         if reducer is not None and not callable(reducer):
             raise TypeError("the norm reducer must be callable or None")
         self.norm_reducer = reducer

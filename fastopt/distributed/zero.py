@@ -25,11 +25,13 @@ Result: every rank's parameters after a step are the bits a single process gets 
 stepping the wrapped optimizer on ``mean_gradient`` of the ranks' gradients — for any
 number of ranks (tests: 1 to 4, with clipping and every policy).
 """
+import functools
 import glob
 import math
 import json
 import numbers
 import os
+import threading
 
 import numpy as np
 
@@ -37,11 +39,32 @@ from fastopt.distributed.comm import (DEFAULT_TIMEOUT, MPI, DistributedError, ag
                                       wait)
 from fastopt.distributed.layout import ALIGN, ShardLayout, packed_view
 from fastopt.distributed.reduce import mean_into
-from fastopt.optim.base import STATE_DICT_VERSION, Optimizer
+from fastopt.optim.base import STATE_DICT_VERSION, Optimizer, ReentryError
 from fastopt.optim.state import flatten_state_dict, unflatten_state_dict
 from fastopt.schedules import Schedule
 
 __all__ = ["ShardedOptimizer"]
+
+
+def _one_at_a_time(method):
+    """A collective method: calls from several threads of one rank run one after the
+    other, as a plain optimizer's steps do (their collectives interleaved on one
+    communicator would pair with the wrong calls of the other ranks and hang); a call
+    from inside one (a schedule, a gradient's ``__array__``) is a ReentryError before
+    anything is sent."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        me = threading.get_ident()
+        if self._owner == me:
+            raise ReentryError(f"ShardedOptimizer.{method.__name__} was called from inside one of its own "
+                               "collective calls on the same thread")
+        with self._collective:
+            self._owner = me
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                self._owner = None
+    return wrapper
 
 
 class ShardedOptimizer:
@@ -68,6 +91,7 @@ class ShardedOptimizer:
 
     def __init__(self, optimizer, params, *, comm=None, stage=1, timeout=DEFAULT_TIMEOUT, chunk_bytes=2 << 20,
                  abort_on_error=True, **kwargs):
+        self._collective, self._owner = threading.Lock(), None
         self.comm = comm = check_comm(comm)
         if abort_on_error:
             install_abort_hook()
@@ -140,6 +164,8 @@ class ShardedOptimizer:
         def plain(v):
             if isinstance(v, (bool, int, float, str, type(None))):
                 return v
+            if isinstance(v, (np.bool_, np.integer, np.floating)):     # NumPy scalars: by value too
+                return v.item()
             if isinstance(v, (tuple, list)):
                 return [plain(x) for x in v]
             return type(v).__name__     # schedules, callables: their type must agree
@@ -191,8 +217,11 @@ class ShardedOptimizer:
                     i = next(i for i, (kk, a, b) in enumerate(self.pieces) if kk == k)
                     gv = self._gviews[i][lo - self.pieces[i][1]:hi - self.pieces[i][1]]
                 self._rounds.append((k, runs, gv))
-        self._recv = [np.empty(self.nranks * self.chunk_bytes if self.nranks > 1 else 0, np.uint8)
-                      for _ in range(2)]
+        # sized for this rank's largest round (at most chunk_bytes per peer), not P · chunk_bytes
+        # whatever the parameters: small shards must not cost 2 · P · 2 MiB per rank
+        largest = max(((runs[me][1] - runs[me][0]) * self.params[k].itemsize for k, runs, _ in self._rounds),
+                      default=0)
+        self._recv = [np.empty(self.nranks * largest if self.nranks > 1 else 0, np.uint8) for _ in range(2)]
         # the parameter all-gather: per parameter, every rank's piece (bytes) in place
         self._gather_specs = []
         for k, p in enumerate(self.params):
@@ -240,6 +269,7 @@ class ShardedOptimizer:
                 if key != "params" and ig.get(key) is not value:
                     ig[key] = value
 
+    @_one_at_a_time
     def step(self, grads):
         """One collective step on the ranks' mean gradient (see the module docstring).
         Returns False when the step was skipped (``nonfinite="skip"``) — on every rank."""
@@ -280,7 +310,16 @@ class ShardedOptimizer:
                                     [self._recv[i % 2], rcounts, rdispls, MPI.BYTE])
 
     def _reduce_terms(self, terms):
-        """The engine's norm reducer: every rank's block terms, summed in block order."""
+        """The engine's norm reducer: every rank's block terms, summed in block order.
+        The engine calls it once its step's checks have passed and before it writes
+        anything (with ``terms=None`` when no norm is needed), so it is where the ranks
+        meet: a rank whose inner step failed earlier (a hyper-parameter or schedule
+        value refused, which only the ranks holding a piece of that group see) says so
+        here instead, and every rank raises before any shard changes."""
+        self._met = True
+        agree(self.comm, None, self.timeout, "the sharded step")
+        if terms is None:
+            return None
         counts = [2 * n for n in self._nblocks]
         everything = np.empty(sum(counts), np.float64)
         wait(self.comm.Iallgatherv(np.ascontiguousarray(terms, np.float64), [everything, counts]),
@@ -293,17 +332,24 @@ class ShardedOptimizer:
 
     def local_step_and_gather(self):
         """Step parts 2 and 3: the fused step on the shard, then the parameter all-gather."""
-        if self.inner is not None:
-            ok = self.inner.step(self._gviews)
-        else:
-            ok = True
-            if self._needs_norm:
+        self._met = False
+        try:
+            if self.inner is not None:
+                ok = self.inner.step(self._gviews)
+            elif self._needs_norm:
                 from fastopt.optim.base import NonFiniteGradientError
                 _, bad = self._reduce_terms(np.empty(0))
                 if bad and self._nonfinite == "raise":
                     raise NonFiniteGradientError("a gradient holds inf or NaN; nothing was updated "
                                                  "(nonfinite='raise')")
                 ok = not (bad and self._nonfinite == "skip")
+            else:
+                self._reduce_terms(None)
+                ok = True
+        except Exception as exc:
+            if not self._met:     # failed before the meeting point: the others wait there for us
+                agree(self.comm, f"{type(exc).__name__}: {exc}", self.timeout, "the sharded step")
+            raise
         if ok:
             self.allgather_params()
         return ok
@@ -343,6 +389,7 @@ class ShardedOptimizer:
         gsteps = {gi: ig["group_step"] for ig, gi in zip(sd["param_groups"], self._inner_group_of)}
         return entries, gsteps, sd["options"]
 
+    @_one_at_a_time
     def state_dict(self):
         """Collective: the whole state gathered on rank 0, in the wrapped optimizer's own
         format (a plain ``optimizer`` over the full parameters can load it, and so can a
@@ -411,6 +458,11 @@ class ShardedOptimizer:
         if not isinstance(state, dict) or len(state) != len(self.params):
             raise ValueError(f"the state_dict holds state for {len(state) if isinstance(state, dict) else '?'} "
                              f"parameters, the optimizer has {len(self.params)}")
+        for gi, (saved, g) in enumerate(zip(groups, self._user_groups)):
+            n = len(saved.get("params", ())) if isinstance(saved, dict) else None
+            if n != len(g["params"]):
+                raise ValueError(f"param_groups[{gi}] has {n} parameters in the state_dict, {len(g['params'])} in "
+                                 "the optimizer (a checkpoint of another layout)")
         for k, p in enumerate(self.params):
             entry = state.get(k, state.get(str(k)))
             if not isinstance(entry, dict):
@@ -421,6 +473,7 @@ class ShardedOptimizer:
                                      f"{p.dtype} {p.shape} (a checkpoint of another layout)")
         return groups, state
 
+    @_one_at_a_time
     def load_state_dict(self, state_dict):
         """Collective: load a full state_dict (from :meth:`state_dict`, or a plain
         optimizer's) given on rank 0 (other ranks pass None or anything). It is checked
@@ -480,6 +533,7 @@ class ShardedOptimizer:
             self.kwargs.update(clip_norm=opts["clip_norm"], nonfinite=opts["nonfinite"])
 
     # --- sharded checkpoints ---------------------------------------------------------------------
+    @_one_at_a_time
     def save_sharded(self, directory):
         """Collective: every rank writes its shard to ``directory/shard-<r>-of-<P>.npz``
         (the directory must exist). Files are written under temporary names and renamed
@@ -495,6 +549,7 @@ class ShardedOptimizer:
             meta = {"algorithm": self.optimizer_class.__name__, "version": STATE_DICT_VERSION,
                     "layout": self.layout.describe(), "rank": self.rank,
                     "params": [[list(p.shape), p.dtype.str] for p in self.params],
+                    "groups": [len(g["params"]) for g in self._user_groups],
                     "group_steps": {str(k): v for k, v in gsteps.items()}, "options": options}
             payload = {"meta": json.dumps(meta), "pieces": [[k, a, b] for k, a, b, _ in entries],
                        "state": [e for _, _, _, e in entries]}
@@ -511,6 +566,7 @@ class ShardedOptimizer:
         os.replace(tmp, final)
         self.comm.Barrier()
 
+    @_one_at_a_time
     def load_sharded(self, directory):
         """Collective: load a checkpoint written by :meth:`save_sharded` of any number of
         ranks (P written, Q reading): each rank reads the pieces of the files that overlap
@@ -529,6 +585,7 @@ class ShardedOptimizer:
                 raise ValueError(f"{directory!r} has {len(files)} of the {P} shard files")
             loaded = []
             want = [[list(p.shape), p.dtype.str] for p in self.params]
+            want_groups = [len(g["params"]) for g in self._user_groups]
             for f in files:
                 with np.load(f) as z:
                     payload = unflatten_state_dict(z)
@@ -539,6 +596,9 @@ class ShardedOptimizer:
                 if meta["params"] != want:
                     raise ValueError(f"{f} holds parameters {meta['params']}, the optimizer has {want} "
                                      "(a checkpoint of another layout)")
+                if meta.get("groups") != want_groups:
+                    raise ValueError(f"{f} has parameter groups of {meta.get('groups')} parameters, the "
+                                     f"optimizer {want_groups} (a checkpoint of another layout)")
                 loaded.append((meta, payload))
             options = next((m["options"] for m, _ in loaded if m["options"] is not None), None)
             gsteps = {}
