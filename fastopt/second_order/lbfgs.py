@@ -20,6 +20,15 @@ the line search (PyTorch lets the search make one evaluation beyond it); trial p
 with a non-finite value shrink the step instead of poisoning it; the pairs live in
 preallocated ring buffers (``(history_size + 1) × n`` each for s and y: pages are only
 touched as pairs arrive).
+
+Parity with PyTorch is to rounding: every dot product here is a blocked float64 sum
+(see :mod:`fastopt._kernels.vecops`), PyTorch's a BLAS ``ddot`` of another
+association, so the last bits differ from the first iteration on. On well-conditioned
+runs (50-, 100-dim Rosenbrock, logistic regression) the float64 iterates agree to
+1e-8 relative over 50 iterations; where the problem amplifies rounding (the 60-dim
+Rosenbrock from ``uniform(-1.5, 1.5)``, seeds 0 and 1) PyTorch's own iterates move by
+1.9e-7 and 7e-5 when its gradients change by one ulp, and fastopt's distance to PyTorch
+is of that size (tests/test_second_order.py measures both).
 """
 import math
 from collections import namedtuple
