@@ -21,7 +21,8 @@ from fastopt.second_order.linesearch import armijo, strong_wolfe
 
 BLOCK = 8192
 
-__all__ = ["Layout", "block_sum", "dot", "lincomb", "stats", "two_loop", "LBFGS"]
+__all__ = ["Layout", "block_sum", "dot", "lincomb", "stats", "two_loop", "LBFGS", "cholesky_direction", "cg_direction",
+           "newton"]
 
 
 class Layout:
@@ -228,3 +229,160 @@ class LBFGS:
         status = Status.MAX_ITER if status is None else status
         self.last_step = StepInfo(status, MESSAGES[status], n_iter, evals, loss)
         return orig_loss
+
+
+# --- Newton -------------------------------------------------------------------------------------
+def _triangular(L, b, trans):
+    try:
+        from scipy.linalg import solve_triangular
+    except ImportError:
+        return np.linalg.solve(L.T if trans else L, b)
+    return solve_triangular(L, b, lower=True, trans=1 if trans else 0, check_finite=False)
+
+
+def cholesky_direction(H, g, delta_prev=0.0, beta=1e-3, max_tries=64):
+    """``(H + δI) d = -g`` by Cholesky with N&W Alg. 3.3's damping (as
+    :func:`fastopt.second_order.newton.cholesky_direction`): δ = 0 if H factorises,
+    else ``max(β s - min Hᵢᵢ, β s, δ_prev / 2)``, ``s = max(1, max |Hᵢᵢ|)``, doubled until
+    it does. Returns ``(d or None, δ)``."""
+    diag = H.diagonal().copy()
+    delta = 0.0
+    for _ in range(max_tries):
+        try:
+            L = np.linalg.cholesky(H + delta * np.identity(g.size) if delta else H)
+        except np.linalg.LinAlgError:
+            s = max(1.0, float(np.abs(diag).max()))
+            delta = max(2.0 * delta, beta * s - float(diag.min()), beta * s, 0.5 * delta_prev)
+            continue
+        if not np.isfinite(L).all():
+            return None, delta
+        return _triangular(L, _triangular(L, -g, False), True), delta
+    return None, delta
+
+
+def cg_direction(hessp, g):
+    """Truncated CG on ``H d = -g`` (N&W Alg. 7.1), one NumPy operation at a time: stop
+    at ``‖r‖ ≤ min(0.5, √‖g‖) ‖g‖`` or at ``pᵀHp ≤ 0`` (then z, or -g at once).
+    Raises FloatingPointError on a non-finite ``pᵀHp``."""
+    lay = Layout([g.size])
+    dt = g.dtype.type
+    gg = dot(lay, g, g)
+    gnorm = math.sqrt(gg)
+    tol = min(0.5, math.sqrt(gnorm)) * gnorm
+    z, r, p, rr = np.zeros_like(g), g.copy(), -g, gg
+    for j in range(20 * g.size):
+        Hp = np.ascontiguousarray(hessp(p), dtype=g.dtype).reshape(-1)
+        pHp = dot(lay, p, Hp)
+        if not math.isfinite(pHp):
+            raise FloatingPointError("hessp returned a non-finite product")
+        if pHp <= 0:
+            return (-g, 0) if j == 0 else (z, j)
+        alpha = rr / pHp
+        z = dt(alpha) * p + z
+        r = dt(alpha) * Hp + r
+        rr_new = dot(lay, r, r)
+        if math.sqrt(rr_new) <= tol:
+            return z, j + 1
+        p = -r + dt(rr_new / rr) * p
+        rr = rr_new
+    return z, 20 * g.size
+
+
+def newton(fun_and_grad, x0, method="newton", *, hess=None, hessp=None, line_search="strong_wolfe", max_iter=100,
+           max_eval=None, tolerance_grad=1e-10, tolerance_change=0.0):
+    """Reference of ``fastopt.minimize(method="newton" | "newton-cg")``: each iteration
+    ``d`` from the Hessian (Cholesky, damped) or from CG on ``hessp``, then the same
+    scalar line search from ``t = 1`` (fixed ``t = 1`` with None). Returns the same
+    :class:`~fastopt.second_order.minimize.OptimizeResult` fields."""
+    from fastopt.second_order.minimize import OptimizeResult
+    x = np.array(x0, copy=True)
+    shape, dtype, n = x.shape, x.dtype, x.size
+    dt = dtype.type
+    lay = Layout([n])
+    max_eval = max_iter * 5 // 4 + 10 if max_eval is None else max_eval
+
+    def call(xc):
+        f, (g,) = unpack_loss_grads(fun_and_grad(xc.reshape(shape)), [shape], dtype, "fun_and_grad(x)")
+        return f, g.reshape(-1).copy()
+
+    xf = x.reshape(-1).copy()
+    f, g = call(xf)
+    nfev = 1
+    if not (math.isfinite(f) and stats(lay, g)[3]):
+        raise NonFiniteValueError("fun_and_grad(x0) returned a non-finite value or gradient")
+    delta, nit, status = 0.0, 0, None
+    while status is None:
+        if stats(lay, g)[1] <= tolerance_grad:
+            status = Status.CONVERGED
+            break
+        if nit >= max_iter:
+            status = Status.MAX_ITER
+            break
+        if nfev >= max_eval:
+            status = Status.MAX_EVAL
+            break
+        xc = xf.reshape(shape)
+        if method == "newton":
+            H = np.asarray(hess(xc), dtype=np.float64)
+            d = None
+            if np.isfinite(H).all():
+                d, delta = cholesky_direction(H, g.astype(np.float64), delta)
+        else:
+            def prod(v):
+                if hessp is not None:
+                    return np.asarray(hessp(xc, v.reshape(shape))).reshape(-1)
+                return np.asarray(hess(xc)) @ v
+            try:
+                d = cg_direction(prod, g)[0]
+            except FloatingPointError:
+                d = None
+        if d is None:
+            status = Status.HESSIAN_FAILED
+            break
+        d = np.ascontiguousarray(d, dtype=dtype)
+        gtd = dot(lay, g, d)
+        _, dnorm, _, d_finite = stats(lay, d)
+        if not (math.isfinite(gtd) and d_finite):
+            status = Status.HESSIAN_FAILED
+            break
+        if gtd >= 0:
+            status = Status.NOT_DESCENT
+            break
+        nit += 1
+        x_start = xf.copy()
+        trial = {0: g}
+
+        def evaluate(t, slot):
+            f_t, g_t = call(dt(t) * d + x_start)
+            trial[slot] = g_t
+            gd = dot(lay, g_t, d)
+            if not (math.isfinite(f_t) and stats(lay, g_t)[3] and math.isfinite(gd)):
+                return math.inf, math.nan
+            return f_t, gd
+
+        f_prev = f
+        if line_search is None:
+            f_new, _ = evaluate(1.0, 1)
+            t, slot, nev = 1.0, 1, 1
+            if not math.isfinite(f_new):
+                t, slot, f_new, status = 0.0, 0, f, Status.NON_FINITE
+        elif line_search == "strong_wolfe":
+            f_new, _, t, slot, nev = strong_wolfe(evaluate, 1.0, f, gtd, dnorm, tolerance_change=tolerance_change,
+                                                  max_evals=max_eval - nfev)
+        else:
+            f_new, _, t, slot, nev = armijo(evaluate, 1.0, f, gtd, max_evals=max_eval - nfev)
+        nfev += nev
+        xf = dt(t) * d + x_start
+        f, g = f_new, trial[slot]
+        if status is not None:
+            break
+        if t == 0:
+            status = Status.LINE_SEARCH_FAILED
+        elif stats(lay, g)[1] <= tolerance_grad:
+            status = Status.CONVERGED
+        elif abs(t) * dnorm <= tolerance_change:
+            status = Status.SMALL_STEP
+        elif abs(f - f_prev) < tolerance_change:
+            status = Status.SMALL_CHANGE
+    return OptimizeResult(x=xf.reshape(shape), fun=f, jac=g.reshape(shape), nit=nit, nfev=nfev, status=status,
+                          message=MESSAGES[status], success=status in Status.SUCCESS)

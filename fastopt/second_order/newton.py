@@ -107,12 +107,15 @@ def newton_loop(fun_and_grad, x, direction, *, line_search="strong_wolfe", max_i
     G = [np.empty(n, dtype) for _ in range(4)]
     x0 = np.empty(n, dtype)
 
-    def call(slot):
+    def call(slot, d=None):
+        """Evaluate at x; the gradient is copied into ``G[slot]`` in the pass that also
+        reduces its stats and, with ``d``, ``gᵀd`` (no second pass for the slope)."""
         loss, (g,) = unpack_loss_grads(fun_and_grad(x), [shape], dtype, "fun_and_grad(x)")
-        _, st = ops.lincomb(lay, G[slot], 1.0, g.reshape(-1), stats=True)
-        return loss, st
+        dots, st = ops.lincomb(lay, G[slot], 1.0, g.reshape(-1), dots=() if d is None else ((G[slot], d),),
+                               stats=True)
+        return loss, st, (dots[0] if dots else None)
 
-    f, st = call(0)
+    f, st, _ = call(0)
     nfev, cur = 1, 0
     if not (math.isfinite(f) and st[3]):
         raise NonFiniteValueError("fun_and_grad(x0) returned a non-finite value or gradient")
@@ -148,12 +151,11 @@ def newton_loop(fun_and_grad, x, direction, *, line_search="strong_wolfe", max_i
         def evaluate(t, slot):
             ops.lincomb(lay, xf, t, d, 1.0, x0)
             try:
-                fv, sv = call(slots[slot])
+                fv, sv, gd = call(slots[slot], d)
             except BaseException:
                 ops.lincomb(lay, xf, 1.0, x0)
                 raise
             stats[slot] = sv
-            (gd,), _ = ops.lincomb(lay, None, 1.0, G[slots[slot]], dots=((G[slots[slot]], d),))
             if not (math.isfinite(fv) and sv[3] and math.isfinite(gd)):
                 return math.inf, math.nan
             return fv, gd
