@@ -593,3 +593,33 @@ def test_newton_non_finite_mid_run_and_non_descent():
     r = fastopt.minimize(lambda x: (float(x @ x), -2 * x), np.ones(3), method="newton", hess=lambda x: 2 * np.eye(3))
     assert r.status == Status.NOT_DESCENT or r.status == Status.LINE_SEARCH_FAILED
     assert (r.x == 1).all()
+
+
+def test_line_search_evaluations_are_capped_as_in_torch():
+    """At the minimum, with ``tolerance_change = 0``, rounding stops every decrease: each
+    strong-Wolfe search stops after PyTorch's 1 + 25 evaluations instead of spending the
+    budget (before the cap one search took all 20,000)."""
+    from fastopt.second_order.linesearch import MAX_SEARCH_EVALS
+    fg, _, dim = logistic()
+    r = fastopt.minimize(fg, np.zeros(dim), tolerance_grad=1e-30, tolerance_change=0, max_iter=300, max_eval=3000)
+    assert r.status == Status.LINE_SEARCH_FAILED and r.nit > 10
+    assert r.nfev <= 1 + MAX_SEARCH_EVALS * r.nit < 3000
+    assert np.abs(r.jac).max() < 1e-9 and np.isfinite(r.x).all()
+
+
+def test_bench_second_order_part_runs_small():
+    so = pytest.importorskip("scipy.optimize")
+    torch = pytest.importorskip("torch")
+    from fastopt.bench import second_order as B
+    ov = B.overhead(n=20_000, warm=3, timed=2, rounds=1, torch=torch, scipy_optimize=so)
+    assert set(ov) == {("fastopt", "float32"), ("fastopt", "float64"), ("torch", "float32"), ("torch", "float64"),
+                       ("scipy", "float64")}
+    assert all(v["nit"] == 2 and v["nfev"] >= 2 for v in ov.values())
+    fg, _, dim = logistic()
+    ev = B.evaluations(so, {"logistic": (fg, lambda: np.zeros(dim), False)})
+    assert ev["logistic"]["ratio"] is not None and abs(ev["logistic"]["fastopt_fun"] / ev["logistic"]["scipy_fun"]
+                                                       - 1) < 1e-8
+    point, shape = B.iterations_vs_cost(n=400, dim=20, gd_iters=50)
+    assert point["Newton (Cholesky)"]["nit"] < point["L-BFGS (m=10)"]["nit"] < point["gradient descent (1/L)"]["nit"]
+    text = "\n".join(B.lines({"overhead": ov, "n": 20_000, "evaluations": ev, "point": point, "point_shape": shape}))
+    assert "x fastopt" in text and "Newton-CG" in text and "logistic" in text

@@ -103,6 +103,10 @@ def add_arguments(parser):
                         help="also (or, with no part named, only) time a CPU training step of a ~20M-parameter "
                              "embedding+MLP model: forward+backward and optimizer step, fastopt.torch vs torch.optim "
                              "foreach and fused (needs torch; --repeat timed steps, at most 9)")
+    parser.add_argument("--second-order", action="store_true",
+                        help="also (or, with no part named, only) measure L-BFGS/Newton: optimizer overhead per "
+                             "iteration at n=1e7 vs torch and scipy, evaluations vs scipy's L-BFGS-B, iterations vs "
+                             "cost per iteration (needs scipy; torch optional; several minutes)")
     parser.add_argument("--busy", type=int, default=None, metavar="N",
                         help="busy processes beside the --contention steps (default: one per processor)")
     parser.add_argument("--json", metavar="PATH", help="also write machine-readable results to PATH")
@@ -134,6 +138,12 @@ def handle(args):
     except ValueError as exc:
         print(f"fastopt bench: error: {exc}", file=sys.stderr)
         return 2
+    if getattr(args, "second_order", False):
+        second = _second_order()
+        if second is None:
+            return 2
+        if not (args.table or args.many_arrays or args.small or args.contention or args.torch_training):
+            return 0
     results = run(cfg)
     code = 0
     if cfg.json_path:
@@ -148,6 +158,24 @@ def handle(args):
         else:
             print(f"plot written to {cfg.plot_path}")
     return code
+
+
+def _second_order():
+    """The ``--second-order`` part (printed as it goes); None when scipy is missing."""
+    try:
+        import scipy.optimize as scipy_optimize
+    except ImportError:
+        print("fastopt bench: error: --second-order needs scipy (pip install 'fastopt[test]')", file=sys.stderr)
+        return None
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    from fastopt.bench import second_order
+    res = second_order.run(torch=torch, scipy_optimize=scipy_optimize)
+    for line in second_order.lines(res):
+        print(line, flush=True)
+    return res
 
 
 def add_cli(subparsers):

@@ -17,7 +17,8 @@ import numpy as np
 
 from fastopt.second_order._common import MESSAGES, NonFiniteValueError, Status, unpack_loss_grads
 from fastopt.second_order.lbfgs import CURVATURE_EPS, StepInfo, check_hyper
-from fastopt.second_order.linesearch import armijo, strong_wolfe
+from fastopt.second_order.linesearch import MAX_SEARCH_EVALS, armijo, strong_wolfe
+from fastopt.second_order.newton import NEWTON_SEARCH_EVALS
 
 BLOCK = 8192
 
@@ -195,7 +196,8 @@ class LBFGS:
                 search = strong_wolfe if line_search == "strong_wolfe" else armijo
                 kw = {"tolerance_change": tol_change} if line_search == "strong_wolfe" else {}
                 args = (dnorm,) if line_search == "strong_wolfe" else ()
-                loss, _, t, slot, nev = search(evaluate, t, loss, gtd, *args, max_evals=max_eval - evals, **kw)
+                cap = min(max_eval - evals, MAX_SEARCH_EVALS)
+                loss, _, t, slot, nev = search(evaluate, t, loss, gtd, *args, max_evals=cap, **kw)
                 self._set(x0, t, d)
                 g = g if slot == 0 else trial[slot]
                 st["t"] = t
@@ -368,9 +370,9 @@ def newton(fun_and_grad, x0, method="newton", *, hess=None, hessp=None, line_sea
                 t, slot, f_new, status = 0.0, 0, f, Status.NON_FINITE
         elif line_search == "strong_wolfe":
             f_new, _, t, slot, nev = strong_wolfe(evaluate, 1.0, f, gtd, dnorm, tolerance_change=tolerance_change,
-                                                  max_evals=max_eval - nfev)
+                                                  max_evals=min(max_eval - nfev, NEWTON_SEARCH_EVALS))
         else:
-            f_new, _, t, slot, nev = armijo(evaluate, 1.0, f, gtd, max_evals=max_eval - nfev)
+            f_new, _, t, slot, nev = armijo(evaluate, 1.0, f, gtd, max_evals=min(max_eval - nfev, NEWTON_SEARCH_EVALS))
         nfev += nev
         xf = dt(t) * d + x_start
         f, g = f_new, trial[slot]

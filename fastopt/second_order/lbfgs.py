@@ -41,7 +41,7 @@ from fastopt._validate import as_array, check_disjoint
 from fastopt.optim.base import _guarded
 from fastopt.second_order._common import (MESSAGES, NonFiniteValueError, Status, check_count, check_line_search,
                                           check_tolerance, unpack_loss_grads)
-from fastopt.second_order.linesearch import armijo, strong_wolfe
+from fastopt.second_order.linesearch import MAX_SEARCH_EVALS, armijo, strong_wolfe
 
 __all__ = ["LBFGS", "StepInfo", "NonFiniteValueError"]
 
@@ -244,11 +244,12 @@ class LBFGS:
                         return math.inf, math.nan
                     return f_new, gtd_new
 
+                cap = min(budget, MAX_SEARCH_EVALS)
                 if line_search == "strong_wolfe":
                     loss, _, t, slot, ls_evals = strong_wolfe(evaluate, t, loss, gtd, dnorm,
-                                                              tolerance_change=tol_change, max_evals=budget)
+                                                              tolerance_change=tol_change, max_evals=cap)
                 else:
-                    loss, _, t, slot, ls_evals = armijo(evaluate, t, loss, gtd, max_evals=budget)
+                    loss, _, t, slot, ls_evals = armijo(evaluate, t, loss, gtd, max_evals=cap)
                 self._set_params(t, d)
                 cur = slots[slot]
                 self._t = t

@@ -26,6 +26,11 @@ from fastopt.second_order.linesearch import armijo, strong_wolfe
 __all__ = ["cholesky_direction", "cg_direction", "newton_loop"]
 
 BETA = 1e-3
+#: evaluations one Newton line search may make. Larger than L-BFGS's PyTorch cap (26):
+#: a damped step ``(H + δI)⁻¹g`` of a singular H is long (δ ~ 1e-3), and the zoom needs
+#: ~30 evaluations to come back from t = 1; the cap still keeps a search with
+#: ``tolerance_change = 0`` at the minimum from spending the whole budget.
+NEWTON_SEARCH_EVALS = 60
 
 
 def _solve_lower(L, b, trans):
@@ -170,9 +175,9 @@ def newton_loop(fun_and_grad, x, direction, *, line_search="strong_wolfe", max_i
                 status = Status.NON_FINITE
         elif line_search == "strong_wolfe":
             f_new, _, t, slot, nev = strong_wolfe(evaluate, 1.0, f, gtd, dst[1], tolerance_change=tolerance_change,
-                                                  max_evals=budget)
+                                                  max_evals=min(budget, NEWTON_SEARCH_EVALS))
         else:
-            f_new, _, t, slot, nev = armijo(evaluate, 1.0, f, gtd, max_evals=budget)
+            f_new, _, t, slot, nev = armijo(evaluate, 1.0, f, gtd, max_evals=min(budget, NEWTON_SEARCH_EVALS))
         nfev += nev
         ops.lincomb(lay, xf, t, d, 1.0, x0)
         cur, f = slots[slot], f_new
