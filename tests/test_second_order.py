@@ -623,3 +623,57 @@ def test_bench_second_order_part_runs_small():
     assert point["Newton (Cholesky)"]["nit"] < point["L-BFGS (m=10)"]["nit"] < point["gradient descent (1/L)"]["nit"]
     text = "\n".join(B.lines({"overhead": ov, "n": 20_000, "evaluations": ev, "point": point, "point_shape": shape}))
     assert "x fastopt" in text and "Newton-CG" in text and "logistic" in text
+
+
+# --- compact L-BFGS passes ------------------------------------------------------------------------
+@settings(max_examples=10, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sizes=sizes_st, dtype=st.sampled_from(FLOATS), m=st.integers(0, 4), t=st.floats(-2, 2),
+       seed=st.integers(0, 2 ** 31))
+def test_multidot_and_combine_match_reference_for_any_thread_count(threads_restored, sizes, dtype, m, t, seed):
+    rng = np.random.default_rng(seed)
+    n = sum(sizes)
+    vec = [rng.standard_normal(n).astype(dtype) for _ in range(2 * m + 3)]
+    pairs = [(int(i), int(j)) for i, j in rng.integers(0, len(vec), (3 * m + 2, 2))]
+    coef = rng.standard_normal(len(vec))
+    lay, rlay = vecops.Layout(sizes), R.Layout(sizes)
+    zr, sr = np.empty(n, dtype), np.empty(n, dtype)
+    dots_r = R.multidot(rlay, vec + [zr, sr], pairs + [(len(vec), len(vec) + 1)],
+                        writes=((zr, 1.0, vec[0], -1.0, vec[1]), (sr, t, vec[2], 0.0, None)))
+    dr, pr, x0r = np.empty(n, dtype), vec[-1].copy(), np.empty(n, dtype)
+    comb_r = R.combine(rlay, dr, coef, vec, 1, p=pr, x0=x0r, t=t)
+    threads_restored.set_serial_threshold(0)
+    for threads in (1, 2, 3, 7):
+        threads_restored.set_num_threads(threads)
+        z, s = np.empty(n, dtype), np.empty(n, dtype)
+        dots = vecops.multidot(lay, vec + [z, s], pairs + [(len(vec), len(vec) + 1)],
+                               writes=((z, 1.0, vec[0], -1.0, vec[1]), (s, t, vec[2], 0.0, None)))
+        assert dots == dots_r and z.tobytes() == zr.tobytes() and s.tobytes() == sr.tobytes()
+        assert dots[:len(pairs)] == [vecops.dot(lay, vec[i], vec[j]) for i, j in pairs]
+        d, p, x0 = np.empty(n, dtype), vec[-1].copy(), np.empty(n, dtype)
+        assert vecops.combine(lay, d, coef, vec, 1, p=p, x0=x0, t=t) == comb_r
+        assert d.tobytes() == dr.tobytes() and p.tobytes() == pr.tobytes() and x0.tobytes() == vec[-1].tobytes()
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-13), (np.float32, 3e-6)])
+def test_compact_direction_equals_classic_two_loop_to_rounding(dtype, tol):
+    rng = np.random.default_rng(4)
+    n, m = 5000, 6
+    lay = vecops.Layout([n])
+    S = rng.standard_normal((m, n)).astype(dtype)
+    Y = (S * rng.uniform(0.5, 2.0, n) + 0.05 * rng.standard_normal((m, n))).astype(dtype)
+    g = rng.standard_normal(n).astype(dtype)
+    rho = np.array([1.0 / vecops.dot(lay, S[i], Y[i]) for i in range(m)])
+    gamma = 1.0 / (rho[-1] * vecops.dot(lay, Y[-1], Y[-1]))
+    classic = np.empty(n, dtype)
+    vecops.two_loop(lay, g, np.empty(n, dtype), classic, S, Y, rho, list(range(m)), gamma, np.zeros(m))
+    compact = np.empty(n, dtype)
+    R.lbfgs_direction(R.Layout([n]), g, list(S), list(Y), rho, gamma, compact)
+    exact = np.empty(n)
+    R.two_loop(R.Layout([n]), g.astype(np.float64), np.empty(n), exact, S.astype(np.float64),
+               Y.astype(np.float64), rho, list(range(m)), gamma, np.zeros(m))
+    scale = np.abs(exact).max()
+    assert np.abs(compact - classic).max() <= tol * scale
+    if dtype == np.float32:
+        # the compact form rounds once: no farther from the float64 direction than the classic one
+        assert np.abs(compact - exact).max() <= np.abs(classic - exact).max()

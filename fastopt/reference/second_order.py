@@ -16,13 +16,15 @@ import math
 import numpy as np
 
 from fastopt.second_order._common import MESSAGES, NonFiniteValueError, Status, unpack_loss_grads
+from fastopt.second_order.compact import coefficients
 from fastopt.second_order.lbfgs import CURVATURE_EPS, StepInfo, check_hyper
 from fastopt.second_order.linesearch import MAX_SEARCH_EVALS, armijo, strong_wolfe
 from fastopt.second_order.newton import NEWTON_SEARCH_EVALS
 
 BLOCK = 8192
 
-__all__ = ["Layout", "block_sum", "dot", "lincomb", "stats", "two_loop", "LBFGS", "cholesky_direction", "cg_direction",
+__all__ = ["Layout", "block_sum", "dot", "lincomb", "stats", "two_loop", "multidot", "combine", "lbfgs_direction",
+           "LBFGS", "cholesky_direction", "cg_direction",
            "newton"]
 
 
@@ -115,6 +117,42 @@ def two_loop(lay, g, q, d, S, Y, rho, order, gamma, al, threads=0):
     return stats(lay, d)[1], dot(lay, g, d)
 
 
+def multidot(lay, vectors, pairs, writes=(), threads=0):
+    """As :func:`fastopt._kernels.vecops.multidot`: the writes, then each pair's dot."""
+    for z, a, x, b, w in writes:
+        lincomb(lay, z, a, x, b, w)
+    return [dot(lay, vectors[u], vectors[v]) for u, v in pairs]
+
+
+def combine(lay, d, coef, vectors, gidx, p=None, x0=None, t=0.0, threads=0):
+    """As :func:`fastopt._kernels.vecops.combine`: ``d = Σ coef[j] vectors[j]`` added in
+    float64 in order, rounded once; then ``x0 = p``, ``p = t d + x0``; returns
+    ``(vectors[gidx]ᵀd, stats of d)``."""
+    flat = [np.asarray(v).reshape(-1) for v in vectors]
+    acc = float(coef[0]) * flat[0].astype(np.float64)
+    for c, v in zip(coef[1:], flat[1:]):
+        acc = acc + float(c) * v.astype(np.float64)
+    d[...] = acc.astype(d.dtype)
+    if p is not None:
+        lincomb(lay, x0, 1.0, p)
+        lincomb(lay, p, t, d, 1.0, x0)
+    return dot(lay, vectors[gidx], d), stats(lay, d)
+
+
+def lbfgs_direction(lay, g, S, Y, rho, gamma, d):
+    """The compact two-loop (:mod:`fastopt.second_order.compact`) for the pairs
+    ``S[i], Y[i]`` (oldest first), every dot product taken afresh: writes ``d``,
+    returns ``(‖d‖∞, gᵀd)``."""
+    k = len(rho)
+    SY = np.array([[dot(lay, S[i], Y[j]) for j in range(k)] for i in range(k)]).reshape(k, k)
+    YY = np.array([[dot(lay, Y[i], Y[j]) for j in range(k)] for i in range(k)]).reshape(k, k)
+    Sg = np.array([dot(lay, S[i], g) for i in range(k)])
+    Yg = np.array([dot(lay, Y[i], g) for i in range(k)])
+    cg, cs, cy = coefficients(np.asarray(rho, dtype=np.float64), Sg, Yg, SY, YY, gamma)
+    gtd, st = combine(lay, d, np.concatenate([[cg], cs, cy]), [g] + list(S) + list(Y), 0)
+    return st[1], gtd
+
+
 class LBFGS:
     """Reference L-BFGS: the arguments, closure and ``last_step`` of :class:`fastopt.LBFGS`."""
 
@@ -168,11 +206,8 @@ class LBFGS:
                     st["old_stps"].append(s)
                     st["ro"].append(1.0 / ys)
                     st["H_diag"] = ys / yy
-                k = len(st["ro"])
-                S, Y = np.array(st["old_stps"]).reshape(k, -1), np.array(st["old_dirs"]).reshape(k, -1)
                 d = np.empty_like(g)
-                dnorm, gtd = two_loop(lay, g, np.empty_like(g), d, S, Y, st["ro"], list(range(k)), st["H_diag"],
-                                      [0.0] * k)
+                dnorm, gtd = lbfgs_direction(lay, g, st["old_stps"], st["old_dirs"], st["ro"], st["H_diag"], d)
             st["d"], st["prev_flat_grad"], st["prev_loss"] = d, g.copy(), loss
             t = min(1.0, 1.0 / l1) * lr if st["n_iter"] == 1 else lr
             st["t"] = t

@@ -41,6 +41,7 @@ from fastopt._validate import as_array, check_disjoint
 from fastopt.optim.base import _guarded
 from fastopt.second_order._common import (MESSAGES, NonFiniteValueError, Status, check_count, check_line_search,
                                           check_tolerance, unpack_loss_grads)
+from fastopt.second_order.compact import coefficients
 from fastopt.second_order.linesearch import MAX_SEARCH_EVALS, armijo, strong_wolfe
 
 __all__ = ["LBFGS", "StepInfo", "NonFiniteValueError"]
@@ -116,9 +117,11 @@ class LBFGS:
         self._S = np.empty((m + 1, n), self.dtype)
         self._Y = np.empty((m + 1, n), self.dtype)
         self._rho = np.zeros(m + 1)
-        self._al = np.zeros(m + 1)
+        # Gram entries of the ring rows: SY[i, j] = sᵢᵀyⱼ, YY[i, j] = yᵢᵀyⱼ
+        self._SY = np.zeros((m + 1, m + 1))
+        self._YY = np.zeros((m + 1, m + 1))
         self._d = np.zeros(n, self.dtype)
-        self._q = np.empty(n, self.dtype)
+        self._at = None                  # p = x0 + _at d holds (None: unknown)
         self._x0 = np.empty(n, self.dtype)
         # gradients: the current one, the previous iterate's, and the line search's trials
         self._G = [np.empty(n, self.dtype) for _ in range(4)]
@@ -164,11 +167,63 @@ class LBFGS:
         return loss, (dots[0] if dots else None), st
 
     def _set_params(self, t, d):
-        """``p = x0 + t d``, the point of a trial step (PyTorch: ``p.add_(d, alpha=t)`` on x0)."""
-        vecops.lincomb(self._layout, self._params, t, d, 1.0, self._x0)
+        """``p = x0 + t d``, the point of a trial step (PyTorch: ``p.add_(d, alpha=t)`` on x0);
+        no pass when the parameters are there already."""
+        if self._at != t:
+            vecops.lincomb(self._layout, self._params, t, d, 1.0, self._x0)
+            self._at = t
 
     def _restore(self):
         vecops.lincomb(self._layout, self._params, 1.0, self._x0)
+        self._at = None              # p = x0, which 0·d + x0 need not be bit for bit (-0.0)
+
+    def _new_pair(self, g, g_prev, m):
+        """``y = g - g_prev`` and ``s = t d`` into the spare ring row, and in the same pass
+        every dot product the recursion needs with the new gradient and the new pair;
+        the pair joins the ring when ``sᵀy > 1e-10``. Returns ``(Sg, Yg)`` of the ring,
+        oldest first."""
+        S, Y, order = self._S, self._Y, self._order
+        row = next(r for r in range(m + 1) if r not in order)
+        k = len(order)
+        # vectors: 0 g, 1 s_new, 2 y_new, 3.. s_r, 3+k.. y_r (r in order)
+        vectors = [g, S[row], Y[row]] + [S[r] for r in order] + [Y[r] for r in order]
+        pairs = [(2, 2), (2, 1), (1, 0), (2, 0)]
+        for j in range(k):
+            pairs += [(3 + j, 0), (3 + k + j, 0), (1, 3 + k + j), (3 + j, 2), (2, 3 + k + j)]
+        dots = vecops.multidot(self._layout, vectors, pairs,
+                               writes=((Y[row], 1.0, g, -1.0, g_prev), (S[row], self._t, self._d, 0.0, None)))
+        yy, ys, sg_new, yg_new = dots[:4]
+        rest = np.array(dots[4:]).reshape(k, 5)
+        Sg, Yg = list(rest[:, 0]), list(rest[:, 1])
+        if ys > CURVATURE_EPS:
+            SY, YY = self._SY, self._YY
+            for j, r in enumerate(order):
+                SY[row, r], SY[r, row] = rest[j, 2], rest[j, 3]
+                YY[row, r] = YY[r, row] = rest[j, 4]
+            SY[row, row], YY[row, row] = ys, yy
+            if k == m:
+                order.pop(0)
+                Sg.pop(0)
+                Yg.pop(0)
+            order.append(row)
+            Sg.append(sg_new)
+            Yg.append(yg_new)
+            self._rho[row] = 1.0 / ys
+            self._H_diag = ys / yy
+        return np.array(Sg, dtype=np.float64), np.array(Yg, dtype=np.float64)
+
+    def _direction(self, g, Sg, Yg, t):
+        """``d = -H g`` (:func:`fastopt.second_order.compact.coefficients`), in the pass that
+        also saves ``x0 = p`` and writes the first trial point ``p = x0 + t d``.
+        Returns ``(gᵀd, stats of d)``."""
+        order = self._order
+        ix = np.ix_(order, order)
+        cg, cs, cy = coefficients(self._rho[order], Sg, Yg, self._SY[ix], self._YY[ix], self._H_diag)
+        vectors = [g] + [self._S[r] for r in order] + [self._Y[r] for r in order]
+        gtd, dst = vecops.combine(self._layout, self._d, np.concatenate([[cg], cs, cy]), vectors, 0,
+                                  p=self._params, x0=self._x0, t=t)
+        self._at = t
+        return gtd, dst
 
     # --- the step -----------------------------------------------------------------------------
     @_guarded
@@ -183,8 +238,7 @@ class LBFGS:
         if m != self._m:
             raise ValueError(f"history_size changed from {self._m} to {m}: the ring buffers were sized for "
                              f"{self._m}; create a new optimizer")
-        lay, d, S, Y = self._layout, self._d, self._S, self._Y
-        params = self._params
+        d = self._d
         cur = next(i for i in range(4) if i != self._prev)
         loss, _, st = self._evaluate(closure, cur)
         if not (math.isfinite(loss) and st[3]):
@@ -201,34 +255,27 @@ class LBFGS:
             self._n_iter += 1
             g = self._G[cur]
             if self._n_iter == 1:
-                (gtd,), dst = vecops.lincomb(lay, d, -1.0, g, dots=((g, d),), stats=True)
-                dnorm = dst[1]
                 self._order = []
                 self._H_diag = 1.0
+                Sg = Yg = np.zeros(0)
             else:
-                row = next(r for r in range(m + 1) if r not in self._order)
-                (yy,), _ = vecops.lincomb(lay, Y[row], 1.0, g, -1.0, self._G[self._prev], dots=((Y[row], Y[row]),))
-                (ys,), _ = vecops.lincomb(lay, S[row], self._t, d, dots=((Y[row], S[row]),))
-                if ys > CURVATURE_EPS:
-                    if len(self._order) == m:
-                        self._order.pop(0)
-                    self._order.append(row)
-                    self._rho[row] = 1.0 / ys
-                    self._H_diag = ys / yy
-                dnorm, gtd = vecops.two_loop(lay, g, self._q, d, S, Y, self._rho, self._order, self._H_diag,
-                                             self._al)
+                Sg, Yg = self._new_pair(g, self._G[self._prev], m)
             self._prev, self._has_prev = cur, True
             self._prev_loss = loss
             t = min(1.0, 1.0 / self._stats[cur][0]) * lr if self._n_iter == 1 else lr
             self._t = t
+            # d = -H g from the coefficients, x0 = p and p = x0 + t d (the first trial), one pass
+            gtd, dst = self._direction(g, Sg, Yg, t)
+            dnorm = dst[1]
             if gtd > -tol_change:
+                self._restore()
                 status = Status.NOT_DESCENT if gtd >= 0 else Status.SMALL_SLOPE
                 n_iter -= 1           # counted (as PyTorch counts it) but no step was taken
                 break
-            vecops.lincomb(lay, self._x0, 1.0, params)
             if line_search is not None:
                 budget = max_eval - current_evals
                 if budget < 1:
+                    self._restore()
                     status = Status.MAX_EVAL
                     break
                 slots = [cur] + [i for i in range(4) if i != cur]
@@ -365,6 +412,13 @@ class LBFGS:
         # everything checked: write
         self._param_groups[0].update(group)
         self._S[:k], self._Y[:k], self._rho[:k] = S, Y, rho
+        if k:
+            # the Gram entries, the same dot products (bits) the run computed
+            vectors = [self._S[i] for i in range(k)] + [self._Y[i] for i in range(k)]
+            pairs = [(i, k + j) for i in range(k) for j in range(k)] + [(k + i, k + j) for i in range(k)
+                                                                       for j in range(k)]
+            dots = np.array(vecops.multidot(self._layout, vectors, pairs)).reshape(2, k, k)
+            self._SY[:k, :k], self._YY[:k, :k] = dots[0], dots[1]
         self._order = list(range(k))
         self._d[...] = d
         self._n_iter, self._func_evals, self._t = n_iter, func_evals, t
