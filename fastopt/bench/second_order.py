@@ -23,7 +23,6 @@ anything on a shared machine):
 """
 from __future__ import annotations
 
-import gc
 import math
 import statistics
 import time
@@ -112,6 +111,11 @@ def overhead(n=10 ** 7, dtypes=("float32", "float64"), history=10, warm=11, time
         engines.append(("scipy", lambda a, x, k: _run_scipy(a, x, k, history, scipy_optimize)))
     samples = {}
     counts = {}
+    # one-time costs (PyTorch's first LBFGS step spends seconds on lazy imports) must not
+    # land in one of the two runs whose difference is measured
+    a_small, x_small = _quadratic(64, np.dtype("float64"))
+    for _, fn in engines:
+        fn(a_small, x_small, 2)
     for r in range(rounds):
         for dtype in dtypes:
             a, x0 = _quadratic(n, np.dtype(dtype))
@@ -119,9 +123,7 @@ def overhead(n=10 ** 7, dtypes=("float32", "float64"), history=10, warm=11, time
             for name, fn in order:
                 if name == "scipy" and dtype != "float64":
                     continue
-                gc.collect()
                 t1, f1, it1, ev1 = fn(a, x0, warm)
-                gc.collect()
                 t2, f2, it2, ev2 = fn(a, x0, warm + timed)
                 if it2 - it1 <= 0:
                     continue
