@@ -107,21 +107,23 @@ def test_kernel_argument_errors():
 
 
 # --- L-BFGS: reference, threads, torch -------------------------------------------------------------
+@pytest.mark.parametrize("first_step", ["torch", "scipy"])
 @pytest.mark.parametrize("line_search", ["strong_wolfe", "armijo", None])
 @pytest.mark.parametrize("dtype", FLOATS)
-def test_lbfgs_iterates_equal_reference_bitwise(threads_restored, dtype, line_search):
+def test_lbfgs_iterates_equal_reference_bitwise(threads_restored, dtype, line_search, first_step):
     rng = np.random.default_rng(1)
     shapes = [(30,), (4, 5), (7,)]
     start = [rng.uniform(-1.2, 1.2, s).astype(dtype) for s in shapes]
     lr = 1.0 if line_search else 2e-4
     threads_restored.set_serial_threshold(0)
     ref_params = [a.copy() for a in start]
-    ref = R.LBFGS(ref_params, lr=lr, max_iter=3, history_size=4, line_search=line_search)
+    ref = R.LBFGS(ref_params, lr=lr, max_iter=3, history_size=4, line_search=line_search, first_step=first_step)
     runs = []
     for threads in (1, 2, 3):
         threads_restored.set_num_threads(threads)
         params = [a.copy() for a in start]
-        opt = fastopt.LBFGS(params, lr=lr, max_iter=3, history_size=4, line_search=line_search)
+        opt = fastopt.LBFGS(params, lr=lr, max_iter=3, history_size=4, line_search=line_search,
+                            first_step=first_step)
         runs.append((params, opt))
     for _ in range(8):
         ref.step(multi_closure(ref_params, rosen))
@@ -677,3 +679,21 @@ def test_compact_direction_equals_classic_two_loop_to_rounding(dtype, tol):
     if dtype == np.float32:
         # the compact form rounds once: no farther from the float64 direction than the classic one
         assert np.abs(compact - exact).max() <= np.abs(classic - exact).max()
+
+
+def test_minimize_evaluations_match_scipy_lbfgsb_on_logistic_regression():
+    """With L-BFGS-B's first step (minimize's default) fastopt reaches SciPy's objective
+    (within 1e-8) in at most 1.1x its evaluations, dense and sparse; PyTorch's smaller
+    first step (``first_step="torch"``) needs more on the sparse problem."""
+    so = pytest.importorskip("scipy.optimize")
+    from fastopt.bench import second_order as B
+    from fastopt.problems import sparse_logistic_regression
+    dense, _, d1 = logistic(n=3000, dim=300, lam=1e-3, seed=1)
+    sparse, _, d2 = sparse_logistic_regression(n=3000, dim=300, density=0.02, lam=1e-3, seed=2)
+    ev = B.evaluations(so, {"dense": (dense, lambda: np.zeros(d1), False),
+                            "sparse": (sparse, lambda: np.zeros(d2), False)})
+    for name, v in ev.items():
+        assert v["ratio"] is not None and v["ratio"] <= 1.1, (name, v)
+        assert abs(v["fastopt_fun"] - v["scipy_fun"]) <= 1e-8 * abs(v["scipy_fun"])
+    with pytest.raises(ValueError, match="first_step"):
+        fastopt.LBFGS([np.zeros(3)], first_step="l2")

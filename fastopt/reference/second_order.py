@@ -157,7 +157,8 @@ class LBFGS:
     """Reference L-BFGS: the arguments, closure and ``last_step`` of :class:`fastopt.LBFGS`."""
 
     def __init__(self, params, lr=1.0, max_iter=20, max_eval=None, tolerance_grad=1e-7, tolerance_change=1e-9,
-                 history_size=100, line_search="strong_wolfe"):
+                 history_size=100, line_search="strong_wolfe", first_step="torch"):
+        self.first_step = first_step
         self.params = [params] if isinstance(params, np.ndarray) else list(params)
         self.group = {"lr": lr, "max_iter": max_iter, "max_eval": max_iter * 5 // 4 if max_eval is None else max_eval,
                       "tolerance_grad": tolerance_grad, "tolerance_change": tolerance_change,
@@ -181,7 +182,7 @@ class LBFGS:
         lr, max_iter, max_eval, tol_grad, tol_change, m, line_search = check_hyper(self.group)
         st, lay = self.state, self.lay
         loss, g = self._flat_grad(closure)
-        l1, linf, _, finite = stats(lay, g)
+        l1, linf, sq, finite = stats(lay, g)
         if not (math.isfinite(loss) and finite):
             raise NonFiniteValueError("non-finite loss or gradient")
         orig_loss, evals, n_iter = loss, 1, 0
@@ -209,7 +210,10 @@ class LBFGS:
                 d = np.empty_like(g)
                 dnorm, gtd = lbfgs_direction(lay, g, st["old_stps"], st["old_dirs"], st["ro"], st["H_diag"], d)
             st["d"], st["prev_flat_grad"], st["prev_loss"] = d, g.copy(), loss
-            t = min(1.0, 1.0 / l1) * lr if st["n_iter"] == 1 else lr
+            if st["n_iter"] == 1:
+                t = min(1.0 / math.sqrt(sq), 1e10) * lr if self.first_step == "scipy" else min(1.0, 1.0 / l1) * lr
+            else:
+                t = lr
             st["t"] = t
             if gtd > -tol_change:
                 status = Status.NOT_DESCENT if gtd >= 0 else Status.SMALL_SLOPE
@@ -250,7 +254,7 @@ class LBFGS:
                     loss, g = f_new, g_new
             evals += nev
             st["func_evals"] += nev
-            l1, linf, _, _ = stats(lay, g)
+            l1, linf, sq, _ = stats(lay, g)
             if line_search is not None and t == 0:
                 status = Status.LINE_SEARCH_FAILED
             elif linf <= tol_grad and (line_search is not None or nev):
