@@ -107,23 +107,24 @@ def test_kernel_argument_errors():
 
 
 # --- L-BFGS: reference, threads, torch -------------------------------------------------------------
-@pytest.mark.parametrize("first_step", ["torch", "scipy"])
+@pytest.mark.parametrize("two_loop, first_step", [("classic", "torch"), ("classic", "scipy"), ("compact", "torch")])
 @pytest.mark.parametrize("line_search", ["strong_wolfe", "armijo", None])
 @pytest.mark.parametrize("dtype", FLOATS)
-def test_lbfgs_iterates_equal_reference_bitwise(threads_restored, dtype, line_search, first_step):
+def test_lbfgs_iterates_equal_reference_bitwise(threads_restored, dtype, line_search, first_step, two_loop):
     rng = np.random.default_rng(1)
     shapes = [(30,), (4, 5), (7,)]
     start = [rng.uniform(-1.2, 1.2, s).astype(dtype) for s in shapes]
     lr = 1.0 if line_search else 2e-4
     threads_restored.set_serial_threshold(0)
     ref_params = [a.copy() for a in start]
-    ref = R.LBFGS(ref_params, lr=lr, max_iter=3, history_size=4, line_search=line_search, first_step=first_step)
+    ref = R.LBFGS(ref_params, lr=lr, max_iter=3, history_size=4, line_search=line_search, first_step=first_step,
+                  two_loop=two_loop)
     runs = []
     for threads in (1, 2, 3):
         threads_restored.set_num_threads(threads)
         params = [a.copy() for a in start]
         opt = fastopt.LBFGS(params, lr=lr, max_iter=3, history_size=4, line_search=line_search,
-                            first_step=first_step)
+                            first_step=first_step, two_loop=two_loop)
         runs.append((params, opt))
     for _ in range(8):
         ref.step(multi_closure(ref_params, rosen))
@@ -136,11 +137,13 @@ def test_lbfgs_iterates_equal_reference_bitwise(threads_restored, dtype, line_se
         rosen(np.concatenate([p.ravel() for p in start]).astype(np.float64))[0]
 
 
-def test_lbfgs_matches_torch_for_50_iterations():
+@pytest.mark.parametrize("two_loop", ["classic", "compact"])
+def test_lbfgs_matches_torch_for_50_iterations(two_loop):
     torch = pytest.importorskip("torch")
     x0 = np.random.default_rng(0).uniform(-1.5, 1.5, 50)
     x = x0.copy()
-    opt = fastopt.LBFGS([x], history_size=10, max_iter=1, max_eval=10 ** 6, tolerance_grad=0, tolerance_change=0)
+    opt = fastopt.LBFGS([x], history_size=10, max_iter=1, max_eval=10 ** 6, tolerance_grad=0, tolerance_change=0,
+                        two_loop=two_loop)
     xt = torch.tensor(x0.copy())
     topt = torch.optim.LBFGS([xt], history_size=10, max_iter=1, max_eval=10 ** 6, tolerance_grad=0,
                              tolerance_change=0, line_search_fn="strong_wolfe")
@@ -225,10 +228,11 @@ def test_lbfgs_one_step_many_iterations_matches_torch_evaluation_count():
     assert opt.last_step.nfev == topt.state[xt]["func_evals"]
 
 
-def test_lbfgs_state_dict_resume_is_bitwise():
+@pytest.mark.parametrize("two_loop", ["classic", "compact"])
+def test_lbfgs_state_dict_resume_is_bitwise(two_loop):
     fg, _, dim = logistic()
     x = np.full(dim, 0.3)
-    opt = fastopt.LBFGS([x], max_iter=4, history_size=3)
+    opt = fastopt.LBFGS([x], max_iter=4, history_size=3, two_loop=two_loop)
     for _ in range(2):
         opt.step(lambda: fg(x))
     sd = opt.state_dict()
@@ -236,7 +240,7 @@ def test_lbfgs_state_dict_resume_is_bitwise():
     for _ in range(3):
         opt.step(lambda: fg(x))
     x2 = saved.copy()
-    opt2 = fastopt.LBFGS([x2], max_iter=4, history_size=3)
+    opt2 = fastopt.LBFGS([x2], max_iter=4, history_size=3, two_loop=two_loop)
     opt2.load_state_dict(sd)
     for _ in range(3):
         opt2.step(lambda: fg(x2))
@@ -698,3 +702,5 @@ def test_minimize_evaluations_match_scipy_lbfgsb_on_logistic_regression():
         assert abs(v["fastopt_fun"] - v["scipy_fun"]) <= 1e-8 * abs(v["scipy_fun"])
     with pytest.raises(ValueError, match="first_step"):
         fastopt.LBFGS([np.zeros(3)], first_step="l2")
+    with pytest.raises(ValueError, match="two_loop"):
+        fastopt.LBFGS([np.zeros(3)], two_loop="vector-free")

@@ -435,42 +435,83 @@ cdef struct MPass:
     double t
 
 
+cdef enum:
+    CHUNK = 512        # elements per sub-block: every vector's chunk stays in L1/L2 across the dots
+
+
+cdef inline void _dot_lanes(const real* u, const real* v, Py_ssize_t lo, Py_ssize_t hi, double* acc) noexcept nogil:
+    # _dot's lanes, continued: chunks start at multiples of 8 from the block start, so
+    # element lo + 8j + k still goes to lane k in the same order
+    cdef Py_ssize_t i = lo, k
+    while i + 8 <= hi:
+        for k in range(8):
+            acc[k] += <double>u[i + k] * <double>v[i + k]
+        i = i + 8
+    for k in range(hi - i):
+        acc[k] += <double>u[i + k] * <double>v[i + k]
+
+
 cdef void _mblock(const MPass* m, Py_ssize_t nseg, Py_ssize_t seg, Py_ssize_t lo, Py_ssize_t hi, double* res,
                   real* tag) noexcept nogil:
-    cdef int w, j
+    cdef int w, j, k
     cdef double dummy[NRES]
+    cdef double* lanes
+    cdef Py_ssize_t c, ce
     for w in range(m.nwrites):
         _block(&m.writes[w], seg, lo, hi, dummy, tag)
+    lanes = <double*>malloc(8 * m.npairs * sizeof(double) + 8)
+    if lanes == NULL:           # no memory for the lanes: the unchunked dots, same bits
+        for j in range(m.npairs):
+            res[j] = _dot(<const real*>m.tab[m.pairs[2 * j] * nseg + seg],
+                          <const real*>m.tab[m.pairs[2 * j + 1] * nseg + seg], lo, hi)
+        return
+    for j in range(8 * m.npairs):
+        lanes[j] = 0.0
+    c = lo
+    while c < hi:
+        ce = c + CHUNK if c + CHUNK < hi else hi
+        for j in range(m.npairs):
+            _dot_lanes(<const real*>m.tab[m.pairs[2 * j] * nseg + seg],
+                       <const real*>m.tab[m.pairs[2 * j + 1] * nseg + seg], c, ce, lanes + 8 * j)
+        c = ce
     for j in range(m.npairs):
-        res[j] = _dot(<const real*>m.tab[m.pairs[2 * j] * nseg + seg],
-                      <const real*>m.tab[m.pairs[2 * j + 1] * nseg + seg], lo, hi)
+        k = 8 * j
+        res[j] = ((lanes[k] + lanes[k + 1]) + (lanes[k + 2] + lanes[k + 3])) + \
+            ((lanes[k + 4] + lanes[k + 5]) + (lanes[k + 6] + lanes[k + 7]))
+    free(lanes)
 
 
 cdef void _cblock(const MPass* m, Py_ssize_t nseg, Py_ssize_t seg, Py_ssize_t lo, Py_ssize_t hi, double* res,
                   real* tag) noexcept nogil:
     # j outer, i inner over a float64 block buffer: the same per-element order of
     # additions as acc = c0 v0 + c1 v1 + ... and still one vector loop per term
-    cdef double acc[8192]
-    cdef real* d = <real*>m.d[seg]
+    cdef double acc[CHUNK]
+    cdef real* d
     cdef const real* v
     cdef double c
-    cdef Py_ssize_t i, nn = hi - lo
+    cdef Py_ssize_t i, nn, lo2
     cdef int j
     cdef real t = <real>m.t
     cdef real* p
     cdef real* x0
-    v = <const real*>m.tab[seg] + lo
-    c = m.coef[0]
-    for i in range(nn):
-        acc[i] = c * <double>v[i]
-    for j in range(1, m.nvec):
-        v = <const real*>m.tab[j * nseg + seg] + lo
-        c = m.coef[j]
+    lo2 = lo
+    while lo2 < hi:                 # chunks: the accumulator stays in L1
+        nn = CHUNK if lo2 + CHUNK <= hi else hi - lo2
+        v = <const real*>m.tab[seg] + lo2
+        c = m.coef[0]
         for i in range(nn):
-            acc[i] = acc[i] + c * <double>v[i]
-    d = d + lo
-    for i in range(nn):
-        d[i] = <real>acc[i]
+            acc[i] = c * <double>v[i]
+        for j in range(1, m.nvec):
+            v = <const real*>m.tab[j * nseg + seg] + lo2
+            c = m.coef[j]
+            for i in range(nn):
+                acc[i] = acc[i] + c * <double>v[i]
+        d = <real*>m.d[seg] + lo2
+        for i in range(nn):
+            d[i] = <real>acc[i]
+        lo2 = lo2 + nn
+    d = <real*>m.d[seg] + lo
+    nn = hi - lo
     if m.p != NULL:
         p = <real*>m.p[seg] + lo
         x0 = <real*>m.x0[seg] + lo

@@ -157,8 +157,9 @@ class LBFGS:
     """Reference L-BFGS: the arguments, closure and ``last_step`` of :class:`fastopt.LBFGS`."""
 
     def __init__(self, params, lr=1.0, max_iter=20, max_eval=None, tolerance_grad=1e-7, tolerance_change=1e-9,
-                 history_size=100, line_search="strong_wolfe", first_step="torch"):
+                 history_size=100, line_search="strong_wolfe", first_step="torch", two_loop="classic"):
         self.first_step = first_step
+        self.two_loop = two_loop
         self.params = [params] if isinstance(params, np.ndarray) else list(params)
         self.group = {"lr": lr, "max_iter": max_iter, "max_eval": max_iter * 5 // 4 if max_eval is None else max_eval,
                       "tolerance_grad": tolerance_grad, "tolerance_change": tolerance_change,
@@ -208,7 +209,13 @@ class LBFGS:
                     st["ro"].append(1.0 / ys)
                     st["H_diag"] = ys / yy
                 d = np.empty_like(g)
-                dnorm, gtd = lbfgs_direction(lay, g, st["old_stps"], st["old_dirs"], st["ro"], st["H_diag"], d)
+                if self.two_loop == "compact":
+                    dnorm, gtd = lbfgs_direction(lay, g, st["old_stps"], st["old_dirs"], st["ro"], st["H_diag"], d)
+                else:
+                    k = len(st["ro"])
+                    S, Y = np.array(st["old_stps"]).reshape(k, -1), np.array(st["old_dirs"]).reshape(k, -1)
+                    dnorm, gtd = two_loop(lay, g, np.empty_like(g), d, S, Y, st["ro"], list(range(k)), st["H_diag"],
+                                          [0.0] * k)
             st["d"], st["prev_flat_grad"], st["prev_loss"] = d, g.copy(), loss
             if st["n_iter"] == 1:
                 t = min(1.0 / math.sqrt(sq), 1e10) * lr if self.first_step == "scipy" else min(1.0, 1.0 / l1) * lr

@@ -68,6 +68,7 @@ def check_hyper(group):
 
 
 FIRST_STEPS = ("torch", "scipy")
+TWO_LOOPS = ("classic", "compact")
 
 
 def first_step(kind, gstats, lr):
@@ -92,18 +93,25 @@ class LBFGS:
     ``"armijo"`` or ``None`` (a fixed step ``lr``); ``line_search_fn`` is accepted as
     PyTorch's name for it. ``first_step``: ``"torch"`` (default, PyTorch's first trial
     step) or ``"scipy"`` (L-BFGS-B's, see :func:`first_step`; not part of the
-    state_dict). The parameters must share one dtype.
+    state_dict). ``two_loop``: ``"classic"`` (default: 2m + 2 fused passes per
+    direction) or ``"compact"`` (:mod:`fastopt.second_order.compact`: two passes over the
+    history, more arithmetic per element; measured slower on a 2-core AVX2 machine, see
+    the README). The parameters must share one dtype.
 
     A step whose first evaluation is not finite raises :class:`NonFiniteValueError`
     with nothing changed; a closure that raises or returns wrong shapes leaves the
     parameters at the last accepted point. ``last_step`` tells why a step stopped."""
 
     def __init__(self, params, lr=1.0, max_iter=20, max_eval=None, tolerance_grad=1e-7, tolerance_change=1e-9,
-                 history_size=100, line_search="strong_wolfe", *, line_search_fn=_UNSET, first_step="torch"):
+                 history_size=100, line_search="strong_wolfe", *, line_search_fn=_UNSET, first_step="torch",
+                 two_loop="classic"):
         self._guard = StepGuard()
         if first_step not in FIRST_STEPS:
             raise ValueError(f"first_step must be one of {FIRST_STEPS}, got {first_step!r}")
         self._first_step = first_step
+        if two_loop not in TWO_LOOPS:
+            raise ValueError(f"two_loop must be one of {TWO_LOOPS}, got {two_loop!r}")
+        self._two_loop = two_loop
         if line_search_fn is not _UNSET:
             line_search = line_search_fn
         if max_eval is None:
@@ -139,6 +147,9 @@ class LBFGS:
         self._SY = np.zeros((m + 1, m + 1))
         self._YY = np.zeros((m + 1, m + 1))
         self._d = np.zeros(n, self.dtype)
+        if two_loop == "classic":
+            self._q = np.empty(n, self.dtype)
+            self._al = np.zeros(m + 1)
         self._at = None                  # p = x0 + _at d holds (None: unknown)
         self._x0 = np.empty(n, self.dtype)
         # gradients: the current one, the previous iterate's, and the line search's trials
@@ -230,6 +241,31 @@ class LBFGS:
             self._H_diag = ys / yy
         return np.array(Sg, dtype=np.float64), np.array(Yg, dtype=np.float64)
 
+    def _classic_pair(self, g, g_prev, m):
+        """``y = g - g_prev`` (with ``yᵀy``) and ``s = t d`` (with ``sᵀy``), two passes; the
+        pair joins the ring when ``sᵀy > 1e-10``."""
+        lay, S, Y = self._layout, self._S, self._Y
+        row = next(r for r in range(m + 1) if r not in self._order)
+        (yy,), _ = vecops.lincomb(lay, Y[row], 1.0, g, -1.0, g_prev, dots=((Y[row], Y[row]),))
+        (ys,), _ = vecops.lincomb(lay, S[row], self._t, self._d, dots=((Y[row], S[row]),))
+        if ys > CURVATURE_EPS:
+            if len(self._order) == m:
+                self._order.pop(0)
+            self._order.append(row)
+            self._rho[row] = 1.0 / ys
+            self._H_diag = ys / yy
+
+    def _classic_direction(self, g, t):
+        """The classic two-loop (:func:`fastopt._kernels.vecops.two_loop`, 2m + 2 passes),
+        then ``x0 = p`` and ``p = x0 + t d``. Returns ``(gᵀd, (None, ‖d‖∞))``."""
+        lay = self._layout
+        dnorm, gtd = vecops.two_loop(lay, g, self._q, self._d, self._S, self._Y, self._rho, self._order,
+                                     self._H_diag, self._al)
+        vecops.lincomb(lay, self._x0, 1.0, self._params)
+        vecops.lincomb(lay, self._params, t, self._d, 1.0, self._x0)
+        self._at = t
+        return gtd, (None, dnorm)
+
     def _direction(self, g, Sg, Yg, t):
         """``d = -H g`` (:func:`fastopt.second_order.compact.coefficients`), in the pass that
         also saves ``x0 = p`` and writes the first trial point ``p = x0 + t d``.
@@ -276,14 +312,19 @@ class LBFGS:
                 self._order = []
                 self._H_diag = 1.0
                 Sg = Yg = np.zeros(0)
-            else:
+            elif self._two_loop == "compact":
                 Sg, Yg = self._new_pair(g, self._G[self._prev], m)
+            else:
+                self._classic_pair(g, self._G[self._prev], m)
             self._prev, self._has_prev = cur, True
             self._prev_loss = loss
             t = first_step(self._first_step, self._stats[cur], lr) if self._n_iter == 1 else lr
             self._t = t
-            # d = -H g from the coefficients, x0 = p and p = x0 + t d (the first trial), one pass
-            gtd, dst = self._direction(g, Sg, Yg, t)
+            # d = -H g, x0 = p and p = x0 + t d (the first trial point)
+            if self._two_loop == "compact":
+                gtd, dst = self._direction(g, Sg, Yg, t)
+            else:
+                gtd, dst = self._classic_direction(g, t)
             dnorm = dst[1]
             if gtd > -tol_change:
                 self._restore()
