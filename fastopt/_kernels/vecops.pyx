@@ -415,3 +415,257 @@ def two_loop(Layout lay, g, q, d, S, Y, rho, order, double gamma, al, int thread
     finally:
         free(tab)
     return dnorm, gtd
+
+
+# --- compact L-BFGS passes: many dot products, and one linear combination ---------------------
+cdef struct MPass:
+    int nvec           # vectors in the table (per segment: tab[j * nseg + k])
+    char** tab
+    int npairs
+    const int* pairs   # (u, v) indices into the table, 2 per pair
+    int nwrites        # 0..2 writes run first: z = a x (+ b w), as VPass
+    VPass* writes
+    # combine: d = Σ c_j v_j (float64, in order), then g·d and stats of d; optional
+    # x0 = p, p = t d + x0 (the first trial point)
+    const double* coef
+    char** d
+    int gidx
+    char** p
+    char** x0
+    double t
+
+
+cdef enum:
+    CHUNK = 512        # elements per sub-block: every vector's chunk stays in L1/L2 across the dots
+
+
+cdef inline void _dot_lanes(const real* u, const real* v, Py_ssize_t lo, Py_ssize_t hi, double* acc) noexcept nogil:
+    # _dot's lanes, continued: chunks start at multiples of 8 from the block start, so
+    # element lo + 8j + k still goes to lane k in the same order
+    cdef Py_ssize_t i = lo, k
+    while i + 8 <= hi:
+        for k in range(8):
+            acc[k] += <double>u[i + k] * <double>v[i + k]
+        i = i + 8
+    for k in range(hi - i):
+        acc[k] += <double>u[i + k] * <double>v[i + k]
+
+
+cdef void _mblock(const MPass* m, Py_ssize_t nseg, Py_ssize_t seg, Py_ssize_t lo, Py_ssize_t hi, double* res,
+                  real* tag) noexcept nogil:
+    cdef int w, j, k
+    cdef double dummy[NRES]
+    cdef double* lanes
+    cdef Py_ssize_t c, ce
+    for w in range(m.nwrites):
+        _block(&m.writes[w], seg, lo, hi, dummy, tag)
+    lanes = <double*>malloc(8 * m.npairs * sizeof(double) + 8)
+    if lanes == NULL:           # no memory for the lanes: the unchunked dots, same bits
+        for j in range(m.npairs):
+            res[j] = _dot(<const real*>m.tab[m.pairs[2 * j] * nseg + seg],
+                          <const real*>m.tab[m.pairs[2 * j + 1] * nseg + seg], lo, hi)
+        return
+    for j in range(8 * m.npairs):
+        lanes[j] = 0.0
+    c = lo
+    while c < hi:
+        ce = c + CHUNK if c + CHUNK < hi else hi
+        for j in range(m.npairs):
+            _dot_lanes(<const real*>m.tab[m.pairs[2 * j] * nseg + seg],
+                       <const real*>m.tab[m.pairs[2 * j + 1] * nseg + seg], c, ce, lanes + 8 * j)
+        c = ce
+    for j in range(m.npairs):
+        k = 8 * j
+        res[j] = ((lanes[k] + lanes[k + 1]) + (lanes[k + 2] + lanes[k + 3])) + \
+            ((lanes[k + 4] + lanes[k + 5]) + (lanes[k + 6] + lanes[k + 7]))
+    free(lanes)
+
+
+cdef void _cblock(const MPass* m, Py_ssize_t nseg, Py_ssize_t seg, Py_ssize_t lo, Py_ssize_t hi, double* res,
+                  real* tag) noexcept nogil:
+    # j outer, i inner over a float64 block buffer: the same per-element order of
+    # additions as acc = c0 v0 + c1 v1 + ... and still one vector loop per term
+    cdef double acc[CHUNK]
+    cdef real* d
+    cdef const real* v
+    cdef double c
+    cdef Py_ssize_t i, nn, lo2
+    cdef int j
+    cdef real t = <real>m.t
+    cdef real* p
+    cdef real* x0
+    lo2 = lo
+    while lo2 < hi:                 # chunks: the accumulator stays in L1
+        nn = CHUNK if lo2 + CHUNK <= hi else hi - lo2
+        v = <const real*>m.tab[seg] + lo2
+        c = m.coef[0]
+        for i in range(nn):
+            acc[i] = c * <double>v[i]
+        for j in range(1, m.nvec):
+            v = <const real*>m.tab[j * nseg + seg] + lo2
+            c = m.coef[j]
+            for i in range(nn):
+                acc[i] = acc[i] + c * <double>v[i]
+        d = <real*>m.d[seg] + lo2
+        for i in range(nn):
+            d[i] = <real>acc[i]
+        lo2 = lo2 + nn
+    d = <real*>m.d[seg] + lo
+    nn = hi - lo
+    if m.p != NULL:
+        p = <real*>m.p[seg] + lo
+        x0 = <real*>m.x0[seg] + lo
+        for i in range(nn):
+            x0[i] = p[i]
+        for i in range(nn):
+            p[i] = t * d[i] + x0[i]
+    res[0] = _dot(<const real*>m.tab[m.gidx * nseg + seg], <const real*>m.d[seg], lo, hi)
+    _stats(<const real*>m.d[seg], lo, hi, res + 2)
+
+
+cdef inline void _mone(const MPass* m, Py_ssize_t nseg, const Py_ssize_t* blk, Py_ssize_t k, int itemsize,
+                       int combine, Py_ssize_t stride, double* res) noexcept nogil:
+    if combine:
+        if itemsize == 4:
+            _cblock(m, nseg, blk[3 * k], blk[3 * k + 1], blk[3 * k + 2], res + stride * k, <float*>NULL)
+        else:
+            _cblock(m, nseg, blk[3 * k], blk[3 * k + 1], blk[3 * k + 2], res + stride * k, <double*>NULL)
+    elif itemsize == 4:
+        _mblock(m, nseg, blk[3 * k], blk[3 * k + 1], blk[3 * k + 2], res + stride * k, <float*>NULL)
+    else:
+        _mblock(m, nseg, blk[3 * k], blk[3 * k + 1], blk[3 * k + 2], res + stride * k, <double*>NULL)
+
+
+cdef void _mrun(const MPass* m, Layout lay, int itemsize, int threads, int combine, Py_ssize_t stride,
+                Py_ssize_t nbytes, double* res) noexcept nogil:
+    cdef int wanted = resolve_threads(threads)
+    cdef int nt = plan_threads(nbytes, wanted)
+    cdef Py_ssize_t k, nb = lay.nblocks
+    if nt > nb:
+        nt = <int>nb if nb > 0 else 1
+    if nt > 1:
+        _team_started_now()
+        for k in prange(nb, num_threads=nt, schedule="dynamic", chunksize=2):
+            _mone(m, lay.nseg, lay.blk, k, itemsize, combine, stride, res)
+    else:
+        for k in range(nb):
+            _mone(m, lay.nseg, lay.blk, k, itemsize, combine, stride, res)
+    pass_done(nbytes, nt, wanted)
+
+
+cdef object _vector_table(Layout lay, vectors, int isz, char** tab):
+    cdef Py_ssize_t j
+    for j in range(len(vectors)):
+        _table(lay, vectors[j], tab + j * lay.nseg, isz, False, f"vectors[{j}]")
+
+
+def multidot(Layout lay, vectors, pairs, writes=(), int threads=0):
+    """One fused pass: first the ``writes`` (at most two ``(z, a, x, b, w)``:
+    ``z = a·x + b·w``, ``w`` may be None, each as :func:`lincomb`), then, block by block
+    over the values just written, the dot products ``vectors[u]·vectors[v]`` for every
+    ``(u, v)`` in ``pairs``. Returns the list of dot products, each the same bits as
+    :func:`dot` of its pair (float64 over the fixed blocks)."""
+    if len(writes) > 2:
+        raise ValueError("at most two writes per pass")
+    cdef int isz = _itemsize_of(vectors[0] if len(vectors) else writes[0][2])
+    cdef Py_ssize_t ns = lay.nseg, k
+    cdef int K = len(vectors), P = len(pairs), w
+    cdef cnp.ndarray pr = np.ascontiguousarray(np.asarray(pairs, dtype=np.intc).reshape(P, 2))
+    if P and (pr.min() < 0 or pr.max() >= K):
+        raise ValueError("pairs index outside vectors")
+    cdef char** tab = <char**>malloc((K + 3 * 2) * ns * sizeof(char*) + 1)
+    cdef double* res = <double*>malloc((P * lay.nblocks + 1) * sizeof(double))
+    cdef VPass wp[2]
+    cdef MPass m
+    cdef Py_ssize_t nbytes = 0
+    cdef list out
+    if tab == NULL or res == NULL:
+        free(tab)
+        free(res)
+        raise MemoryError()
+    try:
+        _vector_table(lay, vectors, isz, tab)
+        for w in range(len(writes)):
+            z, a, x, b, ww = writes[w]
+            wp[w].z = tab + (K + 3 * w) * ns
+            wp[w].x = tab + (K + 3 * w + 1) * ns
+            wp[w].w = NULL if ww is None else tab + (K + 3 * w + 2) * ns
+            _table(lay, z, wp[w].z, isz, True, f"writes[{w}] z")
+            _table(lay, x, wp[w].x, isz, False, f"writes[{w}] x")
+            if ww is not None:
+                _table(lay, ww, wp[w].w, isz, False, f"writes[{w}] w")
+            wp[w].a = a
+            wp[w].b = b
+            wp[w].ndots = 0
+            wp[w].stats = 0
+            nbytes += (2 if ww is None else 3) * lay.n * isz
+        m.nvec = K
+        m.tab = tab
+        m.npairs = P
+        m.pairs = <const int*>cnp.PyArray_DATA(pr)
+        m.nwrites = len(writes)
+        m.writes = wp
+        nbytes += K * lay.n * isz
+        with nogil:
+            _mrun(&m, lay, isz, threads, 0, P, nbytes, res)
+        out = []
+        for w in range(P):
+            acc = 0.0
+            for k in range(lay.nblocks):
+                acc = acc + res[P * k + w]
+            out.append(acc)
+    finally:
+        free(tab)
+        free(res)
+    return out
+
+
+def combine(Layout lay, d, coef, vectors, int gidx, p=None, x0=None, double t=0.0, int threads=0):
+    """One fused pass: ``d = Σⱼ coef[j]·vectors[j]`` summed in float64 in the order of
+    ``j`` and rounded once to the vector's dtype; then ``vectors[gidx]·d`` and the stats
+    of ``d``; with ``p`` and ``x0`` also ``x0 = p`` and ``p = t·d + x0`` (a trial point
+    as :func:`lincomb` writes it). Returns ``(gᵀd, (‖d‖₁, ‖d‖∞, ‖d‖₂², finite))``."""
+    cdef int K = len(vectors)
+    if K < 1 or len(coef) != K or not 0 <= gidx < K:
+        raise ValueError("combine needs one coefficient per vector (at least one) and gidx among them")
+    if (p is None) != (x0 is None):
+        raise ValueError("p and x0 go together")
+    cdef int isz = _itemsize_of(vectors[0])
+    cdef Py_ssize_t ns = lay.nseg, k
+    cdef cnp.ndarray cf = np.ascontiguousarray(coef, dtype=np.float64)
+    cdef char** tab = <char**>malloc((K + 3) * ns * sizeof(char*) + 1)
+    cdef double* res = lay.res
+    cdef MPass m
+    cdef double out[NRES]
+    if tab == NULL:
+        raise MemoryError()
+    try:
+        _vector_table(lay, vectors, isz, tab)
+        m.d = tab + K * ns
+        _table(lay, d, m.d, isz, True, "d")
+        m.p = NULL
+        m.x0 = NULL
+        if p is not None:
+            m.p = tab + (K + 1) * ns
+            m.x0 = tab + (K + 2) * ns
+            _table(lay, p, m.p, isz, True, "p")
+            _table(lay, x0, m.x0, isz, True, "x0")
+        m.nvec = K
+        m.tab = tab
+        m.coef = <const double*>cnp.PyArray_DATA(cf)
+        m.gidx = gidx
+        m.t = t
+        with nogil:
+            _mrun(&m, lay, isz, threads, 1, NRES, (K + 1 + (3 if p is not None else 0)) * lay.n * isz, res)
+            for k in range(NRES):
+                out[k] = 0.0
+            for k in range(lay.nblocks):
+                out[0] = out[0] + res[NRES * k]
+                out[2] = out[2] + res[NRES * k + 2]
+                if res[NRES * k + 3] > out[3]:
+                    out[3] = res[NRES * k + 3]
+                out[4] = out[4] + res[NRES * k + 4]
+                out[5] = out[5] + res[NRES * k + 5]
+    finally:
+        free(tab)
+    return out[0], (out[2], out[3], out[4], out[5] == 0.0)

@@ -125,12 +125,22 @@ def add_arguments(parser):
                              "state and mixed precision at 10M elements against fp32 Adam, a stream of the same "
                              "bytes, torch fused Adam (fp32, bf16) and bitsandbytes' 8-bit Adam when installed; "
                              "state memory and update quality")
+    parser.add_argument("--second-order", action="store_true",
+                        help="also (or, with no part named, only) measure L-BFGS/Newton: optimizer overhead per "
+                             "iteration at n=1e7 vs torch and scipy, evaluations vs scipy's L-BFGS-B, iterations vs "
+                             "cost per iteration (needs scipy; torch optional; several minutes)")
     parser.add_argument("--busy", type=int, default=None, metavar="N",
                         help="busy processes beside the --contention steps (default: one per processor)")
     parser.add_argument("--json", metavar="PATH", help="also write machine-readable results to PATH")
     parser.add_argument("--plot", metavar="PATH", help="save a bar chart to PATH (needs matplotlib)")
     parser.add_argument("--progress", action="store_true", help="progress on stderr even when it is not a TTY")
     return parser
+
+
+def _opt_in_parts(args):
+    """True when a part that the default run leaves out was asked for."""
+    return any(getattr(args, name, False) for name in ("contention", "torch_training", "sparse", "hogwild",
+                                                         "lowprec"))
 
 
 def config_from_args(args):
@@ -140,8 +150,7 @@ def config_from_args(args):
     if args.repeat < 1:
         raise ValueError(f"--repeat must be >= 1, got {args.repeat}")
     named = args.table or args.many_arrays or args.small
-    everything = not named and not args.contention and not args.torch_training and not args.sparse and not args.hogwild
-    everything = everything and not args.lowprec
+    everything = not named and not _opt_in_parts(args)
     if not 1e6 <= args.sparse_rows <= 1e9 or args.sparse_rows != int(args.sparse_rows):
         raise ValueError(f"--sparse-rows must be an integer in [1e6, 1e9], got {args.sparse_rows:g}")
     return Config(algos=parse_algos(args.algos), sizes=parse_sizes(args.sizes), dtypes=parse_dtypes(args.dtypes),
@@ -164,6 +173,12 @@ def handle(args):
     except ValueError as exc:
         print(f"fastopt bench: error: {exc}", file=sys.stderr)
         return 2
+    if getattr(args, "second_order", False):
+        second = _second_order()
+        if second is None:
+            return 2
+        if not (args.table or args.many_arrays or args.small or _opt_in_parts(args)):
+            return 0
     results = run(cfg)
     code = 0
     if cfg.json_path:
@@ -205,6 +220,24 @@ def _handle_mpi(args):
             json.dump({"mpi": results}, f, indent=1)
         print(f"results written to {args.json}")
     return 0
+
+
+def _second_order():
+    """The ``--second-order`` part (printed as it goes); None when scipy is missing."""
+    try:
+        import scipy.optimize as scipy_optimize
+    except ImportError:
+        print("fastopt bench: error: --second-order needs scipy (pip install 'fastopt[test]')", file=sys.stderr)
+        return None
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    from fastopt.bench import second_order
+    res = second_order.run(torch=torch, scipy_optimize=scipy_optimize)
+    for line in second_order.lines(res):
+        print(line, flush=True)
+    return res
 
 
 def add_cli(subparsers):

@@ -4,7 +4,7 @@ with their original signatures; :mod:`fastopt.problems` re-exports them).
 Each returns ``(f, g)`` for a point ``x`` (float64 arithmetic for float64 input)."""
 import numpy as np
 
-__all__ = ["rosenbrock", "logistic_regression"]
+__all__ = ["rosenbrock", "logistic_regression", "sparse_logistic_regression"]
 
 
 def rosenbrock(x):
@@ -35,4 +35,28 @@ def logistic_regression(n=400, dim=30, lam=1e-2, seed=0):
     def hess(w):
         p = 1.0 / (1.0 + np.exp(-(A @ w)))
         return (A.T * (p * (1 - p))) @ A / n + lam * np.eye(dim)
+    return fun_and_grad, hess, dim
+
+
+def sparse_logistic_regression(n=400, dim=30, density=0.05, lam=1e-2, seed=0):
+    """:func:`logistic_regression` on a sparse design: ``A`` is a SciPy CSR matrix with
+    ``density`` of its entries standard normal (the rest zero), labels ±1 from a
+    random plane with noise. Returns ``(fun_and_grad, hess, dim)``; needs SciPy."""
+    try:
+        import scipy.sparse as sparse
+    except ImportError:  # pragma: no cover - the test extra has scipy
+        raise ImportError("sparse_logistic_regression needs scipy (pip install 'fastopt[test]')") from None
+    rng = np.random.default_rng(seed)
+    A = sparse.random(n, dim, density=density, format="csr", random_state=rng, data_rvs=rng.standard_normal)
+    y = np.where(A @ rng.standard_normal(dim) + 0.5 * rng.standard_normal(n) > 0, 1.0, -1.0)
+
+    def fun_and_grad(w):
+        z = y * (A @ w)
+        f = np.mean(np.logaddexp(0.0, -z)) + 0.5 * lam * w @ w
+        s = -y / (1.0 + np.exp(z))
+        return f, A.T @ s / n + lam * w
+
+    def hess(w):
+        p = 1.0 / (1.0 + np.exp(-(A @ w)))
+        return (A.T @ sparse.diags(p * (1 - p)) @ A).toarray() / n + lam * np.eye(dim)
     return fun_and_grad, hess, dim

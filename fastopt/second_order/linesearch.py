@@ -13,7 +13,12 @@ finite value (at worst ``t = 0``, the start).
 """
 import math
 
-__all__ = ["strong_wolfe", "armijo", "cubic_interpolate"]
+__all__ = ["strong_wolfe", "armijo", "cubic_interpolate", "MAX_SEARCH_EVALS"]
+
+#: evaluations one search may make: PyTorch's ``max_ls = 25`` iterations after the
+#: first trial. Without the cap a search with ``tolerance_change = 0`` near the
+#: minimum (where rounding stops every decrease) would spend the whole budget.
+MAX_SEARCH_EVALS = 26
 
 
 def cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):

@@ -40,14 +40,16 @@ def _result(x, fun, jac, nit, nfev, status):
 
 def minimize(fun_and_grad, x0, method="lbfgs", *, hess=None, hessp=None, line_search="strong_wolfe",
              max_iter=None, max_eval=None, tolerance_grad=None, tolerance_change=None, history_size=10, lr=None,
-             callback=None, **options):
+             callback=None, first_step="scipy", **options):
     """Minimise ``f`` from ``x0``; ``fun_and_grad(x) -> (f, g)`` with g of x's shape.
 
     ``method``:
 
     * ``"lbfgs"`` — :class:`fastopt.LBFGS` (``history_size`` pairs, ``lr`` = 1, one
       ``step`` of ``max_iter`` iterations, default 1000; ``tolerance_grad`` 1e-7,
-      ``tolerance_change`` 1e-9 as in PyTorch).
+      ``tolerance_change`` 1e-9 as in PyTorch; ``first_step`` "scipy" by default:
+      L-BFGS-B's first trial step ``1/‖g‖₂``, with which the evaluations match SciPy's;
+      "torch" gives PyTorch's iterates).
     * ``"newton"`` — dense Newton, ``hess(x) -> (n, n)`` array, Cholesky solve with
       Levenberg-Marquardt damping when H is not positive definite (default 100
       iterations, ``tolerance_grad`` 1e-10, ``tolerance_change`` 0).
@@ -91,7 +93,7 @@ def minimize(fun_and_grad, x0, method="lbfgs", *, hess=None, hessp=None, line_se
                     max_eval=max_iter * 5 // 4 if max_eval is None else max_eval,
                     tolerance_grad=1e-7 if tolerance_grad is None else tolerance_grad,
                     tolerance_change=1e-9 if tolerance_change is None else tolerance_change,
-                    history_size=history_size, line_search=line_search)
+                    history_size=history_size, line_search=line_search, first_step=first_step)
         try:
             opt._step(lambda: fun_and_grad(x), cb)
         except NonFiniteValueError:

@@ -26,6 +26,11 @@ from fastopt.second_order.linesearch import armijo, strong_wolfe
 __all__ = ["cholesky_direction", "cg_direction", "newton_loop"]
 
 BETA = 1e-3
+#: evaluations one Newton line search may make. Larger than L-BFGS's PyTorch cap (26):
+#: a damped step ``(H + δI)⁻¹g`` of a singular H is long (δ ~ 1e-3), and the zoom needs
+#: ~30 evaluations to come back from t = 1; the cap still keeps a search with
+#: ``tolerance_change = 0`` at the minimum from spending the whole budget.
+NEWTON_SEARCH_EVALS = 60
 
 
 def _solve_lower(L, b, trans):
@@ -107,12 +112,15 @@ def newton_loop(fun_and_grad, x, direction, *, line_search="strong_wolfe", max_i
     G = [np.empty(n, dtype) for _ in range(4)]
     x0 = np.empty(n, dtype)
 
-    def call(slot):
+    def call(slot, d=None):
+        """Evaluate at x; the gradient is copied into ``G[slot]`` in the pass that also
+        reduces its stats and, with ``d``, ``gᵀd`` (no second pass for the slope)."""
         loss, (g,) = unpack_loss_grads(fun_and_grad(x), [shape], dtype, "fun_and_grad(x)")
-        _, st = ops.lincomb(lay, G[slot], 1.0, g.reshape(-1), stats=True)
-        return loss, st
+        dots, st = ops.lincomb(lay, G[slot], 1.0, g.reshape(-1), dots=() if d is None else ((G[slot], d),),
+                               stats=True)
+        return loss, st, (dots[0] if dots else None)
 
-    f, st = call(0)
+    f, st, _ = call(0)
     nfev, cur = 1, 0
     if not (math.isfinite(f) and st[3]):
         raise NonFiniteValueError("fun_and_grad(x0) returned a non-finite value or gradient")
@@ -148,12 +156,11 @@ def newton_loop(fun_and_grad, x, direction, *, line_search="strong_wolfe", max_i
         def evaluate(t, slot):
             ops.lincomb(lay, xf, t, d, 1.0, x0)
             try:
-                fv, sv = call(slots[slot])
+                fv, sv, gd = call(slots[slot], d)
             except BaseException:
                 ops.lincomb(lay, xf, 1.0, x0)
                 raise
             stats[slot] = sv
-            (gd,), _ = ops.lincomb(lay, None, 1.0, G[slots[slot]], dots=((G[slots[slot]], d),))
             if not (math.isfinite(fv) and sv[3] and math.isfinite(gd)):
                 return math.inf, math.nan
             return fv, gd
@@ -168,9 +175,9 @@ def newton_loop(fun_and_grad, x, direction, *, line_search="strong_wolfe", max_i
                 status = Status.NON_FINITE
         elif line_search == "strong_wolfe":
             f_new, _, t, slot, nev = strong_wolfe(evaluate, 1.0, f, gtd, dst[1], tolerance_change=tolerance_change,
-                                                  max_evals=budget)
+                                                  max_evals=min(budget, NEWTON_SEARCH_EVALS))
         else:
-            f_new, _, t, slot, nev = armijo(evaluate, 1.0, f, gtd, max_evals=budget)
+            f_new, _, t, slot, nev = armijo(evaluate, 1.0, f, gtd, max_evals=min(budget, NEWTON_SEARCH_EVALS))
         nfev += nev
         ops.lincomb(lay, xf, t, d, 1.0, x0)
         cur, f = slots[slot], f_new
