@@ -14,7 +14,7 @@
 from fastopt.problems._base import Problem, as_point
 from fastopt.problems._data import (LogisticRegression, SoftmaxRegression, TwoLayerMLP, load_digits,
                                     synthetic_classification)
-from fastopt.problems._shared import logistic_regression, rosenbrock
+from fastopt.problems._shared import logistic_regression, rosenbrock, sparse_logistic_regression
 from fastopt.problems._surfaces import Beale, Booth, IllConditionedQuadratic, MonkeySaddle, Rosenbrock, Saddle
 
 #: name -> factory of every problem :func:`get_problem` knows
@@ -43,4 +43,5 @@ def get_problem(name, **kwargs):
 
 __all__ = ["Problem", "as_point", "Rosenbrock", "Beale", "Booth", "Saddle", "MonkeySaddle",
            "IllConditionedQuadratic", "LogisticRegression", "SoftmaxRegression", "TwoLayerMLP", "load_digits",
-           "synthetic_classification", "rosenbrock", "logistic_regression", "PROBLEMS", "SURFACES", "get_problem"]
+           "synthetic_classification", "rosenbrock", "logistic_regression", "sparse_logistic_regression", "PROBLEMS",
+           "SURFACES", "get_problem"]
