@@ -121,8 +121,11 @@ def run(ranks=(2, 3, 4), size=10_000_000, repeat=7, warmup=2, timeout=900):
     from fastopt.distributed.launch import run_mpi
     out = []
     for P in ranks:
-        r = run_mpi(P, ["-m", "fastopt.distributed.bench", "--worker", "--size", size, "--repeat", repeat,
-                        "--warmup", warmup], timeout=timeout)
+        # -P: the ranks import the installed package even when started from a source tree
+        # (whose fastopt has no compiled kernels)
+        safe = ["-P"] if sys.version_info >= (3, 11) else []
+        r = run_mpi(P, safe + ["-m", "fastopt.distributed.bench", "--worker", "--size", size, "--repeat", repeat,
+                               "--warmup", warmup], timeout=timeout)
         if r.returncode != 0:
             raise RuntimeError(f"mpiexec -n {P} failed (exit {r.returncode}):\n{r.stderr[-2000:]}")
         out.append(json.loads(next(x for x in r.stdout.splitlines() if x.startswith("{"))))
