@@ -64,9 +64,6 @@ def install_abort_hook():
                          f"(MPI_Abort):\n{text}")
         sys.stderr.flush()
         if size > 1 and MPI.Is_initialized() and not MPI.Is_finalized():
-            # mpiexec forwards a rank's output asynchronously and MPI_Abort tears its
-            # proxies down: without a pause the message above can be lost
-            time.sleep(0.5)
             MPI.COMM_WORLD.Abort(1)
         previous(kind, value, tb)
 
