@@ -161,9 +161,10 @@ def test_importing_every_library_module_loads_neither_cli_nor_bench(tmp_path):
     home = str(PACKAGE.parent)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([home, os.environ.get("PYTHONPATH", "")]))
     mods = library_modules()
-    if importlib.util.find_spec("torch") is None:
-        # fastopt.torch needs its optional dependency (its own test checks the message)
-        mods = [m for m in mods if not _under(m, ("fastopt.torch",))]
+    # modules that need an optional dependency (their own tests check the message)
+    for dependency, package in (("torch", "fastopt.torch"), ("mpi4py", "fastopt.distributed")):
+        if importlib.util.find_spec(dependency) is None:
+            mods = [m for m in mods if not _under(m, (package,))]
     out = subprocess.run([sys.executable, "-P", "-c", PROBE.format(forbidden=FORBIDDEN), *mods],
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr
