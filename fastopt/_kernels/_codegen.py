@@ -115,6 +115,20 @@ def _annotated_body(rule, variant, functions):
     return "\n".join(lines)
 
 
+def scalar_declarations(rule, common, ctype):
+    """A kernel's locals for its slot's per-step scalars (``common`` then the rule's
+    outputs): ``sigma`` stays double, flags become ints, the rest the arithmetic's type."""
+    out = ["    cdef const double* _sc = _slot.scal"]
+    for k, name in enumerate(common + rule.outputs):
+        if name == "sigma":
+            out.append(f"    cdef double sigma = _sc[{k}]")
+        elif name == "has_wd" or name in rule.flags:
+            out.append(f"    cdef int {name} = _sc[{k}] != 0.0")
+        else:
+            out.append(f"    cdef {ctype} {name} = <{ctype}>_sc[{k}]")
+    return out
+
+
 def render_kernel(rule, common, variant, functions):
     """One kernel: ``<rule>_<suffix>(slot, start, n)`` updating elements [start, start + n)."""
     if variant.layout != "dense":
@@ -128,14 +142,7 @@ def render_kernel(rule, common, variant, functions):
            f"    cdef {param.cptr} _buf_g = <const {param.ctype}*>_slot.buf[1] + _start"]
     for k, name in enumerate(rule.state):
         out.append(f"    cdef {state.ptr} _buf_{name} = <{state.ctype}*>_slot.buf[{k + 2}] + _start")
-    out.append("    cdef const double* _sc = _slot.scal")
-    for k, name in enumerate(common + rule.outputs):
-        if name == "sigma":
-            out.append(f"    cdef double sigma = _sc[{k}]")
-        elif name == "has_wd" or name in rule.flags:
-            out.append(f"    cdef int {name} = _sc[{k}] != 0.0")
-        else:
-            out.append(f"    cdef {ctype} {name} = <{ctype}>_sc[{k}]")
+    out += scalar_declarations(rule, common, ctype)
     body = _annotated_body(rule, variant, functions)
     locals_ = ["p", "g"] + list(rule.state) + [n for n in _assigned(rule.body) if n not in ("p", "g") + rule.state]
     out.append(f"    cdef {ctype} " + ", ".join(locals_))

@@ -12,7 +12,7 @@ parameter at a block boundary). ``lowrules.pxd`` exposes ``low_kernel(rule, vari
 """
 import os
 
-from _codegen import HEADER, PREPROCESS, _annotated_body, _assigned, _indent, write_if_changed
+from _codegen import HEADER, PREPROCESS, _annotated_body, _assigned, _indent, scalar_declarations, write_if_changed
 from _lowvariants import COPY_SLOT, LOW_RULES, LOW_VARIANTS, Q8, Q8_RULES, SR_STORE
 from _variants import F32
 
@@ -90,14 +90,7 @@ def render_low_kernel(rule, common, lv, functions):
                     f"    cdef float _v_{s}[256]"]
         else:
             out.append(f"    cdef {lv.state.ptr} _buf_{s} = <{lv.state.ctype}*>_slot.buf[{k + 2}] + _start")
-    out.append("    cdef const double* _sc = _slot.scal")
-    for k, name in enumerate(common + rule.outputs):
-        if name == "sigma":
-            out.append(f"    cdef double sigma = _sc[{k}]")
-        elif name == "has_wd" or name in rule.flags:
-            out.append(f"    cdef int {name} = _sc[{k}] != 0.0")
-        else:
-            out.append(f"    cdef float {name} = <float>_sc[{k}]")
+    out += scalar_declarations(rule, common, "float")
     body = _annotated_body(rule, _Float32, functions)
     locals_ = ["p", "g"] + list(rule.state) + [n for n in _assigned(rule.body) if n not in ("p", "g") + rule.state]
     out.append("    cdef float " + ", ".join(locals_))
