@@ -145,6 +145,33 @@ def test_wrong_comm_on_one_rank_times_out_on_the_others(tmp_path):
         assert by_rank[r]["caught"] == "DistributedError" and "within 3 s" in by_rank[r]["message"]
 
 
+def test_abort_hook_waits_until_the_pipe_is_read_and_no_longer():
+    """The abort hook keeps its message from being lost with the killed rank: it returns
+    once the reader (mpiexec's proxy) has taken every byte, and gives up at its deadline."""
+    import threading
+    from fastopt.distributed.comm import _wait_until_read
+    r, w = os.pipe()
+    try:
+        with os.fdopen(w, "wb", buffering=0, closefd=False) as stream:
+            stream.write(b"x" * 1000)
+            threading.Timer(0.3, os.read, (r, 4096)).start()
+            t0 = time.monotonic()
+            _wait_until_read(stream, 5.0)
+            waited = time.monotonic() - t0
+            assert 0.25 < waited < 3.0, waited
+            stream.write(b"y" * 10)       # nobody reads now: the deadline ends the wait
+            t0 = time.monotonic()
+            _wait_until_read(stream, 0.2)
+            assert 0.15 < time.monotonic() - t0 < 2.0
+    finally:
+        os.close(r)
+        os.close(w)
+    t0 = time.monotonic()
+    with open(os.devnull, "w") as devnull:  # not a pipe: nothing to wait for
+        _wait_until_read(devnull, 5.0)
+    assert time.monotonic() - t0 < 0.5
+
+
 @pytest.mark.parametrize("mode,needle,bound", [
     ("raise", "rank 1 of 3 failed; aborting all ranks", 30),
     ("die", "BAD TERMINATION", 30),

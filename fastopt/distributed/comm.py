@@ -12,7 +12,11 @@ calls ``MPI_Abort`` (pass ``abort_on_error=False`` to keep the default hook). Ev
 wait in this package has a deadline (``timeout`` seconds, default 300): a rank that
 never arrives makes the others raise :class:`DistributedError` instead of waiting.
 """
+import fcntl
+import os
+import stat
 import sys
+import termios
 import time
 import traceback
 
@@ -48,6 +52,30 @@ def check_comm(comm, name="comm"):
 _HOOKED = False
 
 
+def _wait_until_read(stream, timeout):
+    """Wait (at most ``timeout`` s) until the reader of ``stream``'s pipe has taken every
+    byte written to it.
+
+    mpiexec's proxy reads each rank's stderr through a pipe and kills the ranks as soon
+    as one calls MPI_Abort; bytes still in the pipe then are lost, and the job ends with
+    no word of why. A fixed pause would not do: it lets the ranks that need not wait for
+    the failing one run on. Polling the pipe's fill level (FIONREAD) waits only as long
+    as the proxy needs."""
+    try:
+        fd = stream.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return
+        buf = bytearray(4)
+        deadline = time.monotonic() + timeout
+        while True:
+            fcntl.ioctl(fd, termios.FIONREAD, buf)
+            if int.from_bytes(buf, sys.byteorder) == 0 or time.monotonic() > deadline:
+                return
+            time.sleep(0.001)
+    except (OSError, ValueError, AttributeError):     # no real fd (a test's capture) or a closed one
+        return
+
+
 def install_abort_hook():
     """Make an uncaught exception print its traceback with the rank and abort the whole
     job (``MPI_Abort``), so no other rank is left waiting for this one."""
@@ -63,6 +91,7 @@ def install_abort_hook():
         sys.stderr.write(f"fastopt.distributed: rank {rank} of {size} failed; aborting all ranks "
                          f"(MPI_Abort):\n{text}")
         sys.stderr.flush()
+        _wait_until_read(sys.stderr, 2.0)
         if size > 1 and MPI.Is_initialized() and not MPI.Is_finalized():
             MPI.COMM_WORLD.Abort(1)
         previous(kind, value, tb)
