@@ -16,6 +16,25 @@ from fastopt.rules import BY_NAME
 from fastopt.sparse import catch_up, checked_rows, is_sparse_input
 
 
+REDUCE_BLOCK = 8192     # the driver's norm blocks
+
+
+def blocked_sumsq(g, total=0.0):
+    """``total`` plus the float64 sum of squares of ``g`` in the driver's exact order, so
+    a clipped float64 step is the kernels' to the last bit: blocks of 8192 elements, each summed in eight
+    lanes (element ``i`` of a block into lane ``i % 8``, left to right), the lanes
+    combined as ``((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))``, the blocks' sums
+    added to ``total`` left to right (one running sum over all the arrays' blocks)."""
+    sq = np.square(np.ravel(g).astype(np.float64))
+    for a in range(0, sq.size, REDUCE_BLOCK):
+        block = sq[a:a + REDUCE_BLOCK]
+        lanes = np.zeros(-(-block.size // 8) * 8)      # padding adds +0.0: no change
+        lanes[:block.size] = block
+        l = np.cumsum(lanes.reshape(-1, 8), axis=0)[-1]     # cumsum is sequential per lane
+        total += float(((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7])))
+    return total
+
+
 def reference_function(rule):
     """The plain-NumPy function of a rule (``Rule.reference``: a function of
     :mod:`fastopt.reference.rules` by name, the rule's own name by default, or a
@@ -159,7 +178,7 @@ class ReferenceEngine:
                 finite = finite and bool(np.isfinite(g).all())
                 if s["weight_decay"] != 0 and not s["decoupled_weight_decay"]:
                     g = g + s["weight_decay"] * (self.params[k] if k not in loaded else loaded[k][0])
-                total += float(np.sum(np.square(g.astype(np.float64))))
+                total = blocked_sumsq(g, total)
             self.last_grad_norm = math.sqrt(total)
             if not finite and self.policy == "raise":
                 raise NonFiniteGradientError("a gradient holds inf or NaN; nothing was updated (nonfinite='raise')")
