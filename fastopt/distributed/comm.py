@@ -28,7 +28,8 @@ except ImportError as exc:      # pragma: no cover - the message is the point
     raise ImportError("fastopt.distributed needs mpi4py and an MPI library: pip install 'fastopt[mpi]' "
                       "(mpi4py and mpich from PyPI)") from exc
 
-__all__ = ["MPI", "DistributedError", "check_comm", "install_abort_hook", "wait", "agree", "DEFAULT_TIMEOUT"]
+__all__ = ["MPI", "DistributedError", "check_comm", "install_abort_hook", "wait", "agree", "DEFAULT_TIMEOUT",
+           "join", "check_optimizer_class", "agree_same_everywhere"]
 
 DEFAULT_TIMEOUT = 300.0
 
@@ -128,3 +129,33 @@ def agree(comm, error, timeout, what="the check"):
     messages = comm.allgather(error)
     lines = [f"rank {r}: {m}" for r, m in enumerate(messages) if m is not None]
     raise DistributedError(f"{what} failed on {len(lines)} of {comm.Get_size()} ranks:\n  " + "\n  ".join(lines))
+
+
+def join(obj, comm, timeout, abort_on_error):
+    """The opening of every distributed object: set ``obj.comm`` (checked), ``timeout``,
+    ``rank`` and ``nranks``, and install the abort hook unless told not to. Returns the
+    communicator."""
+    obj.comm = comm = check_comm(comm)
+    if abort_on_error:
+        install_abort_hook()
+    obj.timeout = float(timeout)
+    obj.rank, obj.nranks = comm.Get_rank(), comm.Get_size()
+    return comm
+
+
+def check_optimizer_class(optimizer):
+    """``optimizer`` must be a fastopt optimizer class (not an instance): every rank builds
+    its own from it."""
+    from fastopt.optim.base import Optimizer
+    if not (isinstance(optimizer, type) and issubclass(optimizer, Optimizer)):
+        raise TypeError(f"optimizer must be a fastopt optimizer class (e.g. fastopt.Adam), got {optimizer!r}")
+
+
+def agree_same_everywhere(comm, sig, needs, timeout, what):
+    """Every rank raises the same :class:`DistributedError` unless ``sig`` is equal on all
+    ranks; the message says what the job ``needs`` and lists each rank that differs
+    from rank 0."""
+    sigs = comm.allgather(sig)
+    bad = [f"rank {r}: {s}" for r, s in enumerate(sigs) if s != sigs[0]]
+    agree(comm, None if not bad else f"{needs} on every rank; rank 0 has {sigs[0]}, " + "; ".join(bad),
+          timeout, what)

@@ -20,10 +20,9 @@ import time
 
 import numpy as np
 
-from fastopt.distributed.comm import (DEFAULT_TIMEOUT, MPI, DistributedError, agree, check_comm, install_abort_hook,
-                                      wait)
+from fastopt.distributed.comm import (DEFAULT_TIMEOUT, MPI, DistributedError, agree, agree_same_everywhere,
+                                      check_optimizer_class, join, wait)
 from fastopt.distributed.layout import ShardLayout, packed_view
-from fastopt.optim.base import Optimizer
 
 __all__ = ["Downpour"]
 
@@ -43,15 +42,10 @@ class Downpour:
 
     def __init__(self, optimizer, params, *, comm=None, n_servers=1, n_fetch=1, n_push=1, timeout=DEFAULT_TIMEOUT,
                  abort_on_error=True, **kwargs):
-        self.comm = comm = check_comm(comm)
-        if abort_on_error:
-            install_abort_hook()
-        self.timeout = float(timeout)
-        self.rank, self.nranks = comm.Get_rank(), comm.Get_size()
+        comm = join(self, comm, timeout, abort_on_error)
         error = None
         try:
-            if not (isinstance(optimizer, type) and issubclass(optimizer, Optimizer)):
-                raise TypeError(f"optimizer must be a fastopt optimizer class, got {optimizer!r}")
+            check_optimizer_class(optimizer)
             for name, v in (("n_servers", n_servers), ("n_fetch", n_fetch), ("n_push", n_push)):
                 if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
                     raise ValueError(f"{name} must be an int >= 1, got {v!r}")
@@ -67,10 +61,8 @@ class Downpour:
             error = f"{type(exc).__name__}: {exc}"
         agree(comm, error, self.timeout, "Downpour's argument check")
         sig = ([[list(p.shape), p.dtype.str] for p in params], n_servers, n_fetch, n_push, optimizer.__name__)
-        sigs = comm.allgather(sig)
-        bad = [f"rank {r}: {s}" for r, s in enumerate(sigs) if s != sigs[0]]
-        agree(comm, None if not bad else "Downpour needs the same parameters (shapes, dtypes) and settings on "
-              f"every rank; rank 0 has {sigs[0]}, " + "; ".join(bad), self.timeout, "Downpour's setup")
+        agree_same_everywhere(comm, sig, "Downpour needs the same parameters (shapes, dtypes) and settings",
+                              self.timeout, "Downpour's setup")
         self.params, self._flat = params, [p.reshape(-1) for p in params]
         self.n_servers, self.n_fetch, self.n_push = int(n_servers), int(n_fetch), int(n_push)
         self.is_server = self.rank < self.n_servers

@@ -25,8 +25,8 @@ import numbers
 
 import numpy as np
 
-from fastopt.distributed.comm import DEFAULT_TIMEOUT, MPI, agree, check_comm, install_abort_hook, wait
-from fastopt.optim.base import Optimizer
+from fastopt.distributed.comm import (DEFAULT_TIMEOUT, MPI, agree, agree_same_everywhere, check_optimizer_class,
+                                      join, wait)
 
 __all__ = ["EASGD"]
 
@@ -43,15 +43,10 @@ class EASGD:
 
     def __init__(self, optimizer, params, *, comm=None, tau=4, alpha=None, mode="sync", timeout=DEFAULT_TIMEOUT,
                  abort_on_error=True, **kwargs):
-        self.comm = comm = check_comm(comm)
-        if abort_on_error:
-            install_abort_hook()
-        self.timeout = float(timeout)
-        self.rank, self.nranks = comm.Get_rank(), comm.Get_size()
+        comm = join(self, comm, timeout, abort_on_error)
         error = None
         try:
-            if not (isinstance(optimizer, type) and issubclass(optimizer, Optimizer)):
-                raise TypeError(f"optimizer must be a fastopt optimizer class, got {optimizer!r}")
+            check_optimizer_class(optimizer)
             if isinstance(tau, bool) or not isinstance(tau, numbers.Integral) or tau < 1:
                 raise ValueError(f"tau must be an int >= 1, got {tau!r}")
             if mode not in MODES:
@@ -65,10 +60,9 @@ class EASGD:
         agree(comm, error, self.timeout, "EASGD's argument check")
         self.params = self.local.params
         sig = [[list(p.shape), p.dtype.str] for p in self.params]
-        sigs = comm.allgather((sig, tau, float(alpha), mode, optimizer.__name__))
-        bad = [f"rank {r}: {s}" for r, s in enumerate(sigs) if s != sigs[0]]
-        agree(comm, None if not bad else "EASGD needs the same parameters (shapes, dtypes), tau, alpha, mode and "
-              f"optimizer on every rank; rank 0 has {sigs[0]}, " + "; ".join(bad), self.timeout, "EASGD's setup")
+        agree_same_everywhere(comm, (sig, tau, float(alpha), mode, optimizer.__name__),
+                              "EASGD needs the same parameters (shapes, dtypes), tau, alpha, mode and optimizer",
+                              self.timeout, "EASGD's setup")
         self.tau, self.alpha, self.mode = int(tau), float(alpha), mode
         self.steps = 0
         self.rounds = 0

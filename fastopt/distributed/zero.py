@@ -35,11 +35,11 @@ import threading
 
 import numpy as np
 
-from fastopt.distributed.comm import (DEFAULT_TIMEOUT, MPI, DistributedError, agree, check_comm, install_abort_hook,
-                                      wait)
+from fastopt.distributed.comm import (DEFAULT_TIMEOUT, MPI, DistributedError, agree, check_optimizer_class,
+                                      join, wait)
 from fastopt.distributed.layout import ALIGN, ShardLayout, packed_view
 from fastopt.distributed.reduce import mean_into
-from fastopt.optim.base import STATE_DICT_VERSION, Optimizer, ReentryError
+from fastopt.optim.base import STATE_DICT_VERSION, ReentryError, groups_state
 from fastopt.optim.state import flatten_state_dict, unflatten_state_dict
 from fastopt.schedules import Schedule
 
@@ -92,11 +92,7 @@ class ShardedOptimizer:
     def __init__(self, optimizer, params, *, comm=None, stage=1, timeout=DEFAULT_TIMEOUT, chunk_bytes=2 << 20,
                  abort_on_error=True, **kwargs):
         self._collective, self._owner = threading.Lock(), None
-        self.comm = comm = check_comm(comm)
-        if abort_on_error:
-            install_abort_hook()
-        self.timeout = float(timeout)
-        self.rank, self.nranks = comm.Get_rank(), comm.Get_size()
+        comm = join(self, comm, timeout, abort_on_error)
         error, groups = None, None
         try:
             groups = self._check_args(optimizer, params, stage, chunk_bytes, kwargs)
@@ -124,8 +120,7 @@ class ShardedOptimizer:
     # --- construction --------------------------------------------------------------------
     @staticmethod
     def _check_args(optimizer, params, stage, chunk_bytes, kwargs):
-        if not (isinstance(optimizer, type) and issubclass(optimizer, Optimizer)):
-            raise TypeError(f"optimizer must be a fastopt optimizer class (e.g. fastopt.Adam), got {optimizer!r}")
+        check_optimizer_class(optimizer)
         if isinstance(stage, bool) or stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {stage!r}")
         if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, numbers.Integral) or chunk_bytes < ALIGN:
@@ -413,21 +408,7 @@ class ShardedOptimizer:
                     full[name].reshape(-1)[a:b] = v
                 else:
                     full[name] = v
-        groups, k = [], 0
-        for gi, g in enumerate(self._user_groups):
-            entry = {}
-            for key, value in g.items():
-                if key == "params":
-                    entry["params"] = list(range(k, k + len(value)))
-                    k += len(value)
-                elif isinstance(value, Schedule):
-                    entry[key] = {"schedule": value.state_dict()}
-                elif callable(value):
-                    entry[key] = {"callable": getattr(value, "__name__", repr(value))}
-                else:
-                    entry[key] = list(value) if isinstance(value, tuple) else value
-            entry["group_step"] = gsteps.get(gi, 0)
-            groups.append(entry)
+        groups = groups_state(self._user_groups, [gsteps.get(gi, 0) for gi in range(len(self._user_groups))])
         return {"algorithm": self.optimizer_class.__name__, "version": STATE_DICT_VERSION, "options": options,
                 "param_groups": groups, "state": {k: state[k] for k in sorted(state)}}
 

@@ -62,6 +62,28 @@ def _guarded(method):
     return wrapper
 
 
+
+def groups_state(param_groups, group_steps):
+    """The ``param_groups`` entry of a state_dict: each group's settings as plain values,
+    its parameters as their indices in the optimizer's order, a schedule as its own
+    state_dict, a callable by name, and the group's step count ``group_steps[i]``."""
+    groups, k = [], 0
+    for gi, group in enumerate(param_groups):
+        entry = {}
+        for key, value in group.items():
+            if key == "params":
+                entry["params"] = list(range(k, k + len(value)))
+                k += len(value)
+            elif isinstance(value, Schedule):
+                entry[key] = {"schedule": value.state_dict()}
+            elif callable(value):
+                entry[key] = {"callable": getattr(value, "__name__", repr(value))}
+            else:
+                entry[key] = list(value) if isinstance(value, tuple) else value
+        entry["group_step"] = group_steps[gi]
+        groups.append(entry)
+    return groups
+
 class Optimizer:
     """Base class of the fastopt optimizers.
 
@@ -449,22 +471,7 @@ class Optimizer:
         """A snapshot of everything a resumed run needs, as plain Python scalars, lists,
         dicts and NumPy arrays (copies). See :func:`fastopt.flatten_state_dict` to save it
         with ``np.savez``."""
-        gsteps = self._engine.get_group_steps()
-        groups, k = [], 0
-        for gi, group in enumerate(self.param_groups):
-            entry = {}
-            for key, value in group.items():
-                if key == "params":
-                    entry["params"] = list(range(k, k + len(value)))
-                    k += len(value)
-                elif isinstance(value, Schedule):
-                    entry[key] = {"schedule": value.state_dict()}
-                elif callable(value):
-                    entry[key] = {"callable": getattr(value, "__name__", repr(value))}
-                else:
-                    entry[key] = list(value) if isinstance(value, tuple) else value
-            entry["group_step"] = gsteps[gi]
-            groups.append(entry)
+        groups = groups_state(self.param_groups, self._engine.get_group_steps())
         state = {}
         for k, entry in enumerate(self._state_entries()):
             state[k] = {name: (v.copy() if isinstance(v, np.ndarray) else v) for name, v in entry.items()}

@@ -30,8 +30,8 @@ def blocked_sumsq(g, total=0.0):
         block = sq[a:a + REDUCE_BLOCK]
         lanes = np.zeros(-(-block.size // 8) * 8)      # padding adds +0.0: no change
         lanes[:block.size] = block
-        l = np.cumsum(lanes.reshape(-1, 8), axis=0)[-1]     # cumsum is sequential per lane
-        total += float(((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7])))
+        a8 = np.cumsum(lanes.reshape(-1, 8), axis=0)[-1]     # cumsum is sequential per lane
+        total += float(((a8[0] + a8[1]) + (a8[2] + a8[3])) + ((a8[4] + a8[5]) + (a8[6] + a8[7])))
     return total
 
 
