@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import fastopt
+from fastopt.sparse import SparseGrad
 from subproc import assert_ok, run_snippet
 
 
@@ -131,6 +132,35 @@ def test_a_gradient_resized_by_a_later_gradient_is_refused():
     with pytest.raises(ValueError, match=r"grads\[0\] was resized or re-typed during the step"):
         fastopt.SGD([p, q], lr=1.0).step([g0, Resizer()])
     assert not p.any() and not q.any()
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_a_gradient_cannot_be_freed_while_the_kernels_read_it(sparse):
+    # Another thread runs while the kernels run without the GIL: it must not be able to
+    # free a gradient's memory (resize with refcheck=False). The norm reducer is called
+    # at that point of the step, with the GIL, so it can try what such a thread would.
+    n = 40_000 if not sparse else 400
+    p = np.zeros((n, 100) if sparse else n)
+    owner = np.ones(n) if not sparse else np.ones((3, 100))
+    g = owner if not sparse else SparseGrad(np.array([5, 1, 5]), owner)
+    tried = []
+
+    def reducer(terms):
+        try:
+            owner.resize(300_000, refcheck=False)
+            tried.append("resized")
+        except ValueError as exc:
+            tried.append(str(exc))
+        return 0.0, False
+
+    opt = fastopt.SGD([p], lr=1.0, clip_norm=None if sparse else 1e9)
+    opt._engine.set_norm_reducer(reducer)   # no norm needed (sparse): called with None, all the same
+    opt.step([g])
+    assert tried and "cannot resize" in tried[0], tried
+    want = -np.ones(n) if not sparse else -np.bincount([5, 1, 5], minlength=n)[:, None] * np.ones(100)
+    np.testing.assert_array_equal(p, want)
+    owner.resize(300_000, refcheck=False)       # after the step, the caller's array is its own again
+    assert owner.size == 300_000
 
 
 def test_removed_param_groups_are_refused_not_read():

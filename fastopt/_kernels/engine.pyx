@@ -134,6 +134,45 @@ cdef object _memory_owner(object a):
     return a
 
 
+# steps that move fewer bytes keep the GIL (see Engine._step)
+cdef Py_ssize_t NOGIL_BYTES = 65536
+
+
+cdef list _pin_memory(list held):
+    # a weak reference to the memory owner of every array the kernels will read
+    # (gradients; a sparse gradient's rows and values)
+    cdef list pins = []
+    for g in held:
+        if isinstance(g, tuple):
+            for a in g:
+                if isinstance(a, cnp.ndarray):
+                    pins.append(weakref.ref(_memory_owner(a)))
+        elif isinstance(g, cnp.ndarray):
+            pins.append(weakref.ref(_memory_owner(g)))
+    return pins
+
+
+cdef int _norm_pass(Slot* run, Py_ssize_t ndense, Py_ssize_t nact, int nt, Py_ssize_t nbytes, int wanted,
+                    double* total) noexcept nogil:
+    # the global norm's sum of squares over dense slots, then row slots
+    cdef double rows_total
+    cdef int rc = sumsq_slots(run, ndense, nt, total)
+    pass_done(nbytes, nt, wanted)
+    if rc >= 0 and nact > ndense:
+        if sumsq_rows(run + ndense, nact - ndense, &rows_total) == 1:
+            rc = 1
+        total[0] = total[0] + rows_total
+    return rc
+
+
+cdef void _update_pass(Slot* run, Py_ssize_t ndense, Py_ssize_t nact, int nt, Py_ssize_t nbytes, int wanted,
+                       bint exact) noexcept nogil:
+    run_slots(run, nact, nt)
+    pass_done(nbytes, nt, wanted)
+    if exact and nact > ndense:
+        mark_rows(run + ndense, nact - ndense)
+
+
 def _reset_guards_in_child():
     for guard in list(_GUARDS):
         (<StepGuard>guard)._reset_in_child()
@@ -540,7 +579,7 @@ cdef class Engine:
 
     cdef object _step(self, object grads):
         cdef Py_ssize_t k, j, gi, prev, nact = 0, n = self.nparams, nbytes
-        cdef double lr, t, sigma, total, coef, rows_total
+        cdef double lr, t, sigma, total, coef
         cdef double* row
         cdef double* h
         cdef const RuleEntry* e
@@ -612,6 +651,14 @@ cdef class Engine:
                     (self.low[k] is None and cnp.PyArray_TYPE(<cnp.ndarray>g) != self.typenum[k]):
                 raise ValueError(f"grads[{k}] was resized or re-typed during the step (by a callback); "
                                  "nothing was updated")
+        nbytes = slots_bytes(self.run, nact)
+        # Another Python thread runs while the GIL is released, and could free a
+        # gradient's memory under the kernels (ndarray.resize(..., refcheck=False)); a
+        # weak reference to each array that owns a gradient's memory makes NumPy refuse
+        # that until the step is done. Small steps keep the GIL instead: they end in
+        # microseconds, and pinning would cost them more than it saves anyone.
+        cdef bint free_gil = nbytes >= NOGIL_BYTES
+        cdef list pins = _pin_memory(held) if (free_gil or self.norm_reducer is not None) else None
         prev = -1
         for j in range(nact):
             k = <Py_ssize_t>self.run[j].noise_key
@@ -637,7 +684,6 @@ cdef class Engine:
             prev = k
             self.run[j].scal = row
             self.run[j].noise_key = noise_key(self.seed, <unsigned long long>(self.steps[k] + 1), k)
-        nbytes = slots_bytes(self.run, nact)
         wanted = resolve_threads(0)
         nt = plan_threads(nbytes, wanted)                  # one plan for both passes
         self.last_skipped = False
@@ -651,13 +697,11 @@ cdef class Engine:
                                  "processes (fastopt.distributed); nothing was updated")
             rc = self._reduce_across(nact, nt, nbytes, wanted, &total)
         elif self.clip_norm > 0.0 or self.policy != 0:
-            with nogil:
-                rc = sumsq_slots(self.run, ndense, nt, &total)
-                pass_done(nbytes, nt, wanted)
-                if rc >= 0 and nact > ndense:
-                    if sumsq_rows(self.run + ndense, nact - ndense, &rows_total) == 1:
-                        rc = 1
-                    total = total + rows_total
+            if free_gil:
+                with nogil:
+                    rc = _norm_pass(self.run, ndense, nact, nt, nbytes, wanted, &total)
+            else:
+                rc = _norm_pass(self.run, ndense, nact, nt, nbytes, wanted, &total)
         elif self.norm_reducer is not None:
             self.norm_reducer(None)     # no norm needed: the step's checks passed (other processes may wait)
         if self.clip_norm > 0.0 or self.policy != 0:
@@ -675,11 +719,12 @@ cdef class Engine:
                 if coef < 1.0 or coef != coef:
                     for j in range(nact):
                         (<double*>self.run[j].scal)[C_COEF] = coef
-        with nogil:
-            run_slots(self.run, nact, nt)
-            pass_done(nbytes, nt, wanted)
-            if self.exact and nact > ndense:
-                mark_rows(self.run + ndense, nact - ndense)
+        if free_gil:
+            with nogil:
+                _update_pass(self.run, ndense, nact, nt, nbytes, wanted, self.exact)
+        else:
+            _update_pass(self.run, ndense, nact, nt, nbytes, wanted, self.exact)
+        del pins
         for k in range(n):
             if held[k] is not None:
                 self.steps[k] += 1
