@@ -103,3 +103,74 @@ assert os.waitstatus_to_exitcode(status) == 0, status
 print("OK")
 """, timeout=60)
     assert_ok(r)
+
+
+_FOREIGN_C = """
+double foreign_sum(int n) {
+    double s = 0;
+    #pragma omp parallel for reduction(+:s) num_threads(2)
+    for (int i = 0; i < n; i++) s += i;
+    return s;
+}
+"""
+
+
+def _foreign_openmp_library(tmp_path):
+    # a library of someone else's linked to the same libgomp as fastopt (as xgboost or a
+    # user's -fopenmp extension is), built with the compiler that built fastopt
+    import shutil
+    import subprocess
+    import sysconfig
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(cc) is None:
+        pytest.skip(f"no C compiler ({cc}) to build a foreign OpenMP library")
+    src, lib = tmp_path / "foreign.c", tmp_path / "libforeign.so"
+    src.write_text(_FOREIGN_C)
+    r = subprocess.run([cc, "-O1", "-fopenmp", "-shared", "-fPIC", str(src), "-o", str(lib)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"{cc} -fopenmp failed: {r.stderr[-300:]}")
+    return lib
+
+
+@needs_fork
+@needs_openmp
+def test_a_child_forked_after_another_librarys_parallel_region_does_not_hang(tmp_path):
+    # fastopt never ran a team, but a foreign library on the same runtime did: before,
+    # the child's first two-thread step waited forever
+    lib = _foreign_openmp_library(tmp_path)
+    r = run_snippet(f"""
+import ctypes, os, numpy as np, fastopt
+from fastopt._kernels import driver
+fastopt.set_num_threads(2)
+driver.set_serial_threshold(0)
+assert driver.foreign_openmp_users() == 0
+foreign = ctypes.CDLL({str(lib)!r})
+foreign.foreign_sum.restype = ctypes.c_double
+assert foreign.foreign_sum(100000) == 4999950000.0
+assert driver.foreign_openmp_users() == 1
+pid = os.fork()
+if pid == 0:
+    p = np.zeros(1_000_000, np.float32)
+    fastopt.SGD([p], lr=0.5).step([np.ones_like(p)])
+    os._exit(0 if driver.forked_serial() and (p == -0.5).all() else 3)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+print("OK")
+""", timeout=60)
+    assert_ok(r)
+
+
+@needs_openmp
+def test_a_vendored_renamed_libgomp_is_not_fastopts_runtime():
+    # scikit-learn's wheel brings libgomp-<hash>.so.1, a runtime of its own: importing it
+    # must not make forked children serial
+    pytest.importorskip("sklearn")
+    r = run_snippet("""
+from fastopt._kernels import driver
+before = driver.foreign_openmp_users()
+import sklearn.ensemble  # noqa: F401  (loads its compiled, OpenMP-using modules)
+assert driver.foreign_openmp_users() == before == 0, (before, driver.foreign_openmp_users())
+print("OK")
+""", timeout=60)
+    assert_ok(r)

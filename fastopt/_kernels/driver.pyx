@@ -29,6 +29,9 @@ import numbers
 import os
 import sys
 
+cdef extern from "fo_gomp_users.h":
+    int fo_foreign_openmp_users() noexcept nogil
+
 cdef extern from "fo_omp.h":
     int fo_openmp_enabled() noexcept nogil
     int fo_omp_max_threads() noexcept nogil
@@ -550,21 +553,31 @@ def forked_serial():
     return bool(_fork_serial)
 
 
+def foreign_openmp_users():
+    """How many loaded libraries other than fastopt's modules are linked to fastopt's
+    OpenMP runtime (by its soname; a vendored, renamed copy is another runtime); -1 when
+    that cannot be told. Any such library may have left a worker team behind, so a
+    child forked now runs serially (:func:`forked_serial`)."""
+    return fo_foreign_openmp_users()
+
+
 def _before_fork():
-    global _torch_loaded
+    global _torch_loaded, _foreign_users
     # torch imported after fastopt shares this libgomp (one runtime per process), and
     # its own parallel regions leave a team behind that the child cannot use either.
     # Other threads do not tell: NumPy's OpenBLAS keeps a pool of its own in every process.
     _torch_loaded = "torch" in sys.modules
+    _foreign_users = 0 if (_team_started or _torch_loaded) else fo_foreign_openmp_users()
 
 
 def _after_fork_in_child():
     global _fork_serial
-    if _team_started or _torch_loaded:
+    if _team_started or _torch_loaded or _foreign_users != 0:
         _fork_serial = True
 
 
 _torch_loaded = False
+_foreign_users = 0
 os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 
 
