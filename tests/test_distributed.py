@@ -126,6 +126,7 @@ def test_checkpoint_p_to_q(tmp_path, saved, loaded):
     ("comm", "TypeError", "intra-communicator"),
     ("grad", "DistributedError", "rank 1: grads[1] must be a float64 array of shape (3, 4)"),
     ("checkpoint", "DistributedError", "another layout"),
+    ("mixed_saves", "DistributedError", "come from different saves"),
     ("save", "DistributedError", "is not a directory"),
 ])
 def test_bad_input_same_error_on_every_rank(tmp_path, mode, kind, needle):

@@ -519,7 +519,12 @@ class ShardedOptimizer:
         """Collective: every rank writes its shard to ``directory/shard-<r>-of-<P>.npz``
         (the directory must exist). Files are written under temporary names and renamed
         only once every rank has written its own, so a failure leaves no partial
-        checkpoint."""
+        checkpoint. Every file carries the save's id (drawn on rank 0): :meth:`load_sharded`
+        refuses a directory whose files come from different saves."""
+        # one id for this save on every rank: a directory whose files come from different
+        # saves (a rank's file copied in from a later run) is refused at load
+        save_id = np.frombuffer(os.urandom(8), np.uint64).copy() if self.rank == 0 else np.zeros(1, np.uint64)
+        wait(self.comm.Ibcast(save_id, root=0), "save_sharded's checkpoint id", self.timeout)
         error = None
         tmp = os.path.join(str(directory), f".shard-{self.rank}-of-{self.nranks}.tmp.npz")
         final = os.path.join(str(directory), f"shard-{self.rank}-of-{self.nranks}.npz")
@@ -528,7 +533,7 @@ class ShardedOptimizer:
                 raise ValueError(f"{directory!r} is not a directory")
             entries, gsteps, options = self._local_entries()
             meta = {"algorithm": self.optimizer_class.__name__, "version": STATE_DICT_VERSION,
-                    "layout": self.layout.describe(), "rank": self.rank,
+                    "layout": self.layout.describe(), "rank": self.rank, "save": f"{int(save_id[0]):016x}",
                     "params": [[list(p.shape), p.dtype.str] for p in self.params],
                     "groups": [len(g["params"]) for g in self._user_groups],
                     "group_steps": {str(k): v for k, v in gsteps.items()}, "options": options}
@@ -581,6 +586,10 @@ class ShardedOptimizer:
                     raise ValueError(f"{f} has parameter groups of {meta.get('groups')} parameters, the "
                                      f"optimizer {want_groups} (a checkpoint of another layout)")
                 loaded.append((meta, payload))
+            saves = sorted({str(m.get("save")) for m, _ in loaded})
+            if len(saves) > 1:
+                raise ValueError(f"the shard files in {directory!r} come from different saves ({', '.join(saves)}): "
+                                 "a checkpoint is the files of one save_sharded call")
             options = next((m["options"] for m, _ in loaded if m["options"] is not None), None)
             gsteps = {}
             for m, _ in loaded:

@@ -69,6 +69,32 @@ try:
             if rank == 0:
                 assert all(np.array_equal(before["state"][k]["exp_avg"], after["state"][k]["exp_avg"])
                            for k in range(2)), "state changed"
+    elif mode == "mixed_saves":
+        # a checkpoint directory whose rank-1 file comes from a later save of the same job
+        import shutil
+        root = sys.argv[2]
+        a, b = os.path.join(root, "a"), os.path.join(root, "b")
+        if rank == 0:
+            os.makedirs(a)
+            os.makedirs(b)
+        comm.Barrier()
+        opt = ShardedOptimizer(fastopt.Adam, params(), lr=0.1)
+        opt.step([np.full(20_000, 0.5, np.float32), np.ones((3, 4))])
+        opt.save_sharded(a)
+        opt.step([np.full(20_000, 0.5, np.float32), np.ones((3, 4))])
+        opt.save_sharded(b)
+        if rank == 0:
+            shutil.copy(os.path.join(b, f"shard-1-of-{P}.npz"), os.path.join(a, f"shard-1-of-{P}.npz"))
+        comm.Barrier()
+        before = opt.state_dict()
+        try:
+            opt.load_sharded(a)
+        finally:
+            after = opt.state_dict()
+            if rank == 0:
+                assert all(np.array_equal(before["state"][k]["exp_avg"], after["state"][k]["exp_avg"])
+                           for k in range(2)), "state changed"
+        opt.load_sharded(b)       # one save's files load
     elif mode in ("easgd_raise", "downpour_raise"):
         from fastopt.distributed import EASGD, Downpour
         w = [np.ones(1000)]
