@@ -370,42 +370,18 @@ cdef int sumsq_slots(const Slot* slots, Py_ssize_t nslots, int nthreads, double*
     fixed blocks added in a fixed order, with exactly ``nthreads`` threads (the plan
     of the update that follows). Returns 1 if any gradient element is not finite,
     -1 if memory ran out, else 0."""
-    cdef Py_ssize_t k, nblocks = 0, b, j
-    for k in range(nslots):
-        nblocks = nblocks + (slots[k].n + REDUCE_BLOCK - 1) // REDUCE_BLOCK
+    cdef Py_ssize_t nblocks = count_blocks(slots, nslots), b
     sumsq[0] = 0.0
     if nblocks == 0:
         return 0
-    cdef Py_ssize_t* owner = <Py_ssize_t*>malloc(nblocks * sizeof(Py_ssize_t))
-    cdef Py_ssize_t* first = <Py_ssize_t*>malloc(nblocks * sizeof(Py_ssize_t))
     cdef double* res = <double*>malloc(2 * nblocks * sizeof(double))
-    if owner == NULL or first == NULL or res == NULL:
-        free(owner)
-        free(first)
+    if res == NULL or sumsq_partials(slots, nslots, nthreads, res) < 0:
         free(res)
         return -1
-    b = 0
-    for k in range(nslots):
-        j = 0
-        while j < slots[k].n:
-            owner[b] = k
-            first[b] = j
-            b = b + 1
-            j = j + REDUCE_BLOCK
-    if nthreads < 1:
-        nthreads = 1
-    if nthreads > 1:
-        _team_started_now()
-    # dynamic: blocks go to whichever member is running (a late one finds none left);
-    # each block's partial sums land in its own slot, so the total does not depend on who
-    for b in prange(nblocks, num_threads=nthreads, schedule="dynamic", chunksize=4):
-        _reduce_block(&slots[owner[b]], first[b], res + 2 * b)
     cdef double total = 0.0, bad = 0.0
     for b in range(nblocks):
         total = total + res[2 * b]
         bad = bad + res[2 * b + 1]
-    free(owner)
-    free(first)
     free(res)
     sumsq[0] = total
     return 0 if bad == 0.0 else 1
@@ -447,6 +423,8 @@ cdef int sumsq_partials(const Slot* slots, Py_ssize_t nslots, int nthreads, doub
         nthreads = 1
     if nthreads > 1:
         _team_started_now()
+    # dynamic: blocks go to whichever member is running (a late one finds none left);
+    # each block's partial sums land in its own slot, so the total does not depend on who
     for b in prange(nblocks, num_threads=nthreads, schedule="dynamic", chunksize=4):
         _reduce_block(&slots[owner[b]], first[b], res + 2 * b)
     free(owner)
