@@ -655,9 +655,10 @@ cdef class Engine:
                 rc = sumsq_slots(self.run, ndense, nt, &total)
                 pass_done(nbytes, nt, wanted)
                 if rc >= 0 and nact > ndense:
+                    rows_total = total         # the row blocks continue the dense blocks' running sum
                     if sumsq_rows(self.run + ndense, nact - ndense, &rows_total) == 1:
                         rc = 1
-                    total = total + rows_total
+                    total = rows_total
         elif self.norm_reducer is not None:
             self.norm_reducer(None)     # no norm needed: the step's checks passed (other processes may wait)
         if self.clip_norm > 0.0 or self.policy != 0:
