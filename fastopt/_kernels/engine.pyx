@@ -44,7 +44,7 @@ import numpy as np
 from numbers import Real
 
 from fastopt._kernels.driver import first_touch
-from fastopt._kernels.sparse import check_indices, coalesce_index
+from fastopt._kernels.sparse import check_indices, coalesce_index, new_workspace
 from fastopt._kernels.rules import RULE_INDEX
 from fastopt._kernels.lowrules import LOW_VARIANTS
 from fastopt._validate import ReentryError, as_array, check_like, grads_sequence
@@ -199,6 +199,7 @@ cdef class Engine:
     # sparse steps (fastopt.sparse): "exact" mode and its per-row step counters
     cdef readonly bint exact
     cdef list last_rows         # per parameter: int64 (rows,) of last-updated steps, or None
+    cdef list coalesce_ws       # per parameter: None, or its coalescing workspace (buffers kept between steps)
     cdef list rule_names
     cdef list low               # per parameter: None, or its LowSlot (low-precision storage)
     cdef double grad_scale      # gradients are multiplied by it first (1 / loss scale)
@@ -249,6 +250,7 @@ cdef class Engine:
         self.seed = <unsigned long long>(int(seed) & 0xFFFFFFFFFFFFFFFF)
         self.exact = False
         self.last_rows = [None] * n
+        self.coalesce_ws = [None] * n
         self.rule_names = list(rules)
         self.low = [None] * n if low is None else list(low)
         self.grad_scale = float(grad_scale)
@@ -730,7 +732,10 @@ cdef class Engine:
             rows = idx
             if not ordered:
                 # rows given once are read from the caller's values where they are
-                rows, src, dup = coalesce_index(idx, vals, p.shape[0])
+                if self.coalesce_ws[k] is None:
+                    self.coalesce_ws[k] = new_workspace()
+                # views of the workspace, alive (in held) until the kernels are done; the next step reuses them
+                rows, src, dup = coalesce_index(idx, vals, p.shape[0], 0, self.coalesce_ws[k])
         else:
             vals = self._check_grad(g, k)
             rows = np.arange(p.shape[0], dtype=np.intp)

@@ -14,12 +14,16 @@ How, in parallel: the indices are radix-sorted stably (each pass counts the digi
 fixed chunks apart and scatters chunk t after the same digits of chunks < t, so the
 order is the stable one whatever the thread count); input already in non-decreasing
 order is not sorted. The groups of equal indices are then summed, each by one thread
-(dynamic scheduling changes who, never how): groups of up to ``SMALL_GROUP`` rows sort
-each column by insertion on the stack; a larger group (a power-law batch's hot rows
-appear thousands of times) is split into blocks of ``COL_BLOCK`` columns, each block
-gathered once and each column radix-sorted as order-preserving integer keys, so its
-cost is linear in its size. With a workspace (:func:`new_workspace`) the buffers are
-kept from one step to the next: no fresh pages to fault in.
+(dynamic scheduling changes who, never how): a group of up to ``NET_BYTES`` (256 KB)
+is copied to the thread's buffer and all its columns are sorted at once by a sorting
+network on whole rows (Batcher's odd-even merge sort: each comparator swaps the two
+rows' columns where they are out of order, branch-free and vectorised), then its rows
+are added in order; a larger group (a power-law batch's hot rows appear thousands of
+times) is split into blocks of ``COL_BLOCK`` columns, each block gathered once and each
+column radix-sorted as order-preserving integer keys, so its cost stays linear in its
+size. (Very wide rows: groups of up to ``SMALL_GROUP`` sort each column by insertion.)
+With a workspace (:func:`new_workspace`) the buffers are kept from one step to the
+next: no fresh pages to fault in.
 """
 from cython.parallel cimport prange, threadid
 cimport numpy as cnp
@@ -76,9 +80,12 @@ def check_indices(cnp.ndarray idx, Py_ssize_t nrows, str name):
 
 
 cdef enum:
-    SMALL_GROUP = 64        # groups up to this size: insertion sort of each column on the stack
+    SMALL_GROUP = 16        # wide rows: groups up to this size sort each column by insertion on the stack
+    NET_BYTES = 256 * 1024  # groups of at most this many bytes: a sorting network on whole rows (in L2)
     COL_BLOCK = 16          # columns a large group's work item sorts (a 64-byte line of float32)
-    KEY_DIGIT = 8           # bits per pass of the value keys' radix sort (few counters to clear per column)
+    KEY_DIGIT = 11          # bits per pass of the value keys' radix sort (groups of KEY_WIDE_FROM rows or more)
+    KEY_DIGIT_NARROW = 8    # ... of smaller groups (fewer counters to clear per column)
+    KEY_WIDE_FROM = 4096
     PARALLEL_SORT = 1 << 20  # indices from which their radix sort is worth a team (serial: ~6 ns each)
     IDX_DIGIT_MAX = 12      # at most this many bits per pass of the index radix sort
     GROUP_CHUNK = 64        # groups a thread claims at a time
@@ -124,11 +131,13 @@ cdef inline real _unkey(cnp.uint64_t k, real* like) noexcept nogil:
 
 cdef cnp.uint64_t* _sort_keys(cnp.uint64_t* a, cnp.uint64_t* b, Py_ssize_t m, int nbits,
                               Py_ssize_t* cnt) noexcept nogil:
-    # LSD radix sort of a[0:m) (b: scratch of m), KEY_DIGIT bits a pass, one counting
-    # read for every pass; a pass whose digit is the same for every key is skipped.
-    # Returns the buffer that holds the sorted keys.
-    cdef int npass = (nbits + KEY_DIGIT - 1) // KEY_DIGIT, p
-    cdef Py_ssize_t i, nb = 1 << KEY_DIGIT, total, d
+    # LSD radix sort of a[0:m) (b: scratch of m), digit bits a pass, one counting read
+    # for every pass; a pass whose digit is the same for every key is skipped. cnt:
+    # room for (nbits / KEY_DIGIT_NARROW rounded up) << KEY_DIGIT counters. Returns the
+    # buffer that holds the sorted keys.
+    cdef int digit = KEY_DIGIT if m >= KEY_WIDE_FROM else KEY_DIGIT_NARROW
+    cdef int npass = (nbits + digit - 1) // digit, p
+    cdef Py_ssize_t i, nb = 1 << digit, total, d
     cdef cnp.uint64_t k
     cdef cnp.uint64_t* t
     cdef Py_ssize_t* c
@@ -137,10 +146,10 @@ cdef cnp.uint64_t* _sort_keys(cnp.uint64_t* a, cnp.uint64_t* b, Py_ssize_t m, in
     for i in range(m):
         k = a[i]
         for p in range(npass):
-            cnt[p * nb + ((k >> (p * KEY_DIGIT)) & (nb - 1))] += 1
+            cnt[p * nb + ((k >> (p * digit)) & (nb - 1))] += 1
     for p in range(npass):
         c = cnt + p * nb
-        if c[(a[0] >> (p * KEY_DIGIT)) & (nb - 1)] == m:
+        if c[(a[0] >> (p * digit)) & (nb - 1)] == m:
             continue
         total = 0
         for i in range(nb):
@@ -149,7 +158,7 @@ cdef cnp.uint64_t* _sort_keys(cnp.uint64_t* a, cnp.uint64_t* b, Py_ssize_t m, in
             total = total + d
         for i in range(m):
             k = a[i]
-            d = (k >> (p * KEY_DIGIT)) & (nb - 1)
+            d = (k >> (p * digit)) & (nb - 1)
             b[c[d]] = k
             c[d] += 1
         t = a
@@ -168,6 +177,46 @@ cdef inline void _insertion_sort(real* a, Py_ssize_t m) noexcept nogil:
             a[j + 1] = a[j]
             j = j - 1
         a[j + 1] = x
+
+
+cdef inline void _exchange(real* a, real* b, Py_ssize_t dim) noexcept nogil:
+    # each column's pair in ascending order: a swap or not (the pair's bits are kept), branch-free
+    cdef Py_ssize_t c
+    cdef real x, y
+    cdef bint sw
+    for c in range(dim):
+        x = a[c]
+        y = b[c]
+        sw = y < x
+        a[c] = y if sw else x
+        b[c] = x if sw else y
+
+
+cdef void _network_sum(const real* vals, const cnp.intp_t* order, Py_ssize_t m, Py_ssize_t dim, real* o,
+                       real* buf) noexcept nogil:
+    # the group's rows copied to buf (m x dim), every column sorted at once by Batcher's
+    # odd-even merge sort (comparators past m left out: as if padded with +inf), then
+    # the rows added in order: each column's values ascending, as _small_sum
+    cdef Py_ssize_t i, j, k, p, c, lim
+    for i in range(m):
+        memcpy(buf + i * dim, vals + order[i] * dim, dim * sizeof(real))
+    p = 1
+    while p < m:
+        k = p
+        while k >= 1:
+            j = k % p
+            while j + k < m:
+                lim = k if k < m - j - k else m - j - k
+                for i in range(lim):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        _exchange(buf + (i + j) * dim, buf + (i + j + k) * dim, dim)
+                j = j + 2 * k
+            k = k // 2
+        p = p * 2
+    memcpy(o, buf, dim * sizeof(real))
+    for i in range(1, m):
+        for c in range(dim):
+            o[c] = o[c] + buf[i * dim + c]
 
 
 cdef void _small_sum(const real* vals, const cnp.intp_t* order, Py_ssize_t m, Py_ssize_t dim,
@@ -194,6 +243,19 @@ cdef void _small_sum(const real* vals, const cnp.intp_t* order, Py_ssize_t m, Py
             for i in range(1, m):
                 acc = acc + tmp[i]
             o[j] = acc
+
+
+cdef inline bint _is_small(Py_ssize_t m, Py_ssize_t dim, Py_ssize_t itemsize) noexcept nogil:
+    return m <= SMALL_GROUP or m * dim * itemsize <= NET_BYTES
+
+
+cdef inline void _group_sum(const real* vals, const cnp.intp_t* order, Py_ssize_t m, Py_ssize_t dim, real* o,
+                            real* buf) noexcept nogil:
+    # a group for which _is_small holds
+    if m > 2 and m * dim * <Py_ssize_t>sizeof(real) <= NET_BYTES:
+        _network_sum(vals, order, m, dim, o, buf)
+    else:
+        _small_sum(vals, order, m, dim, o)
 
 
 cdef void _block_sum(const real* vals, const cnp.intp_t* order, Py_ssize_t m, Py_ssize_t dim,
@@ -232,6 +294,7 @@ cdef int _sum_groups(const cnp.int64_t* K, const cnp.intp_t* O, Py_ssize_t n, co
     cdef Py_ssize_t* big
     cdef cnp.uint64_t* scratch
     cdef cnp.uint64_t* kb
+    cdef real* netbuf
     cdef int tid, nbits = 8 * sizeof(real)
     if gs == NULL:
         return -1
@@ -252,7 +315,7 @@ cdef int _sum_groups(const cnp.int64_t* K, const cnp.intp_t* O, Py_ssize_t n, co
             gs[g] = a
             gl[g] = b - a
             gd[g] = g if src != NULL else u
-            if b - a > SMALL_GROUP:
+            if not _is_small(b - a, dim, sizeof(real)):
                 big[nbig] = g
                 nbig = nbig + 1
                 if b - a > most:
@@ -261,14 +324,21 @@ cdef int _sum_groups(const cnp.int64_t* K, const cnp.intp_t* O, Py_ssize_t n, co
         u = u + 1
         a = b
     ng = g
+    # each thread's network buffer (groups of more than two rows)
+    netbuf = <real*>malloc(NET_BYTES * (nt if nt > 1 else 1))
+    if netbuf == NULL:
+        free(gs)
+        return -1
     if nt <= 1 or ng < 2 * GROUP_CHUNK:
         for g in range(ng):
-            if gl[g] <= SMALL_GROUP:
-                _small_sum(vals, O + gs[g], gl[g], dim, out + gd[g] * dim)
+            if _is_small(gl[g], dim, sizeof(real)):
+                _group_sum(vals, O + gs[g], gl[g], dim, out + gd[g] * dim, netbuf)
     else:
         for g in prange(ng, num_threads=nt, schedule="dynamic", chunksize=GROUP_CHUNK):
-            if gl[g] <= SMALL_GROUP:
-                _small_sum(vals, O + gs[g], gl[g], dim, out + gd[g] * dim)
+            if _is_small(gl[g], dim, sizeof(real)):
+                _group_sum(vals, O + gs[g], gl[g], dim, out + gd[g] * dim,
+                           netbuf + threadid() * (NET_BYTES // sizeof(real)))
+    free(netbuf)
     if nbig == 0:
         free(gs)
         return 0
@@ -277,7 +347,7 @@ cdef int _sum_groups(const cnp.int64_t* K, const cnp.intp_t* O, Py_ssize_t n, co
     nblk = (dim + COL_BLOCK - 1) // COL_BLOCK
     if nt > nbig * nblk:
         nt = <int>(nbig * nblk)
-    per = (COL_BLOCK + 1) * most + ((nbits + KEY_DIGIT - 1) // KEY_DIGIT << KEY_DIGIT)
+    per = (COL_BLOCK + 1) * most + ((nbits + KEY_DIGIT_NARROW - 1) // KEY_DIGIT_NARROW << KEY_DIGIT)
     scratch = <cnp.uint64_t*>malloc(per * (nt if nt > 1 else 1) * sizeof(cnp.uint64_t))
     if scratch == NULL:
         free(gs)
