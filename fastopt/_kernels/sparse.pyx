@@ -286,7 +286,7 @@ cdef int _sum_groups(const cnp.int64_t* K, const cnp.intp_t* O, Py_ssize_t n, co
     # value row and no out row, a duplicated one src = -1 - d and out row d (its sum).
     # Each sum (each column of it) is computed by one thread in a fixed order: the bits
     # do not depend on nt. Returns -1 if memory ran out.
-    cdef Py_ssize_t a = 0, b, u = 0, g = 0, ng, nbig = 0, most = 0, nblk, item, bg, c0, c1, per
+    cdef Py_ssize_t a = 0, b, u = 0, g = 0, ng, nbig = 0, nnet = 0, most = 0, nblk, item, bg, c0, c1, per
     cdef Py_ssize_t cap = n if n > 0 else 1
     cdef Py_ssize_t* gs = <Py_ssize_t*>malloc((3 * cap + cap // SMALL_GROUP + 1) * sizeof(Py_ssize_t))
     cdef Py_ssize_t* gl
@@ -315,6 +315,8 @@ cdef int _sum_groups(const cnp.int64_t* K, const cnp.intp_t* O, Py_ssize_t n, co
             gs[g] = a
             gl[g] = b - a
             gd[g] = g if src != NULL else u
+            if b - a > 2:
+                nnet = nnet + 1
             if not _is_small(b - a, dim, sizeof(real)):
                 big[nbig] = g
                 nbig = nbig + 1
@@ -324,11 +326,13 @@ cdef int _sum_groups(const cnp.int64_t* K, const cnp.intp_t* O, Py_ssize_t n, co
         u = u + 1
         a = b
     ng = g
-    # each thread's network buffer (groups of more than two rows)
-    netbuf = <real*>malloc(NET_BYTES * (nt if nt > 1 else 1))
-    if netbuf == NULL:
-        free(gs)
-        return -1
+    # each thread's network buffer, when a group has more than two rows
+    netbuf = NULL
+    if nnet > 0:
+        netbuf = <real*>malloc(NET_BYTES * (nt if nt > 1 else 1))
+        if netbuf == NULL:
+            free(gs)
+            return -1
     if nt <= 1 or ng < 2 * GROUP_CHUNK:
         for g in range(ng):
             if _is_small(gl[g], dim, sizeof(real)):

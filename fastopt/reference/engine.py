@@ -30,8 +30,8 @@ def blocked_sumsq(g, total=0.0):
         block = sq[a:a + REDUCE_BLOCK]
         lanes = np.zeros(-(-block.size // 8) * 8)      # padding adds +0.0: no change
         lanes[:block.size] = block
-        l = np.cumsum(lanes.reshape(-1, 8), axis=0)[-1]     # cumsum is sequential per lane
-        total += float(((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7])))
+        s = np.cumsum(lanes.reshape(-1, 8), axis=0)[-1]     # cumsum is sequential per lane
+        total += float(((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])))
     return total
 
 
