@@ -16,8 +16,13 @@ same bits for any thread count and any order of the equal indices: a row given t
 is ``a + b``; three or more times, each column's values are added in ascending order of
 value, in the parameter's precision. Already coalesced input (strictly increasing
 indices, as a coalesced torch tensor or a canonical CSR matrix has) is used in place,
-without a copy; otherwise the indices are radix-sorted and only the duplicated rows'
-sums are materialised (rows given once are read from the caller's values in place).
+without a copy; otherwise the indices are radix-sorted (not at all when already
+non-decreasing) and only the duplicated rows' sums are materialised (rows given once
+are read from the caller's values in place), in parallel over the groups of equal
+indices, into buffers the optimizer keeps from step to step (see
+``fastopt/_kernels/sparse.pyx``: a sorting network on whole rows for groups of up to
+256 KB, a radix sort of each column beyond, so a power-law batch's hot rows cost time
+linear in their count).
 
 Semantics (the optimizer's ``sparse=`` option):
 

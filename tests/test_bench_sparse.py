@@ -24,10 +24,26 @@ def test_measure_times_sparse_dense_and_torch_steps(with_torch):
     torch = pytest.importorskip("torch") if with_torch else None
     res = sparse.measure(torch, rows=20_000, repeat=1, small_rows=1_000_000, fixed_touched=100)
     assert res["config"]["rows"] == 20_000 and 0 < res["config"]["touched"] <= 200
+    # the power-law batch repeats its hot rows: fewer distinct rows than draws
+    assert res["config"]["touched_power_law"] < 200 and res["config"]["hottest_power_law"] > 1
     assert set(res["steps"]) == {"Adam", "Adagrad", "RowwiseAdagrad"}
     for rule, times in res["steps"].items():
-        want = {"sparse", "dense"} | ({"torch"} if with_torch and rule != "RowwiseAdagrad" else set())
+        want = {"sparse", "sparse power-law", "dense"}
+        want |= {"coalesce", "coalesce power-law"} if rule == "Adam" else set()
+        want |= {"torch", "torch power-law"} if with_torch and rule != "RowwiseAdagrad" else set()
         assert set(times) == want and all(t > 0 for t in times.values())
     assert list(res["scaling"]) == ["2,000 rows", "20,000 rows"]
     text = sparse.lines(res)
-    assert "20,000 x 64" in text[0] and text[2].split()[0] == "Adam" and "ratio" in text[-1]
+    assert "20,000 x 64" in text[0] and text[2].split()[:2] == ["Adam", "uniform"]
+    assert text[3].split()[:2] == ["Adam", "power-law"]
+    verdicts = [line for line in text if line.startswith("targets:")]
+    assert len(verdicts) == (3 if with_torch else 2) and all(line.endswith(("met", "memory)")) for line in verdicts)
+    assert "ratio" in verdicts[-1]
+
+
+def test_power_law_batch_is_a_permuted_zipf_sample():
+    import numpy as np
+    idx, vals = sparse._batch(np.random.default_rng(0), 1_000_003, 50_000, "power-law")
+    assert idx.dtype == np.int64 and vals.shape == (50_000, 64) and 0 <= idx.min() and idx.max() < 1_000_003
+    _, counts = np.unique(idx, return_counts=True)
+    assert counts.max() > 1000 and counts.size > 5000      # hot rows and a long tail

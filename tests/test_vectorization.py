@@ -49,3 +49,10 @@ def test_low_precision_kernels_vectorise():
                                                                if r in ("adam", "lion")}
     assert len([n for n in status if n.startswith("fo_q8")]) == 3
     assert [name for name, ok in status.items() if not ok] == []
+
+
+def test_coalescing_network_loops_vectorise():
+    # the sorting network's comparator and the sum of its sorted rows, float32 and float64
+    status = vecreport.sparse_report()
+    assert len({line for line, _ in status}) == 2 and len(status) == 4
+    assert [k for k, ok in status.items() if not ok] == []

@@ -44,7 +44,7 @@ import numpy as np
 from numbers import Real
 
 from fastopt._kernels.driver import first_touch
-from fastopt._kernels.sparse import check_indices, coalesce_index
+from fastopt._kernels.sparse import check_indices, coalesce_index, new_workspace
 from fastopt._kernels.rules import RULE_INDEX
 from fastopt._kernels.lowrules import LOW_VARIANTS
 from fastopt._validate import ReentryError, as_array, check_like, grads_sequence
@@ -154,14 +154,12 @@ cdef list _pin_memory(list held):
 
 cdef int _norm_pass(Slot* run, Py_ssize_t ndense, Py_ssize_t nact, int nt, Py_ssize_t nbytes, int wanted,
                     double* total) noexcept nogil:
-    # the global norm's sum of squares over dense slots, then row slots
-    cdef double rows_total
+    # the global norm's sum of squares: dense slots, then row slots
     cdef int rc = sumsq_slots(run, ndense, nt, total)
     pass_done(nbytes, nt, wanted)
-    if rc >= 0 and nact > ndense:
-        if sumsq_rows(run + ndense, nact - ndense, &rows_total) == 1:
-            rc = 1
-        total[0] = total[0] + rows_total
+    # the row blocks continue the dense blocks' running sum
+    if rc >= 0 and nact > ndense and sumsq_rows(run + ndense, nact - ndense, total) == 1:
+        rc = 1
     return rc
 
 
@@ -238,6 +236,7 @@ cdef class Engine:
     # sparse steps (fastopt.sparse): "exact" mode and its per-row step counters
     cdef readonly bint exact
     cdef list last_rows         # per parameter: int64 (rows,) of last-updated steps, or None
+    cdef list coalesce_ws       # per parameter: None, or its coalescing workspace (buffers kept between steps)
     cdef list rule_names
     cdef list low               # per parameter: None, or its LowSlot (low-precision storage)
     cdef double grad_scale      # gradients are multiplied by it first (1 / loss scale)
@@ -288,6 +287,7 @@ cdef class Engine:
         self.seed = <unsigned long long>(int(seed) & 0xFFFFFFFFFFFFFFFF)
         self.exact = False
         self.last_rows = [None] * n
+        self.coalesce_ws = [None] * n
         self.rule_names = list(rules)
         self.low = [None] * n if low is None else list(low)
         self.grad_scale = float(grad_scale)
@@ -774,7 +774,10 @@ cdef class Engine:
             rows = idx
             if not ordered:
                 # rows given once are read from the caller's values where they are
-                rows, src, dup = coalesce_index(idx, vals, p.shape[0])
+                if self.coalesce_ws[k] is None:
+                    self.coalesce_ws[k] = new_workspace()
+                # views of the workspace, alive (in held) until the kernels are done; the next step reuses them
+                rows, src, dup = coalesce_index(idx, vals, p.shape[0], 0, self.coalesce_ws[k])
         else:
             vals = self._check_grad(g, k)
             rows = np.arange(p.shape[0], dtype=np.intp)

@@ -4,17 +4,34 @@
 the "exact" mode's per-row step counters.
 
 Coalescing is deterministic in the strong sense: the summed row does not depend on the
-order in which equal indices arrive (nor on threads: it runs on the calling thread).
-A row index that appears once keeps its values; twice, ``a + b`` (IEEE addition is
-commutative); three or more times, each column's values are summed in ascending
-order of value, in the parameter's precision, so any permutation of the duplicates
-gives the same bits. (Only a column holding NaN may differ in the NaN's payload.)
+order in which equal indices arrive, nor on the number of threads. A row index that
+appears once keeps its values; twice, ``a + b`` (IEEE addition is commutative); three
+or more times, each column's values are summed in ascending order of value, in the
+parameter's precision, so any permutation of the duplicates gives the same bits.
+(Only a column holding NaN may differ in the NaN's payload.)
+
+How, in parallel: the indices are radix-sorted stably (each pass counts the digits of
+fixed chunks apart and scatters chunk t after the same digits of chunks < t, so the
+order is the stable one whatever the thread count); input already in non-decreasing
+order is not sorted. The groups of equal indices are then summed, each by one thread
+(dynamic scheduling changes who, never how): a group of up to ``NET_BYTES`` (256 KB)
+is copied to the thread's buffer and all its columns are sorted at once by a sorting
+network on whole rows (Batcher's odd-even merge sort: each comparator swaps the two
+rows' columns where they are out of order, branch-free and vectorised), then its rows
+are added in order; a larger group (a power-law batch's hot rows appear thousands of
+times) is split into blocks of ``COL_BLOCK`` columns, each block gathered once and each
+column radix-sorted as order-preserving integer keys, so its cost stays linear in its
+size. (Very wide rows: groups of up to ``SMALL_GROUP`` sort each column by insertion.)
+With a workspace (:func:`new_workspace`) the buffers are kept from one step to the
+next: no fresh pages to fault in.
 """
+from cython.parallel cimport prange, threadid
 cimport numpy as cnp
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 from fastopt._kernels._types cimport Slot
+from fastopt._kernels.driver cimport pass_done, plan_threads, resolve_threads
 from fastopt._kernels.layout cimport C_HAS_WD, C_WD
 
 import numpy as np
@@ -62,8 +79,95 @@ def check_indices(cnp.ndarray idx, Py_ssize_t nrows, str name):
     return ordered
 
 
-cdef inline void _sort(real* a, Py_ssize_t m) noexcept nogil:
-    # insertion sort: duplicate groups are small; a large group costs m² but stays correct
+cdef enum:
+    SMALL_GROUP = 16        # wide rows: groups up to this size sort each column by insertion on the stack
+    NET_BYTES = 256 * 1024  # groups of at most this many bytes: a sorting network on whole rows (in L2)
+    COL_BLOCK = 16          # columns a large group's work item sorts (a 64-byte line of float32)
+    KEY_DIGIT = 11          # bits per pass of the value keys' radix sort (groups of KEY_WIDE_FROM rows or more)
+    KEY_DIGIT_NARROW = 8    # ... of smaller groups (fewer counters to clear per column)
+    KEY_WIDE_FROM = 4096
+    PARALLEL_SORT = 1 << 20  # indices from which their radix sort is worth a team (serial: ~6 ns each)
+    IDX_DIGIT_MAX = 12      # at most this many bits per pass of the index radix sort
+    GROUP_CHUNK = 64        # groups a thread claims at a time
+
+
+# --- float values as order-preserving unsigned keys ------------------------------------
+# Ascending keys are ascending values (-0 just before +0; NaNs at the ends), so sorting
+# the keys sorts the values and equal keys are equal bits: the sorted order, hence the
+# sum, does not depend on the input order. (Which of -0/+0 comes first cannot change a
+# sum either: any set of zeros added to a zero gives -0 exactly when all are -0.)
+
+cdef inline cnp.uint64_t _key(real x) noexcept nogil:
+    cdef cnp.uint32_t u
+    cdef cnp.uint64_t w
+    if real is float:
+        memcpy(&u, &x, 4)
+        if u >> 31:
+            return <cnp.uint64_t>(~u)
+        return <cnp.uint64_t>(u | <cnp.uint32_t>0x80000000)
+    else:
+        memcpy(&w, &x, 8)
+        if w >> 63:
+            return ~w
+        return w | (<cnp.uint64_t>1 << 63)
+
+
+cdef inline real _unkey(cnp.uint64_t k, real* like) noexcept nogil:
+    # like: only selects the type
+    cdef cnp.uint32_t u
+    cdef cnp.uint64_t w
+    cdef float f
+    cdef double d
+    if real is float:
+        u = <cnp.uint32_t>k
+        u = u ^ <cnp.uint32_t>0x80000000 if u >> 31 else ~u
+        memcpy(&f, &u, 4)
+        return f
+    else:
+        w = k ^ (<cnp.uint64_t>1 << 63) if k >> 63 else ~k
+        memcpy(&d, &w, 8)
+        return d
+
+
+cdef cnp.uint64_t* _sort_keys(cnp.uint64_t* a, cnp.uint64_t* b, Py_ssize_t m, int nbits,
+                              Py_ssize_t* cnt) noexcept nogil:
+    # LSD radix sort of a[0:m) (b: scratch of m), digit bits a pass, one counting read
+    # for every pass; a pass whose digit is the same for every key is skipped. cnt:
+    # room for (nbits / KEY_DIGIT_NARROW rounded up) << KEY_DIGIT counters. Returns the
+    # buffer that holds the sorted keys.
+    cdef int digit = KEY_DIGIT if m >= KEY_WIDE_FROM else KEY_DIGIT_NARROW
+    cdef int npass = (nbits + digit - 1) // digit, p
+    cdef Py_ssize_t i, nb = 1 << digit, total, d
+    cdef cnp.uint64_t k
+    cdef cnp.uint64_t* t
+    cdef Py_ssize_t* c
+    for i in range(npass * nb):
+        cnt[i] = 0
+    for i in range(m):
+        k = a[i]
+        for p in range(npass):
+            cnt[p * nb + ((k >> (p * digit)) & (nb - 1))] += 1
+    for p in range(npass):
+        c = cnt + p * nb
+        if c[(a[0] >> (p * digit)) & (nb - 1)] == m:
+            continue
+        total = 0
+        for i in range(nb):
+            d = c[i]
+            c[i] = total
+            total = total + d
+        for i in range(m):
+            k = a[i]
+            d = (k >> (p * digit)) & (nb - 1)
+            b[c[d]] = k
+            c[d] += 1
+        t = a
+        a = b
+        b = t
+    return a
+
+
+cdef inline void _insertion_sort(real* a, Py_ssize_t m) noexcept nogil:
     cdef Py_ssize_t i, j
     cdef real x
     for i in range(1, m):
@@ -75,200 +179,368 @@ cdef inline void _sort(real* a, Py_ssize_t m) noexcept nogil:
         a[j + 1] = x
 
 
-cdef int _sum_groups(const cnp.int64_t* idx, const cnp.intp_t* order, Py_ssize_t n, const real* vals,
-                     Py_ssize_t dim, Py_ssize_t* rows, real* out) noexcept nogil:
-    # idx: the indices in sorted order (idx[i] belongs to vals row order[i])
-    cdef Py_ssize_t a = 0, b, m, j, u = 0, i, most = 0
-    cdef const real* x
-    cdef const real* y
-    cdef real* o
+cdef inline void _exchange(real* a, real* b, Py_ssize_t dim) noexcept nogil:
+    # each column's pair in ascending order: a swap or not (the pair's bits are kept), branch-free
+    cdef Py_ssize_t c
+    cdef real x, y
+    cdef bint sw
+    for c in range(dim):
+        x = a[c]
+        y = b[c]
+        sw = y < x
+        a[c] = y if sw else x
+        b[c] = x if sw else y
+
+
+cdef void _network_sum(const real* vals, const cnp.intp_t* order, Py_ssize_t m, Py_ssize_t dim, real* o,
+                       real* buf) noexcept nogil:
+    # the group's rows copied to buf (m x dim), every column sorted at once by Batcher's
+    # odd-even merge sort (comparators past m left out: as if padded with +inf), then
+    # the rows added in order: each column's values ascending, as _small_sum
+    cdef Py_ssize_t i, j, k, p, c, lim
+    for i in range(m):
+        memcpy(buf + i * dim, vals + order[i] * dim, dim * sizeof(real))
+    p = 1
+    while p < m:
+        k = p
+        while k >= 1:
+            j = k % p
+            while j + k < m:
+                lim = k if k < m - j - k else m - j - k
+                for i in range(lim):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        _exchange(buf + (i + j) * dim, buf + (i + j + k) * dim, dim)
+                j = j + 2 * k
+            k = k // 2
+        p = p * 2
+    memcpy(o, buf, dim * sizeof(real))
+    for i in range(1, m):
+        for c in range(dim):
+            o[c] = o[c] + buf[i * dim + c]
+
+
+cdef void _small_sum(const real* vals, const cnp.intp_t* order, Py_ssize_t m, Py_ssize_t dim,
+                     real* o) noexcept nogil:
+    # the sum of the m (<= SMALL_GROUP) value rows order[0:m): one row as it is, two
+    # a + b, more: each column's values sorted ascending and added in that order
+    cdef real tmp[SMALL_GROUP]
+    cdef Py_ssize_t i, j
     cdef real acc
-    cdef real* tmp
-    while a < n:                                   # the largest group, for the scratch buffer
-        b = a + 1
-        while b < n and idx[b] == idx[a]:
-            b = b + 1
-        if b - a > most:
-            most = b - a
-        a = b
-    tmp = <real*>malloc((most if most > 0 else 1) * sizeof(real))
-    if tmp == NULL:
+    cdef const real* x = vals + order[0] * dim
+    cdef const real* y
+    if m == 1:
+        memcpy(o, x, dim * sizeof(real))
+    elif m == 2:
+        y = vals + order[1] * dim
+        for j in range(dim):
+            o[j] = x[j] + y[j]
+    else:
+        for j in range(dim):
+            for i in range(m):
+                tmp[i] = vals[order[i] * dim + j]
+            _insertion_sort(tmp, m)
+            acc = tmp[0]
+            for i in range(1, m):
+                acc = acc + tmp[i]
+            o[j] = acc
+
+
+cdef inline bint _is_small(Py_ssize_t m, Py_ssize_t dim, Py_ssize_t itemsize) noexcept nogil:
+    return m <= SMALL_GROUP or m * dim * itemsize <= NET_BYTES
+
+
+cdef inline void _group_sum(const real* vals, const cnp.intp_t* order, Py_ssize_t m, Py_ssize_t dim, real* o,
+                            real* buf) noexcept nogil:
+    # a group for which _is_small holds
+    if m > 2 and m * dim * <Py_ssize_t>sizeof(real) <= NET_BYTES:
+        _network_sum(vals, order, m, dim, o, buf)
+    else:
+        _small_sum(vals, order, m, dim, o)
+
+
+cdef void _block_sum(const real* vals, const cnp.intp_t* order, Py_ssize_t m, Py_ssize_t dim,
+                     Py_ssize_t c0, Py_ssize_t c1, real* o, cnp.uint64_t* kb, cnp.uint64_t* tb,
+                     Py_ssize_t* cnt) noexcept nogil:
+    # columns [c0, c1) of a large group's sum (as _small_sum): the block is gathered once
+    # (one read of each value row's line), each column radix-sorted as keys, then added
+    cdef Py_ssize_t i, c, w = c1 - c0
+    cdef const real* r
+    cdef cnp.uint64_t* s
+    cdef real acc
+    for i in range(m):
+        r = vals + order[i] * dim + c0
+        for c in range(w):
+            kb[c * m + i] = _key(r[c])
+    for c in range(w):
+        s = _sort_keys(kb + c * m, tb, m, 8 * sizeof(real), cnt)
+        acc = _unkey(s[0], o)
+        for i in range(1, m):
+            acc = acc + _unkey(s[i], o)
+        o[c0 + c] = acc
+
+
+cdef int _sum_groups(const cnp.int64_t* K, const cnp.intp_t* O, Py_ssize_t n, const real* vals, Py_ssize_t dim,
+                     Py_ssize_t* rows, Py_ssize_t* src, real* out, int nt) noexcept nogil:
+    # K: the indices sorted (K[i] belongs to value row O[i]). rows: the unique indices.
+    # src NULL: out row u is unique row u's sum; else a row given once gets src = its
+    # value row and no out row, a duplicated one src = -1 - d and out row d (its sum).
+    # Each sum (each column of it) is computed by one thread in a fixed order: the bits
+    # do not depend on nt. Returns -1 if memory ran out.
+    cdef Py_ssize_t a = 0, b, u = 0, g = 0, ng, nbig = 0, nnet = 0, most = 0, nblk, item, bg, c0, c1, per
+    cdef Py_ssize_t cap = n if n > 0 else 1
+    cdef Py_ssize_t* gs = <Py_ssize_t*>malloc((3 * cap + cap // SMALL_GROUP + 1) * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* gl
+    cdef Py_ssize_t* gd
+    cdef Py_ssize_t* big
+    cdef cnp.uint64_t* scratch
+    cdef cnp.uint64_t* kb
+    cdef real* netbuf
+    cdef int tid, nbits = 8 * sizeof(real)
+    if gs == NULL:
         return -1
-    a = 0
+    gl = gs + cap
+    gd = gl + cap
+    big = gd + cap
+    # the groups to sum (start, length, out row), in index order
     while a < n:
         b = a + 1
-        while b < n and idx[b] == idx[a]:
+        while b < n and K[b] == K[a]:
             b = b + 1
-        m = b - a
-        rows[u] = idx[a]
-        if a + PREFETCH_AHEAD < n:                 # the value rows come in index order: scattered
-            fo_prefetch_span(<const char*>(vals + order[a + PREFETCH_AHEAD] * dim), dim * sizeof(real))
-        o = out + u * dim
-        x = vals + order[a] * dim
-        if m == 1:
-            memcpy(o, x, dim * sizeof(real))
-        elif m == 2:
-            y = vals + order[a + 1] * dim
-            for j in range(dim):
-                o[j] = x[j] + y[j]
+        rows[u] = K[a]
+        if src != NULL and b - a == 1:
+            src[u] = O[a]
         else:
-            for j in range(dim):
-                for i in range(m):
-                    tmp[i] = vals[order[a + i] * dim + j]
-                _sort(tmp, m)
-                acc = tmp[0]
-                for i in range(1, m):
-                    acc = acc + tmp[i]
-                o[j] = acc
+            if src != NULL:
+                src[u] = -1 - g
+            gs[g] = a
+            gl[g] = b - a
+            gd[g] = g if src != NULL else u
+            if b - a > 2:
+                nnet = nnet + 1
+            if not _is_small(b - a, dim, sizeof(real)):
+                big[nbig] = g
+                nbig = nbig + 1
+                if b - a > most:
+                    most = b - a
+            g = g + 1
         u = u + 1
         a = b
-    free(tmp)
+    ng = g
+    # each thread's network buffer, when a group has more than two rows
+    netbuf = NULL
+    if nnet > 0:
+        netbuf = <real*>malloc(NET_BYTES * (nt if nt > 1 else 1))
+        if netbuf == NULL:
+            free(gs)
+            return -1
+    if nt <= 1 or ng < 2 * GROUP_CHUNK:
+        for g in range(ng):
+            if _is_small(gl[g], dim, sizeof(real)):
+                _group_sum(vals, O + gs[g], gl[g], dim, out + gd[g] * dim, netbuf)
+    else:
+        for g in prange(ng, num_threads=nt, schedule="dynamic", chunksize=GROUP_CHUNK):
+            if _is_small(gl[g], dim, sizeof(real)):
+                _group_sum(vals, O + gs[g], gl[g], dim, out + gd[g] * dim,
+                           netbuf + threadid() * (NET_BYTES // sizeof(real)))
+    free(netbuf)
+    if nbig == 0:
+        free(gs)
+        return 0
+    # large groups: work items of COL_BLOCK columns of one group, each thread with its
+    # own scratch (the block's keys, the sort's second buffer, the digit counts)
+    nblk = (dim + COL_BLOCK - 1) // COL_BLOCK
+    if nt > nbig * nblk:
+        nt = <int>(nbig * nblk)
+    per = (COL_BLOCK + 1) * most + ((nbits + KEY_DIGIT_NARROW - 1) // KEY_DIGIT_NARROW << KEY_DIGIT)
+    scratch = <cnp.uint64_t*>malloc(per * (nt if nt > 1 else 1) * sizeof(cnp.uint64_t))
+    if scratch == NULL:
+        free(gs)
+        return -1
+    if nt <= 1:
+        for item in range(nbig * nblk):
+            bg = big[item // nblk]
+            c0 = (item % nblk) * COL_BLOCK
+            c1 = c0 + COL_BLOCK if c0 + COL_BLOCK < dim else dim
+            _block_sum(vals, O + gs[bg], gl[bg], dim, c0, c1, out + gd[bg] * dim, scratch,
+                       scratch + COL_BLOCK * most, <Py_ssize_t*>(scratch + (COL_BLOCK + 1) * most))
+    else:
+        for item in prange(nbig * nblk, num_threads=nt, schedule="dynamic", chunksize=1):
+            tid = threadid()
+            kb = scratch + tid * per
+            bg = big[item // nblk]
+            c0 = (item % nblk) * COL_BLOCK
+            c1 = c0 + COL_BLOCK if c0 + COL_BLOCK < dim else dim
+            _block_sum(vals, O + gs[bg], gl[bg], dim, c0, c1, out + gd[bg] * dim, kb,
+                       kb + COL_BLOCK * most, <Py_ssize_t*>(kb + (COL_BLOCK + 1) * most))
+    free(scratch)
+    free(gs)
     return 0
 
 
-cdef int _index_groups(const cnp.int64_t* idx, const cnp.intp_t* order, Py_ssize_t n, const real* vals,
-                       Py_ssize_t dim, Py_ssize_t* rows, Py_ssize_t* src, real* dup) noexcept nogil:
-    # idx sorted (idx[i] belongs to vals row order[i]); a row given once points at its
-    # values row, a duplicated row at its sum in dup (summed as _sum_groups does)
-    cdef Py_ssize_t a = 0, b, u = 0, d = 0, i, j, m, most = 0
-    cdef real* tmp
-    cdef real* o
-    cdef real acc
-    cdef const real* x
-    cdef const real* y
-    while a < n:
-        b = a + 1
-        while b < n and idx[b] == idx[a]:
-            b = b + 1
-        if b - a > most:
-            most = b - a
-        a = b
-    tmp = <real*>malloc((most if most > 0 else 1) * sizeof(real))
-    if tmp == NULL:
-        return -1
-    a = 0
-    while a < n:
-        b = a + 1
-        while b < n and idx[b] == idx[a]:
-            b = b + 1
-        m = b - a
-        rows[u] = idx[a]
-        if m == 1:
-            src[u] = order[a]
-        else:
-            src[u] = -1 - d
-            o = dup + d * dim
-            x = vals + order[a] * dim
-            if m == 2:
-                y = vals + order[a + 1] * dim
-                for j in range(dim):
-                    o[j] = x[j] + y[j]
-            else:
-                for j in range(dim):
-                    for i in range(m):
-                        tmp[i] = vals[order[a + i] * dim + j]
-                    _sort(tmp, m)
-                    acc = tmp[0]
-                    for i in range(1, m):
-                        acc = acc + tmp[i]
-                    o[j] = acc
-            d = d + 1
-        u = u + 1
-        a = b
-    free(tmp)
-    return 0
+# --- the indices' stable radix sort, parallel over fixed chunks ---------------------------
+
+cdef void _digit_count(const cnp.int64_t* keys, Py_ssize_t lo, Py_ssize_t hi, int shift, Py_ssize_t mask,
+                       Py_ssize_t* c) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(mask + 1):
+        c[i] = 0
+    for i in range(lo, hi):
+        c[(keys[i] >> shift) & mask] += 1
 
 
-cdef enum:
-    RADIX_BITS = 11
+cdef void _digit_scatter(const cnp.int64_t* keys, const cnp.intp_t* order, Py_ssize_t lo, Py_ssize_t hi, int shift,
+                         Py_ssize_t mask, Py_ssize_t* c, cnp.int64_t* k2, cnp.intp_t* o2) noexcept nogil:
+    # c: this chunk's first position per digit; order NULL: the identity
+    cdef Py_ssize_t i, b, pos
+    for i in range(lo, hi):
+        b = (keys[i] >> shift) & mask
+        pos = c[b]
+        c[b] = pos + 1
+        k2[pos] = keys[i]
+        o2[pos] = order[i] if order != NULL else i
 
 
 cdef int _radix_order(const cnp.int64_t* idx, Py_ssize_t n, Py_ssize_t nrows, cnp.int64_t* keys,
-                      cnp.intp_t* order) noexcept nogil:
-    # stable LSD radix sort of the (checked, in [0, nrows)) indices, RADIX_BITS a pass:
-    # keys gets them sorted, order their positions (equal indices keep their input order)
-    cdef Py_ssize_t i, b, nb = 1 << RADIX_BITS, total
-    cdef int shift = 0, bits = 0
-    cdef Py_ssize_t* count = <Py_ssize_t*>malloc(nb * sizeof(Py_ssize_t))
-    cdef cnp.int64_t* k2 = <cnp.int64_t*>malloc((n if n > 0 else 1) * sizeof(cnp.int64_t))
-    cdef cnp.intp_t* o2 = <cnp.intp_t*>malloc((n if n > 0 else 1) * sizeof(cnp.intp_t))
-    cdef cnp.int64_t* kt
-    cdef cnp.intp_t* ot
-    cdef cnp.int64_t d
-    if count == NULL or k2 == NULL or o2 == NULL:
-        free(count)
-        free(k2)
-        free(o2)
-        return -1
+                      cnp.intp_t* order, cnp.int64_t* k2, cnp.intp_t* o2, int nt) noexcept nogil:
+    # stable LSD radix sort of the (checked, in [0, nrows)) indices: keys gets them
+    # sorted, order their positions (equal indices keep their input order); k2/o2:
+    # scratch of n. Chunk t of nt counts its digits apart and scatters them after the
+    # same digits of chunks < t: the result is the stable order, whatever nt is.
+    cdef int bits = 0, npass, width, shift, p, t
+    cdef Py_ssize_t nb, mask, b, total, d
+    cdef Py_ssize_t* count
+    cdef const cnp.int64_t* ck = idx
+    cdef const cnp.intp_t* co = NULL
+    cdef cnp.int64_t* dk
+    cdef cnp.intp_t* do
     while (nrows - 1) >> bits:
         bits = bits + 1
-    for i in range(n):
-        keys[i] = idx[i]
-        order[i] = i
-    while shift < bits:
-        for b in range(nb):
-            count[b] = 0
-        for i in range(n):
-            count[(keys[i] >> shift) & (nb - 1)] += 1
+    if bits == 0 or n <= 1:
+        for d in range(n):
+            keys[d] = idx[d]
+            order[d] = d
+        return 0
+    npass = (bits + IDX_DIGIT_MAX - 1) // IDX_DIGIT_MAX
+    width = (bits + npass - 1) // npass
+    nb = <Py_ssize_t>1 << width
+    mask = nb - 1
+    if n < PARALLEL_SORT:
+        nt = 1
+    count = <Py_ssize_t*>malloc(nt * nb * sizeof(Py_ssize_t))
+    if count == NULL:
+        return -1
+    for p in range(npass):
+        shift = p * width
+        # the last pass writes into keys/order
+        if (npass - 1 - p) % 2 == 0:
+            dk = keys
+            do = order
+        else:
+            dk = k2
+            do = o2
+        if nt <= 1:
+            _digit_count(ck, 0, n, shift, mask, count)
+        else:
+            for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
+                _digit_count(ck, n * t // nt, n * (t + 1) // nt, shift, mask, count + t * nb)
         total = 0
         for b in range(nb):
-            d = count[b]
-            count[b] = total
-            total = total + d
-        for i in range(n):
-            b = (keys[i] >> shift) & (nb - 1)
-            k2[count[b]] = keys[i]
-            o2[count[b]] = order[i]
-            count[b] += 1
-        kt = keys
-        keys = k2
-        k2 = kt
-        ot = order
-        order = o2
-        o2 = ot
-        shift = shift + RADIX_BITS
-    if ((bits + RADIX_BITS - 1) // RADIX_BITS) % 2 == 1:
-        # an odd number of passes left the result in the scratch buffers: copy it back
-        memcpy(k2, keys, n * sizeof(cnp.int64_t))
-        memcpy(o2, order, n * sizeof(cnp.intp_t))
-        free(keys)
-        free(order)
-    else:
-        free(k2)
-        free(o2)
+            for t in range(nt):
+                d = count[t * nb + b]
+                count[t * nb + b] = total
+                total = total + d
+        if nt <= 1:
+            _digit_scatter(ck, co, 0, n, shift, mask, count, dk, do)
+        else:
+            for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
+                _digit_scatter(ck, co, n * t // nt, n * (t + 1) // nt, shift, mask, count + t * nb, dk, do)
+        ck = dk
+        co = do
     free(count)
     return 0
 
 
-def sorted_order(cnp.ndarray idx, Py_ssize_t nrows):
+cdef bint _nondecreasing(const cnp.int64_t* idx, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(1, n):
+        if idx[i] < idx[i - 1]:
+            return False
+    return True
+
+
+cdef int _threads_for(int threads, Py_ssize_t nbytes) noexcept nogil:
+    # threads > 0: exactly that many (tests, benchmarks); 0: the library's setting, one
+    # thread when the work is too small to repay the team
+    if threads > 0:
+        return resolve_threads(threads)
+    return plan_threads(nbytes, resolve_threads(0))
+
+
+cdef cnp.ndarray _buffer(list ws, int slot, Py_ssize_t n, int typenum):
+    # a 1-D array of n elements: from the workspace ws (grown when too small, kept for
+    # the next call: no fresh pages to fault in every step), or new when ws is None
+    cdef cnp.npy_intp size = n
+    cdef cnp.ndarray a
+    if ws is None:
+        return cnp.PyArray_EMPTY(1, &size, typenum, 0)
+    a = ws[slot]
+    if a is None or cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_SIZE(a) < n:
+        size = n + n // 4 + 16
+        a = cnp.PyArray_EMPTY(1, &size, typenum, 0)
+        ws[slot] = a
+    return a[:n]
+
+
+def new_workspace():
+    """A workspace for :func:`coalesce_index` (its ``ws=``): buffers kept between calls."""
+    return [None] * 8
+
+
+def sorted_order(cnp.ndarray idx, Py_ssize_t nrows, int threads=0, list ws=None):
     """``(sorted indices, order)``: ``idx`` (int64, checked to lie in [0, nrows)) sorted
-    stably, as ``np.argsort(idx, kind="stable")`` would order them, by a radix sort."""
+    stably, as ``np.argsort(idx, kind="stable")`` would order them, by a radix sort over
+    fixed chunks (same result for any ``threads``; 0: the library's thread setting)."""
     cdef Py_ssize_t n = cnp.PyArray_SIZE(idx)
-    cdef cnp.ndarray keys = np.empty(n, np.int64)
-    cdef cnp.ndarray order = np.empty(n, np.intp)
-    cdef int rc
+    cdef cnp.ndarray keys = _buffer(ws, 0, n, cnp.NPY_INT64)
+    cdef cnp.ndarray order = _buffer(ws, 1, n, cnp.NPY_INTP)
+    cdef cnp.ndarray k2 = _buffer(ws, 2, n, cnp.NPY_INT64)
+    cdef cnp.ndarray o2 = _buffer(ws, 3, n, cnp.NPY_INTP)
+    cdef int rc, wanted = resolve_threads(threads if threads > 0 else 0)
+    cdef int nt = _threads_for(threads, n * 32)
     with nogil:
         rc = _radix_order(<const cnp.int64_t*>cnp.PyArray_DATA(idx), n, nrows,
-                          <cnp.int64_t*>cnp.PyArray_DATA(keys), <cnp.intp_t*>cnp.PyArray_DATA(order))
+                          <cnp.int64_t*>cnp.PyArray_DATA(keys), <cnp.intp_t*>cnp.PyArray_DATA(order),
+                          <cnp.int64_t*>cnp.PyArray_DATA(k2), <cnp.intp_t*>cnp.PyArray_DATA(o2), nt)
+        pass_done(n * 32, nt, wanted)
     if rc < 0:
         raise MemoryError()
     return keys, order
 
 
-def coalesce_index(cnp.ndarray idx, cnp.ndarray vals, Py_ssize_t nrows=-1):
-    """``(rows, src, dup)``: :func:`coalesce` without copying the rows given once. ``rows``:
-    the sorted unique indices; touched row ``r``'s gradient is ``vals[src[r]]`` when
-    ``src[r] >= 0``, else ``dup[-1 - src[r]]`` (a duplicated row's sum, as in
-    :func:`coalesce`). ``nrows`` (> every index; the indices must have been checked):
-    sort by radix; -1: by NumPy's stable argsort."""
-    cdef Py_ssize_t n = cnp.PyArray_SIZE(idx), dim = vals.shape[1], nuniq = 0, ndup = 0, i, run = 0
-    cdef cnp.ndarray order, sorted_idx
+cdef tuple _sorted(cnp.ndarray idx, Py_ssize_t nrows, int threads, list ws):
+    # (sorted indices, order): the input itself when it is already in order
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(idx)
+    cdef bint done
+    cdef const cnp.int64_t* p = <const cnp.int64_t*>cnp.PyArray_DATA(idx)
+    with nogil:
+        done = _nondecreasing(p, n)
+    if done:
+        return idx, None
     if nrows > 0:
-        sorted_idx, order = sorted_order(idx, nrows)
-    else:
-        order = np.argsort(idx, kind="stable").astype(np.intp, copy=False)
-        sorted_idx = np.ascontiguousarray(idx[order], dtype=np.int64)
-    cdef const cnp.int64_t* ip = <const cnp.int64_t*>cnp.PyArray_DATA(sorted_idx)
+        return sorted_order(idx, nrows, threads, ws)
+    order = np.argsort(idx, kind="stable").astype(np.intp, copy=False)
+    return np.ascontiguousarray(idx[order], dtype=np.int64), order
+
+
+cdef void _iota(cnp.intp_t* a, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        a[i] = i
+
+
+cdef Py_ssize_t _count_unique(const cnp.int64_t* ip, Py_ssize_t n, Py_ssize_t* ndup) noexcept nogil:
+    cdef Py_ssize_t i, nuniq = 0, run = 0
+    ndup[0] = 0
     for i in range(n):
         if i == 0 or ip[i] != ip[i - 1]:
             nuniq = nuniq + 1
@@ -276,69 +548,94 @@ def coalesce_index(cnp.ndarray idx, cnp.ndarray vals, Py_ssize_t nrows=-1):
         else:
             run = run + 1
             if run == 2:
-                ndup = ndup + 1
-    cdef cnp.ndarray rows = np.empty(nuniq, np.intp)
-    cdef cnp.ndarray src = np.empty(nuniq, np.intp)
-    cdef cnp.ndarray dup = np.empty((ndup, dim), vals.dtype)
-    cdef int rc
-    cdef const cnp.intp_t* op = <const cnp.intp_t*>cnp.PyArray_DATA(order)
+                ndup[0] += 1
+    return nuniq
+
+
+cdef object _coalesce(cnp.ndarray idx, cnp.ndarray vals, Py_ssize_t nrows, int threads, list ws, bint index):
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(idx), dim = vals.shape[1] if vals.ndim == 2 else 0, nuniq, ndup, nsum
+    sorted_idx, order = _sorted(idx, nrows, threads, ws)
+    if order is None:
+        order = _buffer(ws, 4, n, cnp.NPY_INTP)
+        _iota(<cnp.intp_t*>cnp.PyArray_DATA(<cnp.ndarray>order), n)
+    cdef const cnp.int64_t* ip = <const cnp.int64_t*>cnp.PyArray_DATA(<cnp.ndarray>sorted_idx)
+    cdef const cnp.intp_t* op = <const cnp.intp_t*>cnp.PyArray_DATA(<cnp.ndarray>order)
+    with nogil:
+        nuniq = _count_unique(ip, n, &ndup)
+    nsum = ndup if index else nuniq
+    cdef cnp.ndarray rows = _buffer(ws, 5, nuniq, cnp.NPY_INTP)
+    cdef cnp.ndarray src = _buffer(ws, 6, nuniq, cnp.NPY_INTP) if index else None
+    cdef cnp.ndarray out
+    cdef cnp.npy_intp shape[2]
+    if ws is None:
+        shape[0] = nsum
+        shape[1] = dim
+        out = cnp.PyArray_EMPTY(2, shape, cnp.PyArray_TYPE(vals), 0)
+    else:
+        out = _buffer(ws, 7, nsum * dim, cnp.PyArray_TYPE(vals)).reshape(nsum, dim)
     cdef Py_ssize_t* rp = <Py_ssize_t*>cnp.PyArray_DATA(rows)
-    cdef Py_ssize_t* sp = <Py_ssize_t*>cnp.PyArray_DATA(src)
+    cdef Py_ssize_t* sp = <Py_ssize_t*>cnp.PyArray_DATA(src) if index else NULL
+    cdef int rc, wanted = resolve_threads(threads if threads > 0 else 0)
+    cdef Py_ssize_t nbytes = n * (16 + dim * cnp.PyArray_ITEMSIZE(vals))
+    cdef int nt = _threads_for(threads, nbytes)
     if cnp.PyArray_TYPE(vals) == cnp.NPY_FLOAT32:
         with nogil:
-            rc = _index_groups(ip, op, n, <const float*>cnp.PyArray_DATA(vals), dim, rp, sp,
-                               <float*>cnp.PyArray_DATA(dup))
+            rc = _sum_groups(ip, op, n, <const float*>cnp.PyArray_DATA(vals), dim, rp, sp,
+                             <float*>cnp.PyArray_DATA(out), nt)
+            pass_done(nbytes, nt, wanted)
     else:
         with nogil:
-            rc = _index_groups(ip, op, n, <const double*>cnp.PyArray_DATA(vals), dim, rp, sp,
-                               <double*>cnp.PyArray_DATA(dup))
+            rc = _sum_groups(ip, op, n, <const double*>cnp.PyArray_DATA(vals), dim, rp, sp,
+                             <double*>cnp.PyArray_DATA(out), nt)
+            pass_done(nbytes, nt, wanted)
     if rc < 0:
         raise MemoryError()
-    return rows, src, dup
+    return (rows, src, out) if index else (rows, out)
 
 
-def coalesce(cnp.ndarray idx, cnp.ndarray vals, Py_ssize_t nrows=-1):
+def coalesce_index(cnp.ndarray idx, cnp.ndarray vals, Py_ssize_t nrows=-1, int threads=0, list ws=None):
+    """``(rows, src, dup)``: :func:`coalesce` without copying the rows given once. ``rows``:
+    the sorted unique indices; touched row ``r``'s gradient is ``vals[src[r]]`` when
+    ``src[r] >= 0``, else ``dup[-1 - src[r]]`` (a duplicated row's sum, as in
+    :func:`coalesce`). ``nrows`` (> every index; the indices must have been checked):
+    sort by radix; -1: by NumPy's stable argsort (input already in non-decreasing order
+    is not sorted again). ``threads``: as for :func:`sorted_order`. ``ws``: None, or a
+    :func:`new_workspace` whose buffers the results are views of (valid until its next
+    use)."""
+    return _coalesce(idx, vals, nrows, threads, ws, True)
+
+
+def coalesce(cnp.ndarray idx, cnp.ndarray vals, Py_ssize_t nrows=-1, int threads=0):
     """``(rows, summed)``: the sorted unique indices of ``idx`` (int64, checked) and, per
     row, the sum of its ``vals`` rows (``vals``: C-contiguous ``(len(idx), dim)``) in the
     order described in the module docstring. New arrays; the inputs are not changed.
-    ``nrows`` as for :func:`coalesce_index`."""
-    cdef Py_ssize_t n = cnp.PyArray_SIZE(idx), dim = vals.shape[1] if vals.ndim == 2 else 0, nuniq = 0, i
-    cdef cnp.ndarray order, sorted_idx
-    if nrows > 0:
-        sorted_idx, order = sorted_order(idx, nrows)
-    else:
-        order = np.argsort(idx, kind="stable").astype(np.intp, copy=False)
-        sorted_idx = np.ascontiguousarray(idx[order], dtype=np.int64)
-    cdef const cnp.int64_t* ip = <const cnp.int64_t*>cnp.PyArray_DATA(sorted_idx)
-    cdef const cnp.intp_t* op = <const cnp.intp_t*>cnp.PyArray_DATA(order)
-    for i in range(n):
-        if i == 0 or ip[i] != ip[i - 1]:
-            nuniq = nuniq + 1
-    cdef cnp.ndarray rows = np.empty(nuniq, np.intp)
-    cdef cnp.ndarray out = np.empty((nuniq, dim), vals.dtype)
-    cdef int rc
-    cdef Py_ssize_t* rp = <Py_ssize_t*>cnp.PyArray_DATA(rows)
-    if vals.dtype == np.float32:
-        with nogil:
-            rc = _sum_groups(ip, op, n, <const float*>cnp.PyArray_DATA(vals), dim, rp,
-                             <float*>cnp.PyArray_DATA(out))
-    else:
-        with nogil:
-            rc = _sum_groups(ip, op, n, <const double*>cnp.PyArray_DATA(vals), dim, rp,
-                             <double*>cnp.PyArray_DATA(out))
-    if rc < 0:
-        raise MemoryError()
-    return rows, out
+    ``nrows`` and ``threads`` as for :func:`coalesce_index`."""
+    return _coalesce(idx, vals, nrows, threads, None, False)
+
+
+cdef enum:
+    NORM_BLOCK = 8192       # the driver's norm blocks (REDUCE_BLOCK), so the order is the reference's
+
+
+cdef inline double _lanes(double* acc) noexcept nogil:
+    cdef double s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    cdef int k
+    for k in range(8):
+        acc[k] = 0.0
+    return s
 
 
 cdef void _row_sumsq(const real* g, const real* p, const Py_ssize_t* rows, Py_ssize_t nrows, Py_ssize_t dim,
                      const double* scal, const Py_ssize_t* src, const real* dup, double* res) noexcept nogil:
-    # eight float64 lanes by column, rows in order: a fixed association on one thread
+    # the driver's order over the coalesced rows one after another: blocks of NORM_BLOCK
+    # elements, element e of a block into lane e % 8, the blocks' sums added to res[0]
+    # (the running total) left to right, on one thread
     cdef int has_wd = scal[C_HAS_WD] != 0.0
     cdef real wd = <real>scal[C_WD]
     cdef double acc[8]
     cdef double bad[8]
-    cdef Py_ssize_t r, j, k
+    cdef Py_ssize_t r, j, k, e = 0
+    cdef double total = res[0]
     cdef real x
     cdef const real* pr
     cdef const real* gr
@@ -350,19 +647,26 @@ cdef void _row_sumsq(const real* g, const real* p, const Py_ssize_t* rows, Py_ss
         gr = g + r * dim if src == NULL else (g + src[r] * dim if src[r] >= 0 else dup + (-1 - src[r]) * dim)
         for j in range(dim):
             x = gr[j]
-            bad[j & 7] += <double>(x - x)          # 0 for finite x, NaN for inf and NaN
+            bad[e & 7] += <double>(x - x)          # 0 for finite x, NaN for inf and NaN
             x = x + wd * pr[j] if has_wd else x
-            acc[j & 7] += <double>x * <double>x
-    res[0] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+            acc[e & 7] += <double>x * <double>x
+            e = e + 1
+            if e % NORM_BLOCK == 0:
+                total = total + _lanes(acc)
+    if e % NORM_BLOCK:
+        total = total + _lanes(acc)
+    res[0] = total
     res[1] = ((bad[0] + bad[1]) + (bad[2] + bad[3])) + ((bad[4] + bad[5]) + (bad[6] + bad[7]))
 
 
 cdef int sumsq_rows(const Slot* slots, Py_ssize_t nslots, double* sumsq) noexcept nogil:
-    """Sum of squares of every row slot's gradient (after coupled weight decay) in
-    float64, slot after slot on the calling thread; 1 if any element is not finite."""
+    """Add to ``sumsq[0]`` (a running total) the sum of squares of every row slot's
+    gradient (after coupled weight decay) in float64, slot after slot on the calling
+    thread, in the driver's block order; 1 if any element is not finite."""
     cdef Py_ssize_t k
     cdef double res[2]
-    cdef double total = 0.0, bad = 0.0
+    cdef double bad = 0.0
+    res[0] = sumsq[0]
     for k in range(nslots):
         if slots[k].dim == 0:
             continue
@@ -374,9 +678,8 @@ cdef int sumsq_rows(const Slot* slots, Py_ssize_t nslots, double* sumsq) noexcep
             _row_sumsq(<const double*>slots[k].buf[1], <const double*>slots[k].buf[0], slots[k].rows,
                        slots[k].n // slots[k].dim, slots[k].dim, slots[k].scal, slots[k].src,
                        <const double*>slots[k].dup, res)
-        total = total + res[0]
         bad = bad + res[1]
-    sumsq[0] = total
+    sumsq[0] = res[0]
     return 0 if bad == 0.0 else 1
 
 

@@ -154,6 +154,58 @@ def main():
     return 1 if bad else 0
 
 
+def sparse_report(cc=None, flags=None):
+    """``{(pyx line, C loop number): vectorised}`` for the coalescing's loops over a
+    group's columns in ``sparse.pyx``: the sorting network's comparator
+    (``_exchange``) and the sum of its sorted rows (``_network_sum``), every fused
+    specialisation."""
+    from Cython.Compiler.Main import CompilationOptions, compile as cython_compile
+
+    cc = cc or os.environ.get("CC") or "gcc"
+    if shutil.which(cc) is None:
+        raise RuntimeError(f"no C compiler '{cc}'")
+    flags = (flags or _build_flags()).split()
+    src = open(os.path.join(HERE, "sparse.pyx")).read().splitlines()
+    loops, inside = set(), False
+    for number, line in enumerate(src, 1):
+        if line.startswith("cdef "):
+            inside = line.startswith(("cdef inline void _exchange(", "cdef void _network_sum("))
+        elif inside and line.strip() == "for c in range(dim):":
+            loops.add(number)
+    with tempfile.TemporaryDirectory() as tmp:
+        pkg = os.path.join(tmp, "fastopt", "_kernels")
+        os.makedirs(pkg)
+        for name in os.listdir(HERE):
+            if name.endswith((".pxd", ".h")) or name == "sparse.pyx":
+                shutil.copy(os.path.join(HERE, name), pkg)
+        for init in (os.path.join(tmp, "fastopt", "__init__.py"), os.path.join(pkg, "__init__.py")):
+            open(init, "w").close()
+        c_file = os.path.join(tmp, "sparse.c")
+        result = cython_compile(os.path.join(pkg, "sparse.pyx"),
+                                CompilationOptions(include_path=[tmp], output_file=c_file, language_level=3))
+        if result.num_errors:
+            raise RuntimeError("Cython failed on sparse.pyx")
+        import numpy
+        cmd = [cc, *flags, "-fopenmp", "-fPIC", "-fopt-info-vec-optimized", "-c", c_file, "-o",
+               os.path.join(tmp, "s.o"), "-I" + sysconfig.get_paths()["include"], "-I" + pkg,
+               "-I" + numpy.get_include()]
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
+        if out.returncode:
+            raise RuntimeError(f"compiling sparse.c failed:\n{out.stderr[-2000:]}")
+        vectorised = {int(m.group(1)) for m in re.finditer(r"sparse\.c:(\d+):\d+: optimized: loop vectorized",
+                                                           out.stderr)}
+        c_lines = open(c_file).read().splitlines()
+    status, current, seen = {}, None, {}
+    for number, line in enumerate(c_lines, 1):
+        m = re.search(r'sparse\.pyx":(\d+)', line)
+        if m:
+            current = int(m.group(1))
+        elif current in loops and line.lstrip().startswith("for ("):
+            k = seen[current] = seen.get(current, 0) + 1
+            status[(current, k)] = number in vectorised
+    return status
+
+
 if __name__ == "__main__":
     sys.exit(main())
 

@@ -35,18 +35,6 @@ def blocked_sumsq(g, total=0.0):
     return total
 
 
-def rows_sumsq(values):
-    """Float64 sum of squares of a coalesced sparse gradient's ``values`` (rows, dim) in
-    the row kernels' order: eight lanes by column (column ``j`` into lane ``j % 8``),
-    rows in order, the lanes combined as in :func:`blocked_sumsq`."""
-    sq = np.square(np.asarray(values).astype(np.float64))
-    rows, dim = sq.shape
-    lanes = np.zeros((rows, -(-dim // 8) * 8))
-    lanes[:, :dim] = sq
-    a8 = np.cumsum(lanes.reshape(-1, 8), axis=0)[-1] if lanes.size else np.zeros(8)
-    return float(((a8[0] + a8[1]) + (a8[2] + a8[3])) + ((a8[4] + a8[5]) + (a8[6] + a8[7])))
-
-
 def reference_function(rule):
     """The plain-NumPy function of a rule (``Rule.reference``: a function of
     :mod:`fastopt.reference.rules` by name, the rule's own name by default, or a
@@ -179,8 +167,9 @@ class ReferenceEngine:
                 checked[k] = g32
         coef = 1.0
         if self.clip_norm is not None or self.policy != "ignore":
-            # the driver's order: dense arrays in one blocked sum, then the sparse ones
-            total, rows_total, finite = 0.0, 0.0, True
+            # the driver's order: one running blocked sum over the dense arrays, then on
+            # over the sparse ones' coalesced rows
+            total, finite, sparse_terms = 0.0, True, []
             for k, g in enumerate(checked):
                 if g is None:
                     continue
@@ -192,10 +181,11 @@ class ReferenceEngine:
                 if s["weight_decay"] != 0 and not s["decoupled_weight_decay"]:
                     g = g + s["weight_decay"] * (p if k not in loaded else loaded[k][0])
                 if isinstance(checked[k], tuple):
-                    rows_total += rows_sumsq(g)
+                    sparse_terms.append(g)
                 else:
                     total = blocked_sumsq(g, total)
-            total += rows_total
+            for g in sparse_terms:
+                total = blocked_sumsq(g, total)
             self.last_grad_norm = math.sqrt(total)
             if not finite and self.policy == "raise":
                 raise NonFiniteGradientError("a gradient holds inf or NaN; nothing was updated (nonfinite='raise')")
