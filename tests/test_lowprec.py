@@ -499,10 +499,10 @@ def test_every_code_at_every_block_position_dequantises_as_the_reference():
     state = {"step": 3, "exp_avg": codes, "exp_avg_sq": codes[::-1].copy(),
              "exp_avg_absmax": np.exp(rng.uniform(-20, 5, nb)).astype(np.float32),
              "exp_avg_sq_absmax": np.exp(rng.uniform(-20, 5, nb)).astype(np.float32)}
+    w0 = rng.standard_normal(n).astype(np.float32)
     results = []
     for module in (fastopt, ref):
-        w = rng.standard_normal(n).astype(np.float32) if not results else np.array(w0, copy=True)
-        w0 = np.array(w, copy=True)
+        w = np.array(w0, copy=True)
         opt = module.Adam([w], lr=1e-2, precision=Precision("8bit", min_8bit_size=0))
         opt.step([np.zeros(n, np.float32)])
         sd = opt.state_dict()
