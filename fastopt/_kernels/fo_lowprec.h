@@ -129,10 +129,11 @@ static void fo_q8_load_block_vbmi(int m, const uint8_t* __restrict q, float am, 
         for (int k = 0; k < 4; k++) t[p][k] = _mm512_load_si512((const void*)&fo_q8_planes[m][p][64 * k]);
     /* the unpacks interleave within 128-bit lanes: code 16k + 4L + j is moved to byte
        16L + 4k + j first, so that output k holds the elements 16k .. 16k + 15 in order */
-    uint8_t ix[64];
-    for (int L = 0; L < 4; L++)
-        for (int k = 0; k < 4; k++)
-            for (int j = 0; j < 4; j++) ix[16 * L + 4 * k + j] = (uint8_t)(16 * k + 4 * L + j);
+    static const uint8_t ix[64] __attribute__((aligned(64))) = {   /* ix[16L + 4k + j] = 16k + 4L + j */
+        0, 1, 2, 3, 16, 17, 18, 19, 32, 33, 34, 35, 48, 49, 50, 51,
+        4, 5, 6, 7, 20, 21, 22, 23, 36, 37, 38, 39, 52, 53, 54, 55,
+        8, 9, 10, 11, 24, 25, 26, 27, 40, 41, 42, 43, 56, 57, 58, 59,
+        12, 13, 14, 15, 28, 29, 30, 31, 44, 45, 46, 47, 60, 61, 62, 63};
     const __m512i perm = _mm512_loadu_si512((const void*)ix);
     const __m512 scale = _mm512_set1_ps(am);
     for (long b = 0; b < n; b += 64) {

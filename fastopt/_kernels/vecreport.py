@@ -49,6 +49,7 @@ def report(cc=None, flags=None, module="rules"):
     sys.path.insert(0, HERE)
     try:
         import _codegen
+        import _codegen_lowprec  # noqa: F401 - _codegen.main imports it by name (HERE is off the path then)
         import _rowcodegen
     finally:
         sys.path.pop(0)
