@@ -484,3 +484,34 @@ def test_a_norm_across_processes_refuses_low_precision_storage():
     with pytest.raises(ValueError, match="low-precision storage .* cannot be stepped with a norm that spans"):
         opt.step([np.ones(300, np.float32)])
     assert (p == 1).all()
+
+
+def test_every_code_at_every_block_position_dequantises_as_the_reference():
+    """The kernels dequantise 64 codes at a time (AVX-512 byte permutes where available):
+    block b holds code (j + b) % 256 at position j, so each of the 256 codes of both maps
+    sits at every position modulo 64 across the 64 full blocks; a partial block ends it.
+    Loaded into fastopt and the reference, one step from a zero gradient must agree."""
+    n = 64 * 256 + 77
+    j = np.arange(n)
+    codes = ((j % 256 + j // 256) % 256).astype(np.uint8)
+    rng = np.random.default_rng(5)
+    nb = -(-n // 256)
+    state = {"step": 3, "exp_avg": codes, "exp_avg_sq": codes[::-1].copy(),
+             "exp_avg_absmax": np.exp(rng.uniform(-20, 5, nb)).astype(np.float32),
+             "exp_avg_sq_absmax": np.exp(rng.uniform(-20, 5, nb)).astype(np.float32)}
+    w0 = rng.standard_normal(n).astype(np.float32)
+    results = []
+    for module in (fastopt, ref):
+        w = np.array(w0, copy=True)
+        opt = module.Adam([w], lr=1e-2, precision=Precision("8bit", min_8bit_size=0))
+        opt.step([np.zeros(n, np.float32)])
+        sd = opt.state_dict()
+        sd["state"][0].update({k: (np.array(v, copy=True) if isinstance(v, np.ndarray) else v)
+                               for k, v in state.items()})
+        opt.load_state_dict(sd)
+        w[:] = w0
+        opt.step([np.zeros(n, np.float32)])
+        results.append((w, {k: np.array(v, copy=True) for k, v in opt.state[0].items()
+                            if isinstance(v, np.ndarray)}))
+    _assert_runs_equal(results[0], results[1], "all codes")
+    assert not np.array_equal(results[0][1]["exp_avg"], codes)    # the step requantised something

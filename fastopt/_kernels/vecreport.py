@@ -49,6 +49,7 @@ def report(cc=None, flags=None, module="rules"):
     sys.path.insert(0, HERE)
     try:
         import _codegen
+        import _codegen_lowprec  # noqa: F401 - _codegen.main imports it by name (HERE is off the path then)
         import _rowcodegen
     finally:
         sys.path.pop(0)
@@ -270,7 +271,10 @@ def report_low(rules=("adam", "lion"), cc=None, flags=None):
                                      language_level=3)
         if cython_compile(pyx, options).num_errors:
             raise RuntimeError("Cython failed on the generated low-precision kernels")
-        cmd = [cc, *flags, "-fPIC", "-fopt-info-vec-optimized", "-c", os.path.join(tmp, "lowrules.c"),
+        # FO_Q8_NO_VBMI: the 8-bit block functions' portable loops, which the report is
+        # about (the AVX-512 VBMI dequantiser is written in intrinsics)
+        cmd = [cc, *flags, "-DFO_Q8_NO_VBMI", "-fPIC", "-fopt-info-vec-optimized", "-c",
+               os.path.join(tmp, "lowrules.c"),
                "-o", os.path.join(tmp, "lowrules.o"), "-I" + sysconfig.get_paths()["include"], "-I" + pkg]
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
         if out.returncode:
@@ -294,9 +298,9 @@ def report_low(rules=("adam", "lion"), cc=None, flags=None):
     h_lines = open(os.path.join(HERE, "fo_lowprec.h")).read().splitlines()
     func = None
     for number, line in enumerate(h_lines, 1):
-        m = re.search(r"static (?:void|float) (fo_q8_\w+_block)\(", line)
-        if m:
-            func = m.group(1)
+        m = re.search(r"static (?:inline )?\w+ (fo_\w+)\(", line)
+        if m:   # the portable block functions' loops only (not the VBMI one's, nor set-up)
+            func = m.group(1) if m.group(1) in ("fo_q8_load_block", "fo_q8_store_block") else None
         elif func and line.lstrip().startswith("for (") and "= zero;" not in line:
             # (the all-zero block's fill becomes a memset, not a vectorised loop)
             status[f"{func}:{number}"] = number in header
