@@ -32,7 +32,9 @@ cdef extern from *:
     typedef long long fo_v8l __attribute__((vector_size(64)));
     typedef float fo_v8f __attribute__((vector_size(32)));
     static inline fo_v8d fo_load8d(const double* p) { fo_v8d v; memcpy(&v, p, 64); return v; }
-    static inline fo_v8d fo_load8f(const float* p) { fo_v8f v; memcpy(&v, p, 32); return __builtin_convertvector(v, fo_v8d); }
+    static inline fo_v8d fo_load8f(const float* p) {
+        fo_v8f v; memcpy(&v, p, 32); return __builtin_convertvector(v, fo_v8d);
+    }
     #define FO_STATS_LANES(NAME, T, LOAD) \
     static void NAME(const T* x, Py_ssize_t n8, double* l1, double* sq, double* bad, long long* mb) { \
         fo_v8d a1, a2, a3, v; fo_v8l am, bits, gt; Py_ssize_t j; \
