@@ -30,8 +30,8 @@ def blocked_sumsq(g, total=0.0):
         block = sq[a:a + REDUCE_BLOCK]
         lanes = np.zeros(-(-block.size // 8) * 8)      # padding adds +0.0: no change
         lanes[:block.size] = block
-        l = np.cumsum(lanes.reshape(-1, 8), axis=0)[-1]     # cumsum is sequential per lane
-        total += float(((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7])))
+        ls = np.cumsum(lanes.reshape(-1, 8), axis=0)[-1]     # cumsum is sequential per lane
+        total += float(((ls[0] + ls[1]) + (ls[2] + ls[3])) + ((ls[4] + ls[5]) + (ls[6] + ls[7])))
     return total
 
 
