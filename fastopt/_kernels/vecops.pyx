@@ -171,19 +171,19 @@ cdef void _block(const VPass* p, Py_ssize_t seg, Py_ssize_t lo, Py_ssize_t hi, d
         # a == 1 and b == 1 make a product exact, so the short forms give the same bits
         if w == NULL:
             if p.a == 1.0:
-                for i in range(lo, hi):
+                for i in range(lo, hi):  # vec: copy
                     z[i] = x[i]
             else:
-                for i in range(lo, hi):
+                for i in range(lo, hi):  # vec: scale
                     z[i] = a * x[i]
         elif p.b == 1.0:
-            for i in range(lo, hi):
+            for i in range(lo, hi):  # vec: axpy
                 z[i] = a * x[i] + w[i]
         elif p.a == 1.0:
-            for i in range(lo, hi):
+            for i in range(lo, hi):  # vec: xpby
                 z[i] = x[i] + b * w[i]
         else:
-            for i in range(lo, hi):
+            for i in range(lo, hi):  # vec: axpby
                 z[i] = a * x[i] + b * w[i]
     if p.ndots > 0:
         res[0] = _dot(<const real*>p.u0[seg], <const real*>p.v0[seg], lo, hi)
@@ -560,15 +560,15 @@ cdef void _cblock(const MPass* m, Py_ssize_t nseg, Py_ssize_t seg, Py_ssize_t lo
         nn = CHUNK if lo2 + CHUNK <= hi else hi - lo2
         v = <const real*>m.tab[seg] + lo2
         c = m.coef[0]
-        for i in range(nn):
+        for i in range(nn):  # vec: combine_first
             acc[i] = c * <double>v[i]
         for j in range(1, m.nvec):
             v = <const real*>m.tab[j * nseg + seg] + lo2
             c = m.coef[j]
-            for i in range(nn):
+            for i in range(nn):  # vec: combine_add
                 acc[i] = acc[i] + c * <double>v[i]
         d = <real*>m.d[seg] + lo2
-        for i in range(nn):
+        for i in range(nn):  # vec: combine_store
             d[i] = <real>acc[i]
         lo2 = lo2 + nn
     d = <real*>m.d[seg] + lo
@@ -576,9 +576,9 @@ cdef void _cblock(const MPass* m, Py_ssize_t nseg, Py_ssize_t seg, Py_ssize_t lo
     if m.p != NULL:
         p = <real*>m.p[seg] + lo
         x0 = <real*>m.x0[seg] + lo
-        for i in range(nn):
+        for i in range(nn):  # vec: combine_save_x0
             x0[i] = p[i]
-        for i in range(nn):
+        for i in range(nn):  # vec: combine_trial
             p[i] = t * d[i] + x0[i]
     res[0] = _dot(<const real*>m.tab[m.gidx * nseg + seg], <const real*>m.d[seg], lo, hi)
     _stats(<const real*>m.d[seg], lo, hi, res + 2)
