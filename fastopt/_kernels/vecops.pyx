@@ -19,6 +19,53 @@ block it just wrote while it is still in cache: one parallel region per pass.
 cimport numpy as cnp
 from cython.parallel cimport prange
 from libc.stdlib cimport malloc, free
+from libc.math cimport fabs
+
+cdef extern from *:
+    """
+    #include <string.h>
+    /* The stats' eight lanes as one vector (GCC vector extensions): the vectoriser, left
+       to the scalar lanes, interleaves eight iterations with shuffles and ends up slower
+       than a scalar loop. Lane k still takes elements lo + 8j + k in order, so the bits
+       are the scalar lanes'. fo_stats_lanes: see _stats. */
+    typedef double fo_v8d __attribute__((vector_size(64)));
+    typedef long long fo_v8l __attribute__((vector_size(64)));
+    typedef float fo_v8f __attribute__((vector_size(32)));
+    static inline fo_v8d fo_load8d(const double* p) { fo_v8d v; memcpy(&v, p, 64); return v; }
+    static inline fo_v8d fo_load8f(const float* p) {
+        fo_v8f v; memcpy(&v, p, 32); return __builtin_convertvector(v, fo_v8d);
+    }
+    #define FO_STATS_LANES(NAME, T, LOAD) \
+    static void NAME(const T* x, Py_ssize_t n8, double* l1, double* sq, double* bad, long long* mb) { \
+        fo_v8d a1, a2, a3, v; fo_v8l am, bits, gt; Py_ssize_t j; \
+        const fo_v8l mask = {0x7fffffffffffffffLL, 0x7fffffffffffffffLL, 0x7fffffffffffffffLL, \
+                             0x7fffffffffffffffLL, 0x7fffffffffffffffLL, 0x7fffffffffffffffLL, \
+                             0x7fffffffffffffffLL, 0x7fffffffffffffffLL}; \
+        memcpy(&a1, l1, 64); memcpy(&a2, sq, 64); memcpy(&a3, bad, 64); memcpy(&am, mb, 64); \
+        for (j = 0; j < n8; j++) { \
+            v = LOAD(x + 8 * j); \
+            a3 += v - v;                  /* 0 for finite v, NaN for inf and NaN */ \
+            memcpy(&bits, &v, 64); bits &= mask; memcpy(&v, &bits, 64);   /* |v| */ \
+            a1 += v; \
+            a2 += v * v; \
+            gt = bits > am; am = (bits & gt) | (am & ~gt); \
+        } \
+        memcpy(l1, &a1, 64); memcpy(sq, &a2, 64); memcpy(bad, &a3, 64); memcpy(mb, &am, 64); \
+    }
+    FO_STATS_LANES(fo_stats_lanes_d, double, fo_load8d)
+    FO_STATS_LANES(fo_stats_lanes_f, float, fo_load8f)
+    /* |x| as its bits: for values >= 0 the integer order is the float order */
+    static inline long long fo_abs_bits(double v) { long long b; v = v < 0.0 ? -v : v; memcpy(&b, &v, 8); return b; }
+    static inline long long fo_imax(long long a, long long b) { return a > b ? a : b; }
+    static inline double fo_from_bits(long long b) { double v; memcpy(&v, &b, 8); return v; }
+    """
+    void fo_stats_lanes_d(const double* x, Py_ssize_t n8, double* l1, double* sq, double* bad,
+                          long long* mb) noexcept nogil
+    void fo_stats_lanes_f(const float* x, Py_ssize_t n8, double* l1, double* sq, double* bad,
+                          long long* mb) noexcept nogil
+    long long fo_abs_bits(double v) noexcept nogil
+    long long fo_imax(long long a, long long b) noexcept nogil
+    double fo_from_bits(long long b) noexcept nogil
 
 from fastopt._kernels.driver cimport _team_started_now, pass_done, plan_threads, resolve_threads
 
@@ -60,7 +107,7 @@ cdef double _dot(const real* u, const real* v, Py_ssize_t lo, Py_ssize_t hi) noe
     for k in range(8):
         acc[k] = 0.0
     i = lo
-    while i + 8 <= hi:
+    while i + 8 <= hi:  # vec: dot
         for k in range(8):
             acc[k] += <double>u[i + k] * <double>v[i + k]
         i = i + 8
@@ -73,36 +120,43 @@ cdef void _stats(const real* x, Py_ssize_t lo, Py_ssize_t hi, double* res) noexc
     cdef double l1[8]
     cdef double sq[8]
     cdef double bad[8]
+    cdef long long mb[8]
+    cdef long long b = 0
     cdef double m = 0.0, v
     cdef Py_ssize_t i, k
     for k in range(8):
         l1[k] = 0.0
         sq[k] = 0.0
         bad[k] = 0.0
-    i = lo
-    while i + 8 <= hi:
-        for k in range(8):
-            v = <double>x[i + k]
-            bad[k] += v - v                     # 0 for finite v, NaN for inf and NaN
-            v = v if v >= 0.0 else -v
-            l1[k] += v
-            sq[k] += v * v
-        i = i + 8
+        mb[k] = 0
+    # the integer max of the bits is the float max of values >= 0, but a NaN's bits would
+    # win it: a block with a non-finite value takes the scalar max below, which skips NaN
+    if real is float:
+        fo_stats_lanes_f(x + lo, (hi - lo) // 8, l1, sq, bad, mb)  # vec: stats
+    else:
+        fo_stats_lanes_d(x + lo, (hi - lo) // 8, l1, sq, bad, mb)  # vec: stats
+    i = lo + (hi - lo) // 8 * 8
     for k in range(hi - i):
         v = <double>x[i + k]
         bad[k] += v - v
-        v = v if v >= 0.0 else -v
+        v = fabs(v)
         l1[k] += v
         sq[k] += v * v
-    for i in range(lo, hi):
-        v = <double>x[i]
-        v = v if v >= 0.0 else -v
-        if v > m:
-            m = v
     res[0] = ((l1[0] + l1[1]) + (l1[2] + l1[3])) + ((l1[4] + l1[5]) + (l1[6] + l1[7]))
-    res[1] = m
     res[2] = ((sq[0] + sq[1]) + (sq[2] + sq[3])) + ((sq[4] + sq[5]) + (sq[6] + sq[7]))
     res[3] = ((bad[0] + bad[1]) + (bad[2] + bad[3])) + ((bad[4] + bad[5]) + (bad[6] + bad[7]))
+    if res[3] == 0.0:
+        for k in range(8):
+            b = fo_imax(mb[k], b)
+        for k in range(i, hi):
+            b = fo_imax(fo_abs_bits(<double>x[k]), b)
+        m = fo_from_bits(b)
+    else:
+        for k in range(lo, hi):
+            v = fabs(<double>x[k])
+            if v > m:
+                m = v
+    res[1] = m
 
 
 cdef void _block(const VPass* p, Py_ssize_t seg, Py_ssize_t lo, Py_ssize_t hi, double* res,
@@ -117,19 +171,19 @@ cdef void _block(const VPass* p, Py_ssize_t seg, Py_ssize_t lo, Py_ssize_t hi, d
         # a == 1 and b == 1 make a product exact, so the short forms give the same bits
         if w == NULL:
             if p.a == 1.0:
-                for i in range(lo, hi):
+                for i in range(lo, hi):  # vec: copy
                     z[i] = x[i]
             else:
-                for i in range(lo, hi):
+                for i in range(lo, hi):  # vec: scale
                     z[i] = a * x[i]
         elif p.b == 1.0:
-            for i in range(lo, hi):
+            for i in range(lo, hi):  # vec: axpy
                 z[i] = a * x[i] + w[i]
         elif p.a == 1.0:
-            for i in range(lo, hi):
+            for i in range(lo, hi):  # vec: xpby
                 z[i] = x[i] + b * w[i]
         else:
-            for i in range(lo, hi):
+            for i in range(lo, hi):  # vec: axpby
                 z[i] = a * x[i] + b * w[i]
     if p.ndots > 0:
         res[0] = _dot(<const real*>p.u0[seg], <const real*>p.v0[seg], lo, hi)
@@ -439,16 +493,23 @@ cdef enum:
     CHUNK = 512        # elements per sub-block: every vector's chunk stays in L1/L2 across the dots
 
 
-cdef inline void _dot_lanes(const real* u, const real* v, Py_ssize_t lo, Py_ssize_t hi, double* acc) noexcept nogil:
+cdef inline void _dot_lanes(const real* u, const real* v, Py_ssize_t lo, Py_ssize_t hi, double* lanes) noexcept nogil:
     # _dot's lanes, continued: chunks start at multiples of 8 from the block start, so
-    # element lo + 8j + k still goes to lane k in the same order
+    # element lo + 8j + k still goes to lane k in the same order. The lanes live in a
+    # local array while the loop runs: through the pointer (which may alias u and v)
+    # every addition would go through memory.
+    cdef double acc[8]
     cdef Py_ssize_t i = lo, k
-    while i + 8 <= hi:
+    for k in range(8):
+        acc[k] = lanes[k]
+    while i + 8 <= hi:  # vec: dot_lanes
         for k in range(8):
             acc[k] += <double>u[i + k] * <double>v[i + k]
         i = i + 8
     for k in range(hi - i):
         acc[k] += <double>u[i + k] * <double>v[i + k]
+    for k in range(8):
+        lanes[k] = acc[k]
 
 
 cdef void _mblock(const MPass* m, Py_ssize_t nseg, Py_ssize_t seg, Py_ssize_t lo, Py_ssize_t hi, double* res,
@@ -499,15 +560,15 @@ cdef void _cblock(const MPass* m, Py_ssize_t nseg, Py_ssize_t seg, Py_ssize_t lo
         nn = CHUNK if lo2 + CHUNK <= hi else hi - lo2
         v = <const real*>m.tab[seg] + lo2
         c = m.coef[0]
-        for i in range(nn):
+        for i in range(nn):  # vec: combine_first
             acc[i] = c * <double>v[i]
         for j in range(1, m.nvec):
             v = <const real*>m.tab[j * nseg + seg] + lo2
             c = m.coef[j]
-            for i in range(nn):
+            for i in range(nn):  # vec: combine_add
                 acc[i] = acc[i] + c * <double>v[i]
         d = <real*>m.d[seg] + lo2
-        for i in range(nn):
+        for i in range(nn):  # vec: combine_store
             d[i] = <real>acc[i]
         lo2 = lo2 + nn
     d = <real*>m.d[seg] + lo
@@ -515,9 +576,9 @@ cdef void _cblock(const MPass* m, Py_ssize_t nseg, Py_ssize_t seg, Py_ssize_t lo
     if m.p != NULL:
         p = <real*>m.p[seg] + lo
         x0 = <real*>m.x0[seg] + lo
-        for i in range(nn):
+        for i in range(nn):  # vec: combine_save_x0
             x0[i] = p[i]
-        for i in range(nn):
+        for i in range(nn):  # vec: combine_trial
             p[i] = t * d[i] + x0[i]
     res[0] = _dot(<const real*>m.tab[m.gidx * nseg + seg], <const real*>m.d[seg], lo, hi)
     _stats(<const real*>m.d[seg], lo, hi, res + 2)

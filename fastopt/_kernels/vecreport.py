@@ -305,3 +305,92 @@ def report_low(rules=("adam", "lion"), cc=None, flags=None):
             # (the all-zero block's fill becomes a memset, not a vectorised loop)
             status[f"{func}:{number}"] = number in header
     return status
+
+
+def _vec_markers(pyx_lines):
+    """pyx line -> name of every loop marked ``# vec: NAME`` in vecops.pyx."""
+    out = {}
+    for number, line in enumerate(pyx_lines, 1):
+        m = re.search(r"#\s*vec:\s*(\w+)\s*$", line)
+        if m:
+            out[number] = m.group(1)
+    return out
+
+
+def vecops_report(cc=None, flags=None):
+    """The second-order vector kernels' (``vecops.pyx``) vectorisation: ``{"<loop>_f32" |
+    "<loop>_f64": True if vectorised}`` for every loop marked ``# vec: <loop>`` in the
+    source, in both precisions. An element loop counts when GCC reports it vectorised; the
+    stats, written with GCC vector extensions (``fo_stats_lanes_*``), count when the
+    compiler kept their vector operations as vector instructions (no
+    ``-Wvector-operation-performance`` "piecewise"/"single scalar" lowering)."""
+    from Cython.Compiler.Main import CompilationOptions, compile as cython_compile
+
+    cc = cc or os.environ.get("CC") or "gcc"
+    if shutil.which(cc) is None:
+        raise RuntimeError(f"no C compiler '{cc}'")
+    flags = (flags or _build_flags()).split()
+    src = open(os.path.join(HERE, "vecops.pyx")).read().splitlines()
+    markers = _vec_markers(src)
+    with tempfile.TemporaryDirectory() as tmp:
+        pkg = os.path.join(tmp, "fastopt", "_kernels")
+        os.makedirs(pkg)
+        for name in os.listdir(HERE):
+            if name.endswith((".pxd", ".h")) or name == "vecops.pyx":
+                shutil.copy(os.path.join(HERE, name), pkg)
+        for init in (os.path.join(tmp, "fastopt", "__init__.py"), os.path.join(pkg, "__init__.py")):
+            open(init, "w").close()
+        c_file = os.path.join(tmp, "vecops.c")
+        result = cython_compile(os.path.join(pkg, "vecops.pyx"),
+                                CompilationOptions(include_path=[tmp], output_file=c_file, language_level=3))
+        if result.num_errors:
+            raise RuntimeError("Cython failed on vecops.pyx")
+        import numpy
+        cmd = [cc, *flags, "-fPIC", "-fopt-info-vec-optimized", "-fopt-info-loop-optimized",
+               "-Wvector-operation-performance", "-c", c_file,
+               "-o", os.path.join(tmp, "v.o"), "-I" + sysconfig.get_paths()["include"], "-I" + pkg,
+               "-I" + numpy.get_include()]
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
+        if out.returncode:
+            raise RuntimeError(f"compiling vecops.c failed:\n{out.stderr[-2000:]}")
+        vectorised = {int(m.group(1)) for m in re.finditer(r"vecops\.c:(\d+):\d+: optimized: loop vectorized",
+                                                           out.stderr)}
+        # a plain copy loop GCC replaces by a memcpy call (which is vectorised code)
+        vectorised |= {int(m.group(1)) for m in re.finditer(
+            r"vecops\.c:(\d+):\d+: optimized: Loop \d+ distributed: split to 0 loops and 1 library calls",
+            out.stderr)}
+        lowered = {int(m.group(1)) for m in re.finditer(
+            r"vecops\.c:(\d+):\d+: warning: vector operation will be expanded (?:piecewise|with a single scalar)",
+            out.stderr)}
+        c_lines = open(c_file).read().splitlines()
+    helper = {}                       # fo_stats_lanes_{f,d}: C lines of the macro's expansion
+    for number, line in enumerate(c_lines, 1):
+        m = re.match(r"\s*FO_STATS_LANES\((fo_stats_lanes_[fd]),", line)
+        if m:
+            helper[m.group(1)] = number
+    status, seen, current, start = {}, {}, None, 0
+
+    def close(end):
+        if current in markers:
+            name = markers[current]
+            k = seen[current] = seen.get(current, 0) + 1
+            # the code only: Cython's comments quote the neighbouring source lines too
+            call = "".join(c for c in c_lines[start - 1:end] if not c.lstrip().startswith(("*", "/*")))
+            m = re.search(r"(fo_stats_lanes_[fd])\(", call)
+            if m:                  # a vector-extension helper: one call per precision, by name
+                key = f"{name}_{'f32' if m.group(1).endswith('f') else 'f64'}"
+                status[key] = m.group(1) in helper and helper[m.group(1)] not in lowered
+            else:                  # a fused function: float (fuse_0) first, then double
+                key = f"{name}_{'f32' if k == 1 else 'f64'}"
+                status[key] = status.get(key, False) or any(start <= n <= end for n in vectorised)
+    for number, line in enumerate(c_lines, 1):
+        m = re.search(r'vecops\.pyx":(\d+)', line)
+        if m:
+            close(number)
+            current, start = int(m.group(1)), number
+    close(len(c_lines))
+    for name in markers.values():
+        if not name.startswith("stats"):
+            for p in ("f32", "f64"):
+                status.setdefault(f"{name}_{p}", False)
+    return status

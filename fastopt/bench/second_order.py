@@ -17,6 +17,9 @@ anything on a shared machine):
   (relative; absolute at a zero minimum) of L-BFGS-B's final one, both with 10 pairs
   and run to ``‖g‖∞ ≤ 1e-10``: extended Rosenbrock and L2-regularised logistic
   regression (dense and sparse).
+* each of the first two tables ends with a judged line: the issue's targets (overhead
+  at least 5x below every peer's, wall and CPU; L-BFGS-B's objective in at most 1.1x its
+  evaluations) "met" or "NOT met".
 * **the seeds' point** — iterations against cost per iteration on one logistic
   regression: gradient descent (step 1/L), L-BFGS, Newton (Cholesky) and Newton-CG to
   ``‖g‖∞ ≤ 1e-10`` (gradient descent stops at its iteration cap).
@@ -217,6 +220,37 @@ def run(torch=None, scipy_optimize=None, n=10 ** 7, scale=1.0, point=(20_000, 50
     return res
 
 
+#: the issue's targets: optimizer overhead per iteration at least 5x below each peer's;
+#: L-BFGS-B's objective (within 1e-8) in at most 1.1x its evaluations
+OVERHEAD_TARGET = 5.0
+EVALUATIONS_TARGET = 1.1
+
+
+def overhead_verdict(ov, target=OVERHEAD_TARGET):
+    """The judged lines: for each dtype and peer, peer overhead / fastopt overhead (wall
+    and CPU), and whether every ratio reaches ``target``."""
+    out, ok = [], True
+    for (name, dtype), v in sorted(ov.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        base = ov.get(("fastopt", dtype))
+        if name == "fastopt" or not base or base["ms_per_iter"] <= 0 or base["cpu_ms_per_iter"] <= 0:
+            continue
+        wall, cpu = v["ms_per_iter"] / base["ms_per_iter"], v["cpu_ms_per_iter"] / base["cpu_ms_per_iter"]
+        ok = ok and min(wall, cpu) >= target
+        out.append(f"  {dtype} {name} / fastopt overhead: {wall:.2f}x wall, {cpu:.2f}x CPU")
+    if not out:
+        return ["  overhead target: no peer measured"]
+    return out + [f"  overhead target (every peer >= {target:g}x fastopt's, wall and CPU): "
+                  f"{'met' if ok else 'NOT met'}"]
+
+
+def evaluations_verdict(ev, target=EVALUATIONS_TARGET):
+    """The judged line of the evaluations table: every problem reached L-BFGS-B's
+    objective in at most ``target`` times its evaluations."""
+    bad = [name for name, v in ev.items() if v["ratio"] is None or v["ratio"] > target]
+    verdict = "met" if not bad else "NOT met (" + ", ".join(bad) + ")"
+    return [f"  evaluations target (L-BFGS-B's objective within 1e-8 in <= {target:g}x its evaluations): {verdict}"]
+
+
 def lines(res):
     """The printed tables."""
     out = [f"L-BFGS optimizer overhead per iteration (n = {res['n']:,}, 10 pairs, strong Wolfe; the function's time "
@@ -231,6 +265,7 @@ def lines(res):
                   else float("nan"))
         out.append(f"  {name:8s} {dtype:8s} {v['ms_per_iter']:9.1f} {ratio:10.2f} {v['cpu_ms_per_iter']:12.1f} "
                    f"{cratio:10.2f} {v['nfev'] / v['nit']:11.2f}")
+    out.extend(overhead_verdict(ov))
     if "evaluations" in res:
         out.append("evaluations to L-BFGS-B's objective (within 1e-8), 10 pairs, both run to |g|inf <= 1e-10")
         out.append(f"  {'problem':36s} {'scipy':>7s} {'fastopt':>8s} {'ratio':>6s}   final f (scipy / fastopt)")
@@ -238,6 +273,7 @@ def lines(res):
             ratio = "never" if v["ratio"] is None else f"{v['ratio']:.3f}"
             out.append(f"  {name:36s} {v['scipy_to_target'] or '-':>7} {v['fastopt_to_target'] or '-':>8} "
                        f"{ratio:>6s}   {v['scipy_fun']:.12g} / {v['fastopt_fun']:.12g}")
+        out.extend(evaluations_verdict(res["evaluations"]))
     n, dim = res["point_shape"]
     out.append(f"iterations vs cost per iteration: logistic regression {n:,} x {dim:,}, to |g|inf <= 1e-10")
     out.append(f"  {'method':24s} {'iters':>6s} {'evals':>6s} {'ms/iter':>9s} {'total s':>8s} {'|g|inf':>9s}")

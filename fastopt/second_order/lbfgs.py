@@ -242,12 +242,13 @@ class LBFGS:
         return np.array(Sg, dtype=np.float64), np.array(Yg, dtype=np.float64)
 
     def _classic_pair(self, g, g_prev, m):
-        """``y = g - g_prev`` (with ``yᵀy``) and ``s = t d`` (with ``sᵀy``), two passes; the
-        pair joins the ring when ``sᵀy > 1e-10``."""
-        lay, S, Y = self._layout, self._S, self._Y
+        """``y = g - g_prev`` and ``s = t d`` with ``yᵀy`` and ``sᵀy``, one pass (each dot
+        the bits of :func:`~fastopt._kernels.vecops.dot`); the pair joins the ring when
+        ``sᵀy > 1e-10``."""
+        S, Y = self._S, self._Y
         row = next(r for r in range(m + 1) if r not in self._order)
-        (yy,), _ = vecops.lincomb(lay, Y[row], 1.0, g, -1.0, g_prev, dots=((Y[row], Y[row]),))
-        (ys,), _ = vecops.lincomb(lay, S[row], self._t, self._d, dots=((Y[row], S[row]),))
+        yy, ys = vecops.multidot(self._layout, [Y[row], S[row]], [(0, 0), (0, 1)],
+                                 writes=((Y[row], 1.0, g, -1.0, g_prev), (S[row], self._t, self._d, 0.0, None)))
         if ys > CURVATURE_EPS:
             if len(self._order) == m:
                 self._order.pop(0)
@@ -261,8 +262,9 @@ class LBFGS:
         lay = self._layout
         dnorm, gtd = vecops.two_loop(lay, g, self._q, self._d, self._S, self._Y, self._rho, self._order,
                                      self._H_diag, self._al)
-        vecops.lincomb(lay, self._x0, 1.0, self._params)
-        vecops.lincomb(lay, self._params, t, self._d, 1.0, self._x0)
+        # x0 = p, then p = t d + x0, block by block in one pass (x0 is still in cache)
+        vecops.multidot(lay, [], [], writes=((self._x0, 1.0, self._params, 0.0, None),
+                                             (self._params, t, self._d, 1.0, self._x0)))
         self._at = t
         return gtd, (None, dnorm)
 
