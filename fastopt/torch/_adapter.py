@@ -68,11 +68,13 @@ class Optimizer(torch.optim.Optimizer):
       (``torch.optim.X`` can load what this saves and the reverse), with copies of
       the tensors. Loading checks everything first and changes nothing on an error.
     * Parameters: dense, contiguous, float32 or float64 CPU tensors that share no
-      memory; anything else is refused at construction naming its group and index.
+      memory, and bfloat16/float16 ones with ``precision=fastopt.Precision(...)`` (see
+      :mod:`fastopt.torch`); anything else is refused at construction naming its group
+      and index.
     * Threads: ``torch.set_num_threads(n)`` sets both (see :mod:`fastopt.torch`).
     * fastopt's own options pass through as keywords: ``clip_norm``, ``grad_noise``,
-      ``seed``, ``nonfinite`` (see :class:`fastopt.Optimizer`); ``clip_value`` is a
-      group key.
+      ``seed``, ``nonfinite``, ``precision`` (see :class:`fastopt.Optimizer`);
+      ``clip_value`` is a group key.
     """
 
     #: set by the class factory
