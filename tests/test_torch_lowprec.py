@@ -281,3 +281,23 @@ def test_sparse_gradients_of_half_parameters_are_refused():
     with pytest.raises(TypeError, match=r"param_groups\[0\]\['params'\]\[0\] is sparse.*no sparse"):
         opt.step()
     np.testing.assert_array_equal(bits(emb.weight), before)
+
+
+def test_stale_8bit_extras_that_went_through_torch_are_ignored():
+    # float32 parameter, 8-bit state: torch.optim loads our state_dict (casting the uint8
+    # codes to float32), steps, and saves the stale extras back: the dense, updated values count
+    p = torch.randn(5000, requires_grad=True)
+    ours = ft.Adam([p], lr=1e-2, precision=Precision("8bit"))
+    p.grad = torch.randn(5000)
+    ours.step()
+    theirs = torch.optim.Adam([p], lr=1e-2)
+    theirs.load_state_dict(ours.state_dict())
+    p.grad = torch.randn(5000)
+    theirs.step()
+    sd = theirs.state_dict()
+    assert sd["state"][0]["exp_avg_q8"].dtype is torch.float32          # cast by torch, not updated
+    ours.load_state_dict(sd)
+    mine = ours.state_dict()["state"][0]
+    codes, _ = fastopt.lowprec.q8.quantize_blockwise(sd["state"][0]["exp_avg"].numpy(), signed=True)
+    np.testing.assert_array_equal(mine["exp_avg_q8"].numpy(), codes)
+    assert int(mine["step"]) == 2

@@ -19,8 +19,9 @@ Loading: a ``master`` (float32) is taken as the master weights; without it (a
 8-bit state is taken from ``<state>_q8``/``<state>_absmax`` when they are uint8 and
 float32, else quantised from the dense values. ``torch.optim`` casts every state
 tensor it loads to the parameter's dtype and then never updates the extra keys:
-extras in a half dtype came through ``torch.optim``, are stale and are ignored (the
-dense keys, which torch did update, are used).
+extras in another dtype than fastopt's (uint8 codes, float32 absmax and master) came
+through ``torch.optim``, are stale and are ignored (the dense keys, which torch did
+update, are used; for 8-bit state both extras must be intact).
 """
 import numpy as np
 import torch
@@ -108,13 +109,14 @@ def _dense(value, shape, label):
 
 def _exact(value, dtype, label):
     """An extra key's tensor as a NumPy copy, if it has the dtype fastopt saved it in
-    (else None: it came through torch.optim, which cast it and never updated it)."""
+    (else None: it came through torch.optim, which cast it to the parameter's dtype and
+    never updated it)."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{label} must be a tensor, got {type(value).__name__}")
-    if value.dtype in HALF:
+    if value.layout != torch.strided:
+        raise TypeError(f"{label} is a {value.layout} tensor, fastopt saves it as a dense {dtype} tensor")
+    if value.dtype != dtype:
         return None
-    if value.dtype != dtype or value.layout != torch.strided:
-        raise TypeError(f"{label} is a {value.layout} {value.dtype} tensor, fastopt saves it as {dtype}")
     return value.detach().cpu().contiguous().numpy().copy()
 
 
