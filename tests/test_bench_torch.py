@@ -63,3 +63,22 @@ def test_targets_are_judged_from_the_times():
     checks = torch_training.targets([mixed])
     assert checks[2][1] is False and "mixed / alone 1.18" in checks[2][0]
     assert torch_training.interference(mixed, "fused") == pytest.approx(1.2 / 1.2)
+
+
+def test_the_bf16_row_times_master_weights_all_bf16_and_torch_on_bf16_parameters():
+    cfg = cli.config_from_args(cli.add_arguments(argparse.ArgumentParser()).parse_args(["--torch-training-bf16"]))
+    assert cfg.torch_training_bf16 and not (cfg.torch_training or cfg.table or cfg.small)
+    rows = torch_training.measure_bf16(torch, steps=2, model_kwargs=dict(vocab=500, dim=8, hidden=16, classes=4),
+                                       batch=4, bag=3, deepspeed=False)
+    (row,) = rows
+    assert set(row["runs"]) == {"fastopt", "fastopt-bf16", "foreach", "fused"} and row["dtype"] == "bfloat16"
+    assert all(v > 0 for run in row["runs"].values() for v in run.values())
+    text = torch_training.lines(rows, threads=1)
+    assert "bfloat16 parameters" in text[0] and text[3].split()[0] == "fastopt-bf16"
+    # fastopt-bf16 is judged against torch fused (like for like), and is never "torch's best"
+    fast = {"fwd_bwd": 1.0, "step": 1e-6, "step_alone": 1e-6}
+    runs = {"fastopt": {"fwd_bwd": 1.0, "step": 0.05, "step_alone": 0.05}, "fastopt-bf16": fast,
+            "fused": {"fwd_bwd": 1.0, "step": 0.1, "step_alone": 0.1}}
+    met = torch_training.targets([dict(row, runs=runs, alone=1.0)])
+    assert [text.split(":")[1].split()[0] for text, _ in met] == ["step", "all-bf16", "total", "mixed"]
+    assert all(ok for _, ok in met)              # fastopt-bf16 counted as torch would fail the total

@@ -105,6 +105,10 @@ def add_arguments(parser):
                              "step, fastopt.torch vs torch.optim foreach and fused (and DeepSpeedCPUAdam when "
                              "installed), and what mixing torch ops with the steps costs (needs torch; --repeat "
                              "timed steps, at most 9)")
+    parser.add_argument("--torch-training-bf16", action="store_true",
+                        help="also (or, with no part named, only) time the embedding+MLP training step in bfloat16: "
+                             "fastopt.torch Adam with float32 master weights and all-bfloat16, vs torch.optim Adam "
+                             "foreach and fused on bfloat16 parameters (and DeepSpeedCPUAdam when installed)")
     parser.add_argument("--mpi", action="store_true",
                         help="only the MPI part (needs the mpi extra): ShardedOptimizer (ZeRO-1/2) steps vs MPI "
                              "reduce-scatter + all-gather + local step on 1/P, and vs Allreduce + full step; step "
@@ -139,8 +143,8 @@ def add_arguments(parser):
 
 def _opt_in_parts(args):
     """True when a part that the default run leaves out was asked for."""
-    return any(getattr(args, name, False) for name in ("contention", "torch_training", "sparse", "hogwild",
-                                                         "lowprec"))
+    return any(getattr(args, name, False) for name in ("contention", "torch_training", "torch_training_bf16",
+                                                         "sparse", "hogwild", "lowprec"))
 
 
 def config_from_args(args):
@@ -158,6 +162,7 @@ def config_from_args(args):
                   torch=not args.no_torch, table=args.table or everything,
                   many_arrays=args.many_arrays or everything, small=args.small or everything,
                   contention=args.contention, busy=args.busy, torch_training=args.torch_training,
+                  torch_training_bf16=args.torch_training_bf16,
                   sparse=args.sparse, sparse_rows=int(args.sparse_rows),
                   hogwild=args.hogwild,
                   lowprec=args.lowprec,

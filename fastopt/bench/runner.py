@@ -41,6 +41,7 @@ class Config:
     contention: bool = False
     busy: int | None = None
     torch_training: bool = False
+    torch_training_bf16: bool = False
     sparse: bool = False
     sparse_rows: int = 10_000_000
     hogwild: bool = False
@@ -58,11 +59,11 @@ def run(cfg, out=None):
     torch = load_torch(cfg.torch)
     torch_threads = torch.get_num_threads() if torch is not None else None
     results = {"meta": meta(cfg, torch), "copy": [], "table": [], "many_arrays": [], "small": None,
-               "contention": [], "torch_training": [], "sparse": None, "hogwild": None,
+               "contention": [], "torch_training": [], "torch_training_bf16": [], "sparse": None, "hogwild": None,
                "lowprec": None}
     total = ((len(cfg.dtypes) * len(cfg.sizes) * len(cfg.algos) if cfg.table else 0) + cfg.many_arrays + cfg.small
-             + cfg.contention + len(torch_training.MODELS) * cfg.torch_training + cfg.sparse + cfg.hogwild
-             + cfg.lowprec)
+             + cfg.contention + len(torch_training.MODELS) * cfg.torch_training + cfg.torch_training_bf16
+             + cfg.sparse + cfg.hogwild + cfg.lowprec)
     progress = Progress(total, cfg.progress)
     t0, load = time.perf_counter(), LoadMeter()
     emit = _printer(out, progress)
@@ -98,6 +99,17 @@ def run(cfg, out=None):
                     results["torch_training"] += rows
                     for line in torch_training.lines(rows, threads):
                         emit(line)
+        if cfg.torch_training_bf16:
+            progress.step("torch training step (bfloat16)")
+            if torch is None:
+                emit("--torch-training-bf16: PyTorch is not importable (or --no-torch was given); skipped")
+            else:
+                threads = max(cfg.threads)
+                set_threads(threads, torch)
+                rows = torch_training.measure_bf16(torch, steps=min(cfg.repeat, 9))
+                results["torch_training_bf16"] = rows
+                for line in torch_training.lines(rows, threads):
+                    emit(line)
         if cfg.sparse:
             progress.step("sparse steps")
             set_threads(max(cfg.threads), torch)

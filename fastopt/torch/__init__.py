@@ -11,8 +11,34 @@ the parameters' and gradients' memory (no copies). Parameter groups, ``closure``
 ``zero_grad``, ``add_param_group``, every ``torch.optim.lr_scheduler`` and
 ``state_dict``/``load_state_dict`` in torch's format behave as in ``torch.optim``;
 the arithmetic is torch's single-tensor path (``foreach=False``; fastopt's rules,
-``fastopt/rules/``). float32 and float64 CPU tensors; bfloat16/float16 and sparse
-parameters are refused with a message.
+``fastopt/rules/``). float32 and float64 CPU tensors; sparse parameters are refused
+with a message.
+
+bfloat16/float16 parameters need ``precision=fastopt.Precision(...)`` (refused without
+it), then run fastopt's low-precision kernels (:mod:`fastopt.lowprec`) on zero-copy
+views (bfloat16 as uint16 bit patterns), bit for bit ``fastopt.X(..., precision=...)``:
+
+* ``Precision(master_weights=True)``: float32 master weights and float32 state kept by
+  the optimizer; each step reads the half gradient, updates the master weights and
+  writes the half parameter in the same pass (ZeRO-Offload / DeepSpeed's CPU Adam).
+  ``state="bfloat16"`` or ``state="8bit"`` (block-wise, arrays of at least
+  ``min_8bit_size`` elements) shrink the state.
+* ``Precision()`` (or ``state="8bit"``) without master weights: bfloat16 parameters
+  keep bfloat16 state, as ``torch.optim.Adam`` does; float16 parameters float32 state.
+  fastopt computes in float32 and rounds the stored values once (``rounding=
+  "stochastic"`` for bfloat16 stores); torch's bfloat16 Adam rounds every
+  intermediate, so the bits differ from torch's (the trajectories stay close: see
+  tests/test_torch_lowprec.py).
+* float16: ``set_loss_scale(s)`` divides the gradients by ``s`` inside the step; with
+  ``nonfinite="skip"`` a step with an inf/NaN gradient changes nothing and
+  ``last_step_skipped`` is True.
+
+The state_dict of such a parameter has torch's keys (``step``, ``exp_avg``, ...: bfloat16
+tensors for bfloat16 state, float32 for float32 state, 8-bit state dequantised to
+float32), so ``torch.optim`` loads it, and extra keys for a bitwise fastopt.torch round
+trip: ``master`` (float32 master weights), ``<state>_q8`` (uint8 codes) and
+``<state>_absmax`` (float32 per 256-element block). Loading a ``torch.optim`` state_dict
+takes the master weights from the parameter; see :mod:`fastopt.torch._lowprec`.
 
 Sparse gradients: a sparse COO gradient of a 2-D parameter (``nn.Embedding(sparse=True)``,
 ``nn.EmbeddingBag(sparse=True)``) takes fastopt's sparse (row-wise) step, its index and

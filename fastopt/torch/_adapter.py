@@ -16,7 +16,7 @@ from fastopt.optim import ALL as FASTOPT_CLASSES
 from fastopt.optim.base import STATE_DICT_VERSION
 from fastopt.rules import BY_NAME
 from fastopt.sparse import SparseGrad
-from fastopt.torch import _format
+from fastopt.torch import _format, _lowprec
 from fastopt.torch._format import EAGER, NO_STEP, SCHEDULER_KEYS, TORCH_ONLY
 
 __all__ = ["Optimizer", "ALL"]
@@ -68,11 +68,13 @@ class Optimizer(torch.optim.Optimizer):
       (``torch.optim.X`` can load what this saves and the reverse), with copies of
       the tensors. Loading checks everything first and changes nothing on an error.
     * Parameters: dense, contiguous, float32 or float64 CPU tensors that share no
-      memory; anything else is refused at construction naming its group and index.
+      memory, and bfloat16/float16 ones with ``precision=fastopt.Precision(...)`` (see
+      :mod:`fastopt.torch`); anything else is refused at construction naming its group
+      and index.
     * Threads: ``torch.set_num_threads(n)`` sets both (see :mod:`fastopt.torch`).
     * fastopt's own options pass through as keywords: ``clip_norm``, ``grad_noise``,
-      ``seed``, ``nonfinite`` (see :class:`fastopt.Optimizer`); ``clip_value`` is a
-      group key.
+      ``seed``, ``nonfinite``, ``precision`` (see :class:`fastopt.Optimizer`);
+      ``clip_value`` is a group key.
     """
 
     #: set by the class factory
@@ -87,6 +89,9 @@ class Optimizer(torch.optim.Optimizer):
         self._inner = None
         self._init_state = None
         self._options = dict(options)
+        if "precision" in self._options:
+            self._options["precision"] = _lowprec.precision_for(self._options["precision"])
+        self._skipped = False
         _check_torch_only(defaults, "the arguments")
         torch.optim.Optimizer.__init__(self, params, defaults)
         views = self._check_params(self.param_groups, [])
@@ -107,7 +112,8 @@ class Optimizer(torch.optim.Optimizer):
                 raise TypeError(f"param_groups[{gi}]['params'] must be a list of tensors")
             vs = []
             for j, p in enumerate(group["params"]):
-                view = _param_view(p, f"param_groups[{gi}]['params'][{j}]")
+                view = _param_view(p, f"param_groups[{gi}]['params'][{j}]",
+                                   self._options.get("precision") is not None)
                 vs.append(view)
                 named.append((f"param_groups[{gi}]['params'][{j}]", view))
             views.append(vs)
@@ -161,8 +167,15 @@ class Optimizer(torch.optim.Optimizer):
             p, _, _, gi, _ = self._flat[k]
             rule = self._inner._group_rule[gi]
             if (entry["step"] or self._eager()) and _format.expected_keys(rule):
-                out[p] = _format.to_torch_entry(rule, entry, self.param_groups[gi].get("fused"), share=True)
+                out[p] = self._torch_entry(k, rule, entry, gi, share=True)
         return out
+
+    def _torch_entry(self, k, rule, entry, gi, share):
+        lp = self._inner._low[k] if self._inner._low else None
+        fused = self.param_groups[gi].get("fused")
+        if lp is None:
+            return _format.to_torch_entry(rule, entry, fused, share=share)
+        return _lowprec.to_torch_entry(rule, lp, entry, fused, share=share)
 
     @state.setter
     def state(self, value):
@@ -192,16 +205,30 @@ class Optimizer(torch.optim.Optimizer):
             n = torch.get_num_threads()
             if fastopt.get_num_threads() != n:
                 fastopt.set_num_threads(n)
-        if self._inner.step(grads) and stepped:
+        applied = self._inner.step(grads)
+        self._skipped = not applied
+        if applied and stepped:
             # the update wrote through NumPy: tell autograd, as an in-place torch op
             # would, so a graph that saved a parameter fails instead of using new values
             torch.autograd.graph.increment_version(stepped)
         return loss
 
+    @property
+    def last_step_skipped(self):
+        """True when the last ``step`` changed nothing because a gradient held inf or NaN
+        and ``nonfinite="skip"`` (e.g. float16 training with a loss scale too large)."""
+        return self._skipped
+
+    def set_loss_scale(self, loss_scale):
+        """Divide the gradients of the next steps by ``loss_scale`` (fused into the step;
+        bfloat16/float16 parameters with ``precision=``; see
+        :meth:`fastopt.Optimizer.set_loss_scale`)."""
+        self._inner.set_loss_scale(loss_scale)
+
     def _grads(self):
         grads, stepped = [], []
         for k, (p, ptr, view, gi, j) in enumerate(self._flat):
-            if p.data_ptr() != ptr or p.dtype is not _TORCH_DTYPE[view.dtype.char] or p.shape != view.shape:
+            if p.data_ptr() != ptr or p.dtype is not _TORCH_DTYPE[view.dtype.char] or p.shape != tuple(view.shape):
                 raise ValueError(f"param_groups[{gi}]['params'][{j}] no longer has the memory, dtype or shape it "
                                  "had when the optimizer was created (p.data = ..., .to(...), resize_?); create "
                                  "the optimizer after the model is final; nothing was updated")
@@ -210,7 +237,7 @@ class Optimizer(torch.optim.Optimizer):
                 grads.append(None)
                 continue
             try:
-                a = g.numpy()
+                a = g.numpy() if view.dtype.char != "H" else None
             except (RuntimeError, TypeError):
                 a = None
             if a is None or a.dtype != view.dtype or a.shape != view.shape or not a.flags.c_contiguous:
@@ -261,7 +288,7 @@ class Optimizer(torch.optim.Optimizer):
             rule = self._inner._group_rule[gi]
             # torch keeps no entry before a parameter's first step, nor ever for plain SGD
             if (entry["step"] or self._eager()) and _format.expected_keys(rule):
-                state[k] = _format.to_torch_entry(rule, entry, self.param_groups[gi].get("fused"), share=True)
+                state[k] = self._torch_entry(k, rule, entry, gi, share=True)
         sd = {"state": state, "param_groups": groups}
         for hook in self._optimizer_state_dict_post_hooks.values():
             result = hook(self, sd)
@@ -353,6 +380,9 @@ class Optimizer(torch.optim.Optimizer):
         rule = self._inner._group_rule[gi]
         where = f"state[{saved_id!r}] (param_groups[{gi}]['params'][{j}])"
         entry = saved_state.get(saved_id)
+        lp = self._inner._low[self._inner_index(gi, j)] if self._inner._low else None
+        if lp is not None:
+            return self._saved_low_entry(entry, lp, rule, view, fo_group, where)
         if entry is None:                  # torch creates state at a parameter's first step
             arrays = {}
             for n in rule.state:
@@ -378,6 +408,32 @@ class Optimizer(torch.optim.Optimizer):
             out[n] = _saved_array(entry[key], view, f"{name}.load_state_dict: {where}['{key}']")
         return out
 
+    def _inner_index(self, gi, j):
+        return sum(len(g["params"]) for g in self.param_groups[:gi]) + j
+
+    def _saved_low_entry(self, entry, lp, rule, view, fo_group, where):
+        """A saved entry of a bfloat16/float16 (or low-precision-state) parameter as the
+        fastopt optimizer's entry (see :mod:`fastopt.torch._lowprec`)."""
+        name = type(self).__name__
+        label = f"{name}.load_state_dict: {where}"
+        if entry is None:
+            return _lowprec.from_torch_entry(rule, lp, None, view, fo_group, label)
+        if not isinstance(entry, dict):
+            raise ValueError(f"{label} is not a dict")
+        want, extra = _format.expected_keys(rule), _lowprec.extra_keys(rule, lp)
+        if not want <= set(entry) or set(entry) - want - extra:
+            raise ValueError(f"{label} has keys {sorted(map(str, entry))}, the '{rule.name}' update keeps "
+                             f"{sorted(want)} (and, for this parameter's storage, optionally {sorted(extra)}): is "
+                             "this the state_dict of another optimizer (or of other options)?")
+        out = _lowprec.from_torch_entry(rule, lp, entry, view, fo_group, label)
+        if rule.name in NO_STEP:
+            out["step"] = 1
+        else:
+            out["step"] = _count(entry["step"], f"{label}['step']")
+        for n, _ in rule.scalar_state:
+            out[n] = _number(entry[_format.torch_name(rule, n)], f"{label}['{n}']")
+        return out
+
     def _locate(self, message):
         """fastopt numbers parameters across groups (``state[k]``): add the group."""
         def where(m):
@@ -389,7 +445,7 @@ class Optimizer(torch.optim.Optimizer):
         return re.sub(r"state\[(\d+)\]", where, message, count=1)
 
 
-_TORCH_DTYPE = {"f": torch.float32, "d": torch.float64}
+_TORCH_DTYPE = {"f": torch.float32, "d": torch.float64, "e": torch.float16, "H": torch.bfloat16}
 
 
 def _same(a, b):
@@ -409,8 +465,9 @@ def _check_torch_only(group, label):
             raise TypeError(f"{label}: {key} must be None or a bool, got {v!r}")
 
 
-def _param_view(p, where):
-    """The NumPy view of parameter ``p``, or an error naming it."""
+def _param_view(p, where, low_precision=False):
+    """The NumPy view of parameter ``p`` (bfloat16 as uint16 bit patterns), or an error
+    naming it. ``low_precision``: the optimizer was given ``precision=``."""
     if not isinstance(p, torch.Tensor):
         raise TypeError(f"{where} is a {type(p).__name__}, not a tensor")
     if p.layout != torch.strided:
@@ -419,17 +476,19 @@ def _param_view(p, where):
     if p.device.type != "cpu":
         raise ValueError(f"{where} is on {p.device}: fastopt.torch updates CPU tensors only (use torch.optim "
                          "for other devices)")
-    if p.dtype in _LOW_PRECISION:
-        raise TypeError(f"{where} is {p.dtype}: bfloat16/float16 parameters are not supported yet (low-precision "
-                        "parameters with float32 optimizer state are a feature of their own); use float32 or "
-                        "float64 parameters")
-    if p.dtype not in _FLOATS:
-        raise TypeError(f"{where} is {p.dtype}: fastopt.torch updates float32 and float64 tensors")
+    if p.dtype in _LOW_PRECISION and not low_precision:
+        raise TypeError(f"{where} is {p.dtype}: bfloat16/float16 parameters need precision=fastopt.Precision(...): "
+                        "master_weights=True for float32 master weights in the optimizer (ZeRO-Offload's mixed "
+                        "precision), or fastopt.Precision() for all-bfloat16 storage as torch.optim keeps it "
+                        "(see fastopt.torch); nothing was created")
+    if p.dtype not in _FLOATS + _LOW_PRECISION:
+        raise TypeError(f"{where} is {p.dtype}: fastopt.torch updates float32, float64, and (with precision=) "
+                        "bfloat16 and float16 tensors")
     if not p.is_contiguous():
         raise ValueError(f"{where} is not contiguous (shape {tuple(p.shape)}, strides {p.stride()}): fastopt "
                          "updates a parameter's memory in one pass; make it contiguous before creating the "
                          "optimizer (e.g. model.to(memory_format=torch.contiguous_format))")
-    return p.detach().numpy()
+    return _lowprec.numpy_view(p)
 
 
 def _grad_view(g, p, where):
@@ -450,7 +509,7 @@ def _grad_view(g, p, where):
     if not g.is_contiguous():
         raise ValueError(f"{head} is not contiguous (strides {g.stride()}); assign p.grad = p.grad.contiguous() "
                          "first; nothing was updated")
-    return g.detach().resolve_neg().resolve_conj().numpy()
+    return _lowprec.numpy_view(g)
 
 
 def _sparse_grad(g, p, head):
@@ -460,6 +519,10 @@ def _sparse_grad(g, p, head):
     :mod:`fastopt.sparse`)."""
     if g.device.type != "cpu":
         raise ValueError(f"{head} is on {g.device}, the parameter on the CPU; nothing was updated")
+    if p.dtype in _LOW_PRECISION:
+        raise TypeError(f"{head} is sparse and the parameter {p.dtype}: the low-precision kernels have no sparse "
+                        "(row-wise) step; use a dense gradient (sparse=False) or a float32 parameter; nothing "
+                        "was updated")
     if g.dtype != p.dtype:
         raise TypeError(f"{head} is {g.dtype}, the parameter {p.dtype}: a gradient must have its parameter's "
                         "dtype; nothing was updated")
