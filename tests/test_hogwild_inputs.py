@@ -190,3 +190,33 @@ def test_optimal_rate_without_penalty_uses_alpha():
     X, y = good()
     m = LinearSGD(penalty="none", alpha=1e-3, epochs=1).fit(X, y)
     assert m.history_[0]["lr"] > 0.0 and np.any(m.coef_ != 0)
+
+
+@pytest.mark.parametrize("case", ["rewrite_indices", "negative_rate"])
+def test_schedule_runs_only_before_training(case):
+    # a schedule used to be called again at each epoch, after X and its rates were
+    # checked: it could rewrite X.indices (the kernel wrote out of range: segfault) or
+    # give a negative rate that trained silently
+    from fastopt.schedules import Constant
+    n, d = 50, 20
+    indptr = np.arange(0, 2 * n + 1, 2, dtype=np.int64)
+    indices = np.tile(np.array([1, 5], np.int64), n)
+    X = CSR(np.ones(2 * n), indices, indptr, (n, d))
+    y = np.where(np.arange(n) % 2 == 0, -1.0, 1.0)
+    calls = []
+
+    class Evil(Constant):
+        def __call__(self, s):
+            calls.append(s)
+            if len(calls) > 2:
+                if case == "rewrite_indices":
+                    indices[1] = 10 ** 9
+                else:
+                    return -1e6
+            return super().__call__(s)
+
+    evil = LinearSGD(lr=Evil(0.01), epochs=2, threads=1, shuffle=False).fit(X, y)
+    indices[1] = 5
+    plain = LinearSGD(lr=Constant(0.01), epochs=2, threads=1, shuffle=False).fit(X, y)
+    assert np.array_equal(evil.coef_, plain.coef_) and evil.intercept_ == plain.intercept_
+    assert calls == [0, 1]
