@@ -220,3 +220,26 @@ def test_schedule_runs_only_before_training(case):
     plain = LinearSGD(lr=Constant(0.01), epochs=2, threads=1, shuffle=False).fit(X, y)
     assert np.array_equal(evil.coef_, plain.coef_) and evil.intercept_ == plain.intercept_
     assert calls == [0, 1]
+
+
+def test_mf_uint64_ids_beyond_int64_are_refused():
+    # 2**64 - 1 wrapped to -1 in the int64 conversion after the range check: a negative
+    # row count, and the kernel read out of bounds
+    with pytest.raises(ValueError, match="users must lie in"):
+        MatrixFactorization(epochs=1, threads=1).fit(np.array([0, 2 ** 64 - 1], np.uint64), np.array([0, 1]),
+                                                     np.array([1.0, 2.0]))
+
+
+def test_mf_schedule_cannot_rewrite_checked_ids():
+    # the schedule ran after users/items (used in place) were checked: it could put an
+    # id out of range before the kernel indexed with it (segfault)
+    from fastopt.schedules import Constant
+    u, i, r = np.array([0, 1, 2, 0]), np.array([0, 1, 0, 2]), np.array([1.0, 2.0, 3.0, 4.0])
+
+    class Evil(Constant):
+        def __call__(self, s):
+            u[1] = 10 ** 9
+            return super().__call__(s)
+
+    with pytest.raises(ValueError, match=r"users must lie in \[0, 3\)"):
+        MatrixFactorization(lr=Evil(0.01), epochs=2, threads=1).fit(u, i, r, n_users=3, n_items=3)
