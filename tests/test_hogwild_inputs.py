@@ -190,3 +190,56 @@ def test_optimal_rate_without_penalty_uses_alpha():
     X, y = good()
     m = LinearSGD(penalty="none", alpha=1e-3, epochs=1).fit(X, y)
     assert m.history_[0]["lr"] > 0.0 and np.any(m.coef_ != 0)
+
+
+@pytest.mark.parametrize("case", ["rewrite_indices", "negative_rate"])
+def test_schedule_runs_only_before_training(case):
+    # a schedule used to be called again at each epoch, after X and its rates were
+    # checked: it could rewrite X.indices (the kernel wrote out of range: segfault) or
+    # give a negative rate that trained silently
+    from fastopt.schedules import Constant
+    n, d = 50, 20
+    indptr = np.arange(0, 2 * n + 1, 2, dtype=np.int64)
+    indices = np.tile(np.array([1, 5], np.int64), n)
+    X = CSR(np.ones(2 * n), indices, indptr, (n, d))
+    y = np.where(np.arange(n) % 2 == 0, -1.0, 1.0)
+    calls = []
+
+    class Evil(Constant):
+        def __call__(self, s):
+            calls.append(s)
+            if len(calls) > 2:
+                if case == "rewrite_indices":
+                    indices[1] = 10 ** 9
+                else:
+                    return -1e6
+            return super().__call__(s)
+
+    evil = LinearSGD(lr=Evil(0.01), epochs=2, threads=1, shuffle=False).fit(X, y)
+    indices[1] = 5
+    plain = LinearSGD(lr=Constant(0.01), epochs=2, threads=1, shuffle=False).fit(X, y)
+    assert np.array_equal(evil.coef_, plain.coef_) and evil.intercept_ == plain.intercept_
+    assert calls == [0, 1]
+
+
+def test_mf_uint64_ids_beyond_int64_are_refused():
+    # 2**64 - 1 wrapped to -1 in the int64 conversion after the range check: a negative
+    # row count, and the kernel read out of bounds
+    with pytest.raises(ValueError, match="users must lie in"):
+        MatrixFactorization(epochs=1, threads=1).fit(np.array([0, 2 ** 64 - 1], np.uint64), np.array([0, 1]),
+                                                     np.array([1.0, 2.0]))
+
+
+def test_mf_schedule_cannot_rewrite_checked_ids():
+    # the schedule ran after users/items (used in place) were checked: it could put an
+    # id out of range before the kernel indexed with it (segfault)
+    from fastopt.schedules import Constant
+    u, i, r = np.array([0, 1, 2, 0]), np.array([0, 1, 0, 2]), np.array([1.0, 2.0, 3.0, 4.0])
+
+    class Evil(Constant):
+        def __call__(self, s):
+            u[1] = 10 ** 9
+            return super().__call__(s)
+
+    with pytest.raises(ValueError, match=r"users must lie in \[0, 3\)"):
+        MatrixFactorization(lr=Evil(0.01), epochs=2, threads=1).fit(u, i, r, n_users=3, n_items=3)

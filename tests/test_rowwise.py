@@ -109,3 +109,43 @@ def test_bad_input_is_refused_and_nothing_is_written(bad, exc, match):
 def test_one_dimensional_parameters_are_refused():
     with pytest.raises(ValueError, match=r"params\[0\] has shape \(5,\)"):
         fastopt.RowwiseAdagrad([np.zeros(5)])
+
+
+def test_callback_rewriting_checked_indices_is_refused_nothing_written():
+    # a later gradient's __array__ rewrote an earlier sparse gradient's (in-place) indices
+    # after they were checked: the kernel indexed out of range (segfault)
+    p, q = np.zeros((4, 8), np.float32), np.zeros((3, 8), np.float32)
+    idx = np.array([0, 1], np.int64)
+
+    class Evil:
+        def __array__(self, dtype=None, copy=None):
+            idx[1] = 10 ** 7
+            return np.ones((3, 8), np.float32)
+
+    opt = fastopt.RowwiseAdagrad([p, q], lr=0.1)
+    with pytest.raises(ValueError, match=r"grads\[0\]\.indices"):
+        opt.step([SparseGrad(idx, np.ones((2, 8), np.float32)), Evil()])
+    assert not p.any() and not q.any() and not opt.state[0]["sum"].any() and opt.state[0]["step"] == 0
+
+
+def test_callback_resizing_a_parameter_is_refused():
+    # ndarray.resize(refcheck=False) frees the block the kernel would write (use after free)
+    p, q = np.zeros((4, 8), np.float32), np.zeros((3, 8), np.float32)
+
+    class Evil:
+        def __array__(self, dtype=None, copy=None):
+            p.resize((1, 1), refcheck=False)
+            return np.ones((3, 8), np.float32)
+
+    opt = fastopt.RowwiseAdagrad([p, q], lr=0.1)
+    with pytest.raises(ValueError, match=r"params\[0\]"):
+        opt.step([np.ones((4, 8), np.float32), Evil()])
+    assert not q.any() and opt.state[1]["step"] == 0
+
+
+def test_zero_columns_leave_the_accumulator_alone():
+    # the mean over no columns was 0/0: every row's accumulator became NaN
+    p = np.zeros((4, 0), np.float32)
+    opt = fastopt.RowwiseAdagrad([p], lr=0.1)
+    opt.step([np.zeros((4, 0), np.float32)])
+    assert np.array_equal(opt.state[0]["sum"], np.zeros(4, np.float32))

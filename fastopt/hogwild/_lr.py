@@ -45,6 +45,7 @@ class Rates:
         self.lr, self.eta0, self.power_t, self.alpha, self.l1_ratio = lr, eta0, power_t, alpha, l1_ratio
         self.l2, self.l1 = l2, l1
         self.u = 0.0
+        self._sched = {}
         self.rate_alpha = alpha if rate_alpha is None else rate_alpha
         if lr == "optimal":
             if self.rate_alpha <= 0.0:
@@ -57,11 +58,15 @@ class Rates:
     def first_rate(self, epoch):
         """The largest learning rate epoch ``epoch`` can use (its first example's, or the schedule's)."""
         if isinstance(self.lr, Schedule):
-            return float(self.lr(epoch))
+            return self._sched[epoch] if epoch in self._sched else float(self.lr(epoch))
         return self.eta0 if self.lr in ("constant", "invscaling") else 1.0 / (self.rate_alpha * self.t0)
 
     def check(self, epochs):
-        """Refuse, before training, a plan whose L2 shrink would zero or flip the weights."""
+        """Refuse, before training, a plan whose L2 shrink would zero or flip the weights.
+        A schedule's rates are read here, once, and :meth:`epoch` uses these checked
+        values: no user code runs between the checks and the kernels (a schedule could
+        otherwise rewrite ``X``'s indices, or give another rate, after they were checked)."""
+        self._sched = {}
         for e in range(epochs if isinstance(self.lr, Schedule) else 1):
             eta = self.first_rate(e)
             if not (math.isfinite(eta) and eta >= 0.0):
@@ -70,12 +75,14 @@ class Rates:
                 raise ValueError(f"lr * alpha * (1 - l1_ratio) = {(1.0 - self.l1_ratio) * eta * self.alpha!r} "
                                  f"(epoch {e}) is too large: the L2 shrink 1 - lr alpha (1 - l1_ratio) must stay "
                                  f">= {MIN_SHRINK}; lower lr or alpha")
+            if isinstance(self.lr, Schedule):
+                self._sched[e] = eta
 
     def epoch(self, e, n, t_start):
         """Arrays for the ``n`` examples of epoch ``e``; ``t_start`` examples were seen before it."""
         t = t_start + 1.0 + np.arange(n, dtype=np.float64)
         if isinstance(self.lr, Schedule):
-            eta = np.full(n, float(self.lr(e)))
+            eta = np.full(n, self.first_rate(e))
         elif self.lr == "optimal":
             eta = 1.0 / (self.rate_alpha * (self.t0 + t - 1.0))
         elif self.lr == "invscaling":

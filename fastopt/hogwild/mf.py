@@ -20,11 +20,15 @@ def _ratings(users, items, ratings, n_users, n_items, prefix=""):
         a = np.asarray(arr)
         if a.ndim != 1 or a.dtype.kind not in "iu":
             raise TypeError(f"{prefix}{name} must be a 1-D integer array, got {a.dtype} {a.shape}")
+        where = f"[0, {size})" if size is not None else ">= 0"
+        if a.dtype == np.uint64 and a.size and a.max() > np.iinfo(np.int64).max:
+            # would wrap to a negative int64 (and a negative row count) in the conversion below
+            raise ValueError(f"{prefix}{name} must lie in {where}, found {a.max()}")
+        a = np.ascontiguousarray(a, dtype=np.int64)
         if a.size and (a.min() < 0 or (size is not None and a.max() >= size)):
             bad = a.min() if a.min() < 0 else a.max()
-            where = f"[0, {size})" if size is not None else ">= 0"
             raise ValueError(f"{prefix}{name} must lie in {where}, found {bad}")
-        out.append(np.ascontiguousarray(a, dtype=np.int64))
+        out.append(a)
     r = np.asarray(ratings)
     if r.ndim != 1 or r.dtype.kind not in "iuf":
         raise TypeError(f"{prefix}ratings must be a 1-D array of numbers, got {r.dtype} {r.shape}")
@@ -89,6 +93,9 @@ class MatrixFactorization:
             n_users = _check.integer(n_users, "n_users", lo=1)
         if n_items is not None:
             n_items = _check.integer(n_items, "n_items", lo=1)
+        # the schedule runs first: no user code may run between the index checks and the
+        # kernels (a schedule could rewrite users/items, used in place, after their check)
+        rates = [float(self.lr(e)) if isinstance(self.lr, Schedule) else self.lr for e in range(self.epochs)]
         u, i, r = _ratings(users, items, ratings, n_users, n_items)
         n_users = int(u.max()) + 1 if n_users is None else n_users
         n_items = int(i.max()) + 1 if n_items is None else n_items
@@ -97,7 +104,6 @@ class MatrixFactorization:
             if not isinstance(eval_set, (tuple, list)) or len(eval_set) != 3:
                 raise TypeError("eval_set must be a tuple (users, items, ratings)")
             ev = _ratings(*eval_set, n_users, n_items, prefix="eval_set ")
-        rates = [float(self.lr(e)) if isinstance(self.lr, Schedule) else self.lr for e in range(self.epochs)]
         bad = [x for x in rates if not (np.isfinite(x) and x >= 0.0)]
         if bad:
             raise ValueError(f"lr must give finite rates >= 0, got {bad[0]!r}")

@@ -1,12 +1,14 @@
 """Row-wise AdaGrad: AdaGrad with one accumulator per row of a 2-D parameter."""
 import math
 import numbers
+import weakref
 
 import numpy as np
 
 from fastopt._kernels.engine import NonFiniteGradientError, StepGuard
+from fastopt._kernels.driver import data_span
 from fastopt._kernels.rowwise import rowwise_adagrad
-from fastopt._kernels.sparse import coalesce
+from fastopt._kernels.sparse import check_indices, coalesce
 from fastopt._validate import as_array, check_disjoint, check_like, grads_sequence
 from fastopt.optim.base import POLICIES, _guarded
 from fastopt.rules import FLAG, LR, MAX_STEP, NONNEG, WEIGHT_DECAY, Hyper
@@ -14,6 +16,17 @@ from fastopt.schedules import Schedule
 from fastopt.sparse import checked_rows, is_sparse_input
 
 __all__ = ["RowwiseAdagrad"]
+
+
+def _layout(a):
+    # what the kernel's raw pointers depend on: the memory span, dtype, shape and writeability
+    return data_span(a), a.dtype, a.shape, a.flags.writeable, a.flags.c_contiguous
+
+
+def _owner(a):
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
 
 _HYPER = {"lr_decay": Hyper("lr_decay", 0.0, lo=0.0), "eps": Hyper("eps", 1e-10, lo=0.0),
           "initial_accumulator_value": Hyper("initial_accumulator_value", 0.0, lo=0.0)}
@@ -65,6 +78,7 @@ class RowwiseAdagrad:
         self._sums = [np.full(p.shape[0], init, p.dtype) for p in arrays]
         self._steps = [0] * len(arrays)
         self._gstep = 0
+        self._layouts = [(_layout(p), _layout(s)) for p, s in zip(arrays, self._sums)]
 
     @staticmethod
     def _check(group):
@@ -111,18 +125,41 @@ class RowwiseAdagrad:
                 rows = np.arange(p.shape[0], dtype=np.intp)
             if vals.size and any(np.shares_memory(vals, a) for a in self._params + self._sums):
                 raise ValueError(f"grads[{k}] shares memory with a parameter or optimizer state")
-            work.append((k, rows, vals))
-        if self._nonfinite != "ignore" and not all(np.isfinite(v).all() for _, _, v in work):
+            work.append((k, rows, vals, rows is idx if is_sparse_input(g) else False, _layout(vals)))
+        # no Python code runs from here to the kernels. A callback run above (a later
+        # gradient's __array__, a hyper-parameter's __float__) may have resized a
+        # parameter or rewritten indices already checked: the kernel indexes with them.
+        self._check_final(work)
+        if self._nonfinite != "ignore" and not all(np.isfinite(v).all() for _, _, v, _, _ in work):
             if self._nonfinite == "raise":
                 raise NonFiniteGradientError("a gradient holds inf or NaN; nothing was updated (nonfinite='raise')")
             return False
-        for k, rows, vals in work:
+        # weak references make NumPy refuse to resize (and free) these arrays from
+        # another thread while the kernel runs without the GIL
+        pins = [weakref.ref(_owner(a)) for k, rows, vals, _, _ in work
+                for a in (self._params[k], self._sums[k], rows, vals)]
+        for k, rows, vals, _, _ in work:
             t = self._steps[k] + 1
             clr = lr / (1.0 + (t - 1) * hyper["lr_decay"])
-            self._kernel(self._params[k], self._sums[k], rows, vals, clr, hyper["eps"], bool(maximize), wd)
+            if self._params[k].shape[1]:       # no columns: no mean, nothing to update
+                self._kernel(self._params[k], self._sums[k], rows, vals, clr, hyper["eps"], bool(maximize), wd)
             self._steps[k] = t
+        del pins
         self._gstep += 1
         return True
+
+    def _check_final(self, work):
+        for k, (pl, sl) in enumerate(self._layouts):
+            if _layout(self._params[k]) != pl or _layout(self._sums[k]) != sl:
+                raise ValueError(f"params[{k}] (or its accumulator) was resized, re-typed or made read-only "
+                                 "since the optimizer was created; nothing was updated")
+        for k, rows, vals, in_place, vl in work:
+            if _layout(vals) != vl:
+                raise ValueError(f"grads[{k}] was resized or re-typed during the step (by a callback); "
+                                 "nothing was updated")
+            if in_place and not check_indices(rows, self._params[k].shape[0], f"grads[{k}].indices"):
+                raise ValueError(f"grads[{k}].indices were changed during the step (by a callback); "
+                                 "nothing was updated")
 
     @property
     def state(self):
