@@ -146,7 +146,7 @@ def as_sparse_grad(obj, name):
 
 def checked_rows(obj, name, param):
     """``(indices, values, ordered)`` of the sparse gradient ``obj`` for ``param``,
-    checked: int64 1-D indices in range (a contiguous int64 input is used as it is),
+    checked: int64 1-D indices in range (always a private copy of the caller's),
     values ``(len(indices), dim)`` of ``param``'s dtype. ``ordered``: the indices are
     strictly increasing. Raises TypeError/ValueError naming ``name``; writes nothing."""
     from fastopt._kernels.sparse import check_indices
@@ -164,7 +164,9 @@ def checked_rows(obj, name, param):
         raise TypeError(f"{name}.indices has dtype {idx.dtype}; row indices must be int32 or int64")
     if idx.ndim != 1:
         raise ValueError(f"{name}.indices must be 1-D, got shape {idx.shape}")
-    idx = np.ascontiguousarray(idx, dtype=np.int64)
+    # a private copy, checked after it is made: the kernels address rows with these
+    # indices without the GIL, while another thread could rewrite the caller's array
+    idx = np.array(idx, dtype=np.int64, order="C", copy=True)
     vals = as_array(sg.values, f"{name}.values", writeable=False)
     if vals.dtype != param.dtype:
         raise TypeError(f"{name}.values has dtype {vals.dtype}, but its parameter is {param.dtype}")

@@ -163,6 +163,25 @@ def test_a_gradient_cannot_be_freed_while_the_kernels_read_it(sparse):
     assert owner.size == 300_000
 
 
+def test_sparse_indices_rewritten_while_the_kernels_run_are_not_used():
+    # another thread may rewrite the caller's (sorted, int64: usable in place) indices
+    # while the kernels address rows with them; the norm reducer runs at that point of
+    # the step and does it here: the step uses the indices it checked
+    p = np.zeros((1000, 16))
+    idx = np.array([1, 5, 9], np.int64)
+
+    def reducer(terms):
+        idx[:] = 10**9
+        return 0.0, False
+
+    opt = fastopt.SGD([p], lr=1.0)
+    opt._engine.set_norm_reducer(reducer)
+    opt.step([SparseGrad(idx, np.ones((3, 16)))])
+    want = np.zeros_like(p)
+    want[[1, 5, 9]] = -1.0
+    np.testing.assert_array_equal(p, want)
+
+
 def test_removed_param_groups_are_refused_not_read():
     p, q = np.zeros(3), np.zeros(3)
     opt = fastopt.SGD([{"params": [p]}, {"params": [q]}], lr=1.0)
