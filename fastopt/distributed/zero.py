@@ -617,16 +617,7 @@ class ShardedOptimizer:
                         else:
                             out[n] = v
                 return out
-            groups = [{key: v for key, v in g.items() if key != "params"} for g in self._user_groups]
-            for gi, g in enumerate(groups):
-                for key, v in list(g.items()):
-                    if isinstance(v, Schedule):
-                        g[key] = {"schedule": v.state_dict()}
-                    elif callable(v):
-                        g[key] = {"callable": getattr(v, "__name__", repr(v))}
-                    elif isinstance(v, tuple):
-                        g[key] = list(v)
-                g["group_step"] = gsteps.get(gi, 0)
+            groups = groups_state(self._user_groups, [gsteps.get(gi, 0) for gi in range(len(self._user_groups))])
             sub = self._sub_state_dict(self.rank, groups, options, fetch)
         except (OSError, TypeError, ValueError, KeyError) as exc:
             error = f"{type(exc).__name__}: {exc}"
