@@ -4,6 +4,7 @@ import pytest
 
 from fastopt.hogwild import CSR, LinearSGD, MatrixFactorization
 from fastopt.schedules import Schedule
+from subproc import assert_ok, run_snippet
 
 
 class NanRate(Schedule):
@@ -243,3 +244,57 @@ def test_mf_schedule_cannot_rewrite_checked_ids():
 
     with pytest.raises(ValueError, match=r"users must lie in \[0, 3\)"):
         MatrixFactorization(lr=Evil(0.01), epochs=2, threads=1).fit(u, i, r, n_users=3, n_items=3)
+
+
+# X (and the ratings' ids) are read in place by kernels that run without the GIL for the
+# whole fit. The progress line is printed between epochs: a stderr that attacks the
+# arrays at that point acts exactly as another Python thread could during an epoch.
+_ATTACK = """
+    import sys, numpy as np
+    from fastopt.hogwild import LinearSGD, MatrixFactorization, make_rcv1_like, make_netflix_like
+    tried = []
+    class Attack:
+        def __init__(self, arrays):
+            self.arrays = arrays
+        def write(self, text):
+            for a in self.arrays:
+                try:
+                    a.resize(a.size * 4, refcheck=False)      # would free the block the kernels read
+                    tried.append("resized")
+                except ValueError as exc:
+                    tried.append(str(exc))
+                a[:] = np.iinfo(a.dtype).max if a.dtype.kind == "i" else a   # out-of-range ids
+        def flush(self):
+            pass
+"""
+
+
+def test_hogwild_linear_inputs_cannot_be_freed_or_sent_out_of_range_during_fit():
+    r = run_snippet(_ATTACK + """
+    X, y, _ = make_rcv1_like(n_samples=3000, n_features=50_000, seed=1)
+    assert X.indices.dtype == np.int32
+    real = sys.stderr
+    sys.stderr = Attack([X.indices, X.data])
+    m = LinearSGD(loss="hinge", epochs=3, progress=True, threads=2, seed=0).fit(X, y)
+    sys.stderr = real
+    assert tried and all("cannot resize" in t for t in tried), tried
+    assert m.coef_.shape == (50_000,)
+    X.indices.resize(X.indices.size * 2, refcheck=False)      # released when fit returned
+    print("OK")
+    """)
+    assert_ok(r)
+
+
+def test_hogwild_mf_ids_cannot_be_freed_or_sent_out_of_range_during_fit():
+    r = run_snippet(_ATTACK + """
+    data = make_netflix_like(n_users=2000, n_items=300, seed=2)
+    u, i, rating = data.users.astype(np.int64), data.items.astype(np.int64), data.ratings
+    real = sys.stderr
+    sys.stderr = Attack([u, i])
+    m = MatrixFactorization(n_factors=8, epochs=3, progress=True, threads=2, seed=0).fit(u, i, rating)
+    sys.stderr = real
+    assert tried and all("cannot resize" in t for t in tried), tried
+    assert m.P.shape == (2000, 8)
+    print("OK")
+    """)
+    assert_ok(r)

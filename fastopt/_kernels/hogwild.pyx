@@ -59,6 +59,14 @@ ctypedef fused index:
     long long
 
 
+cdef inline Py_ssize_t _within(long long i, Py_ssize_t n) noexcept nogil:
+    # X's indices (and the ratings' users/items) are read in place, not copied: they
+    # were checked before the run, but another Python thread may rewrite them while the
+    # kernels run without the GIL. An index out of [0, n) becomes 0, so such a race
+    # garbles the model instead of writing outside it (a select, no branch).
+    return <Py_ssize_t>i if <unsigned long long>i < <unsigned long long>n else 0
+
+
 cdef struct LinArgs:
     const long long* indptr
     const long long* perm
@@ -73,6 +81,7 @@ cdef struct LinArgs:
     double intercept_decay
     double alpha_l2           # Adagrad: alpha (1 - l1_ratio), the L2 gradient on the support
     double eps
+    Py_ssize_t nfeat
 
 
 cdef inline double _loss(int kind, double y, double p) noexcept nogil:
@@ -106,7 +115,7 @@ cdef inline double _dloss(int kind, double y, double p) noexcept nogil:
 
 
 cdef inline double _sparse_dot(const real* w, const index* ind, const real* val, Py_ssize_t lo,
-                               Py_ssize_t hi) noexcept nogil:
+                               Py_ssize_t hi, Py_ssize_t nfeat) noexcept nogil:
     # eight independent float64 lanes (element lo + 8m + k goes to lane k), combined as
     # ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)): the gathers overlap instead of waiting on one sum
     cdef double acc[8]
@@ -116,10 +125,10 @@ cdef inline double _sparse_dot(const real* w, const index* ind, const real* val,
     j = lo
     while j + 8 <= hi:
         for k in range(8):
-            acc[k] += <double>w[ind[j + k]] * <double>val[j + k]
+            acc[k] += <double>w[_within(ind[j + k], nfeat)] * <double>val[j + k]
         j = j + 8
     for k in range(hi - j):
-        acc[k] += <double>w[ind[j + k]] * <double>val[j + k]
+        acc[k] += <double>w[_within(ind[j + k], nfeat)] * <double>val[j + k]
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 
 
@@ -134,13 +143,13 @@ cdef double _linear_range(const LinArgs* a, real* w, real* q, real* acc, const i
         end = a.indptr[r + 1]
         y = a.y[r]
         s = a.shared[0]
-        p = _sparse_dot(w, ind, val, start, end) * s + a.shared[1]
+        p = _sparse_dot(w, ind, val, start, end, a.nfeat) * s + a.shared[1]
         if k + 1 < hi:
             # the next example's weights start loading while this one is updated
             # (its weights are in cache after the dot): two examples' misses overlap
             rn = a.perm[k + 1]
             for j in range(a.indptr[rn], a.indptr[rn + 1]):
-                FO_PREFETCH_W(&w[ind[j]])
+                FO_PREFETCH_W(&w[_within(ind[j], a.nfeat)])
         total += _loss(a.loss, y, p)
         d = _dloss(a.loss, y, p)
         if d < -MAX_DLOSS:
@@ -155,7 +164,7 @@ cdef double _linear_range(const LinArgs* a, real* w, real* q, real* acc, const i
             if update != 0.0:
                 c = update / s
                 for j in range(start, end):
-                    idx = ind[j]
+                    idx = _within(ind[j], a.nfeat)
                     w[idx] = <real>(<double>w[idx] + <double>val[j] * c)
             if a.fit_intercept and update != 0.0:
                 a.shared[1] = a.shared[1] + update * a.intercept_decay
@@ -163,7 +172,7 @@ cdef double _linear_range(const LinArgs* a, real* w, real* q, real* acc, const i
                 # truncated gradient with the cumulative penalty (Tsuruoka et al. 2009)
                 u = a.ucum[k]
                 for j in range(start, end):
-                    idx = ind[j]
+                    idx = _within(ind[j], a.nfeat)
                     z = <double>w[idx]
                     if s * z > 0.0:
                         nz = z - (u + <double>q[idx]) / s
@@ -175,7 +184,7 @@ cdef double _linear_range(const LinArgs* a, real* w, real* q, real* acc, const i
         else:
             # sparse Adagrad on the example's support; the scale stays 1
             for j in range(start, end):
-                idx = ind[j]
+                idx = _within(ind[j], a.nfeat)
                 z = <double>w[idx]
                 g = d * <double>val[j] + a.alpha_l2 * z
                 gs = <double>acc[idx] + g * g
@@ -290,6 +299,7 @@ def linear_epoch(w, q, acc, shared, indptr, indices, data, y, perm, eta, shrink,
     a.intercept_decay = intercept_decay
     a.alpha_l2 = alpha_l2
     a.eps = eps
+    a.nfeat = nfeat
     with nogil:
         if f32 and i32:
             total = _linear_epoch(&a, <float*>pw, <float*>pq, <float*>pa, <const int*>pi, <const float*>pv,
@@ -317,11 +327,13 @@ cdef struct MFArgs:
     double eps
     int rule
     Py_ssize_t k
+    Py_ssize_t n_users
+    Py_ssize_t n_items
 
 
 cdef double _mf_range(const MFArgs* a, real* P, real* Q, real* GP, real* GQ, Py_ssize_t lo,
                       Py_ssize_t hi) noexcept nogil:
-    cdef Py_ssize_t t, r, f, K = a.k
+    cdef Py_ssize_t t, r, f, u, i, K = a.k
     cdef real* pu
     cdef real* qi
     cdef real* gu
@@ -329,8 +341,10 @@ cdef double _mf_range(const MFArgs* a, real* P, real* Q, real* GP, real* GQ, Py_
     cdef double e, pf, qf, gp, gq, total = 0.0
     for t in range(lo, hi):
         r = a.perm[t]
-        pu = P + a.users[r] * K
-        qi = Q + a.items[r] * K
+        u = _within(a.users[r], a.n_users)
+        i = _within(a.items[r], a.n_items)
+        pu = P + u * K
+        qi = Q + i * K
         e = 0.0
         for f in range(K):
             e += <double>pu[f] * <double>qi[f]
@@ -343,8 +357,8 @@ cdef double _mf_range(const MFArgs* a, real* P, real* Q, real* GP, real* GQ, Py_
                 pu[f] = <real>(pf + a.eta * (e * qf - a.reg * pf))
                 qi[f] = <real>(qf + a.eta * (e * pf - a.reg * qf))
         else:
-            gu = GP + a.users[r] * K
-            gi = GQ + a.items[r] * K
+            gu = GP + u * K
+            gi = GQ + i * K
             for f in range(K):
                 pf = <double>pu[f]
                 qf = <double>qi[f]
@@ -414,6 +428,8 @@ def mf_epoch(P, Q, GP, GQ, users, items, ratings, perm, *, double mu, double eta
     a.eps = eps
     a.rule = rule
     a.k = P.shape[1]
+    a.n_users = P.shape[0]
+    a.n_items = Q.shape[0]
     with nogil:
         if f32:
             total = _mf_epoch(&a, <float*>pp, <float*>pq, <float*>gp, <float*>gq, n, nt, cl)
@@ -473,10 +489,11 @@ def scan_csr(indptr, indices, data, long long ncols):
     return code, row
 
 
-cdef void _remap(const index* ind, index* out, const long long* newid, Py_ssize_t n) noexcept nogil:
+cdef void _remap(const index* ind, index* out, const long long* newid, Py_ssize_t n,
+                 Py_ssize_t d) noexcept nogil:
     cdef Py_ssize_t j
     for j in range(n):
-        out[j] = <index>newid[ind[j]]
+        out[j] = <index>newid[_within(ind[j], d)]
 
 
 def remap(indices, newid):
@@ -486,11 +503,11 @@ def remap(indices, newid):
     cdef const void* pi = _ptr(indices)
     cdef void* po = <void*>cnp.PyArray_DATA(<cnp.ndarray>out)
     cdef const long long* pn = <const long long*>_ptr(newid)
-    cdef Py_ssize_t n = indices.shape[0]
+    cdef Py_ssize_t n = indices.shape[0], d = newid.shape[0]
     cdef bint i32 = indices.dtype == np.int32
     with nogil:
         if i32:
-            _remap(<const int*>pi, <int*>po, pn, n)
+            _remap(<const int*>pi, <int*>po, pn, n, d)
         else:
-            _remap(<const long long*>pi, <long long*>po, pn, n)
+            _remap(<const long long*>pi, <long long*>po, pn, n, d)
     return out

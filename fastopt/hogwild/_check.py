@@ -7,6 +7,7 @@ import numpy as np
 
 from fastopt._kernels import hogwild as _k
 from fastopt._kernels.driver import check_threads
+from fastopt._lifetime import pin_memory
 
 
 class CSR:
@@ -46,10 +47,14 @@ class CSR:
         return f"CSR(shape={self.shape}, nnz={self.nnz}, dtype={self.data.dtype})"
 
 
-def csr(X, name="X"):
+def csr(X, name="X", pins=None):
     """``(indptr int64, indices int32/int64, data float32/float64, (n, d))`` of a CSR matrix
     (``scipy.sparse`` CSR or :class:`CSR`), checked: sorted, unique, in-range column
-    indices per row, finite values. Never writes into ``X``."""
+    indices per row, finite values. Never writes into ``X``.
+
+    ``indices`` and ``data`` may be ``X``'s own arrays (no copy). A list passed as
+    ``pins`` receives weak references to their memory owners before anything reads them
+    without the GIL: keep it alive while kernels use the arrays."""
     fmt = getattr(X, "format", None)
     if fmt is None or not all(hasattr(X, a) for a in ("indptr", "indices", "data", "shape")):
         raise TypeError(f"{name} must be a CSR matrix (scipy.sparse.csr_matrix/csr_array or "
@@ -61,6 +66,8 @@ def csr(X, name="X"):
         raise ValueError(f"{name} must be a 2-D matrix with at least one row and column, got shape {shape}")
     n, d = int(shape[0]), int(shape[1])
     indptr, indices, data = (np.asarray(X.indptr), np.asarray(X.indices), np.asarray(X.data))
+    if pins is not None:
+        pins.extend(pin_memory([indices, data]))
     for part, arr in (("indptr", indptr), ("indices", indices)):
         if arr.ndim != 1 or arr.dtype.kind not in "iu":
             raise TypeError(f"{name}.{part} must be a 1-D integer array, got {arr.dtype} {arr.shape}")

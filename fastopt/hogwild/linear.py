@@ -128,7 +128,10 @@ class LinearSGD:
         Every argument is checked before anything is allocated or written (a CSR with
         unsorted/duplicate column indices, labels outside the loss's domain, non-finite
         values: ValueError/TypeError naming the argument)."""
-        indptr, indices, data, (n, d) = _check.csr(X, "X")
+        # X is read in place by kernels without the GIL for the whole fit: its arrays
+        # stay pinned (see fastopt._lifetime) until fit returns
+        pins = []
+        indptr, indices, data, (n, d) = _check.csr(X, "X", pins)
         yv = _check.labels(y, n, self.loss, "y")
         rates = self._rates()
         rates.check(self.epochs)
@@ -179,6 +182,7 @@ class LinearSGD:
             b = float(shared[1])
         self.coef_ = w if newid is None else w[newid]
         self.intercept_, self.n_iter_ = b, len(self.history_)
+        del pins
         return self
 
     def _progress(self, entry):
@@ -197,7 +201,8 @@ class LinearSGD:
         """``X @ coef_ + intercept_`` (float64) for a CSR ``X`` with the model's column count."""
         if self.coef_ is None:
             raise RuntimeError("call fit first")
-        indptr, indices, data, (n, d) = _check.csr(X, "X")
+        pins = []         # noqa: F841 (kept alive while scan_csr reads X without the GIL)
+        indptr, indices, data, (n, d) = _check.csr(X, "X", pins)
         if d != self.coef_.size:
             raise ValueError(f"X has {d} columns, the model was fitted with {self.coef_.size}")
         return csr_dot(indptr, indices, data, self.coef_) + self.intercept_

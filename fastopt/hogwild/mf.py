@@ -5,6 +5,7 @@ import time
 import numpy as np
 
 from fastopt._kernels import hogwild as _k
+from fastopt._lifetime import pin_memory
 from fastopt.hogwild import _check
 from fastopt.hogwild._run import EarlyStopping, _rng, epoch_order, split_validation
 from fastopt.schedules import Schedule
@@ -14,7 +15,10 @@ _INIT_STREAM = 2 ** 64 - 2
 
 
 def _ratings(users, items, ratings, n_users, n_items, prefix=""):
-    """The three coordinate arrays checked (int64, int64, float64 of one length, in range, finite)."""
+    """The three coordinate arrays checked (int64, int64, float64 of one length, in range, finite).
+
+    They may be the caller's own arrays (no copy): a caller that hands them to kernels
+    running without the GIL pins them first (see :mod:`fastopt._lifetime`)."""
     out = []
     for name, arr, size in (("users", users, n_users), ("items", items, n_items)):
         a = np.asarray(arr)
@@ -97,6 +101,7 @@ class MatrixFactorization:
         # kernels (a schedule could rewrite users/items, used in place, after their check)
         rates = [float(self.lr(e)) if isinstance(self.lr, Schedule) else self.lr for e in range(self.epochs)]
         u, i, r = _ratings(users, items, ratings, n_users, n_items)
+        pins = pin_memory([u, i, r])     # read in place by every epoch's kernels
         n_users = int(u.max()) + 1 if n_users is None else n_users
         n_items = int(i.max()) + 1 if n_items is None else n_items
         ev = None
@@ -146,6 +151,7 @@ class MatrixFactorization:
         if stop is not None and stop.best_state is not None:
             self.P, self.Q = stop.best_state
         self.n_iter_ = len(self.history_)
+        del pins
         return self
 
     def predict(self, users, items):

@@ -1,7 +1,6 @@
 """Row-wise AdaGrad: AdaGrad with one accumulator per row of a 2-D parameter."""
 import math
 import numbers
-import weakref
 
 import numpy as np
 
@@ -9,6 +8,7 @@ from fastopt._kernels.engine import NonFiniteGradientError, StepGuard
 from fastopt._kernels.driver import data_span
 from fastopt._kernels.rowwise import rowwise_adagrad
 from fastopt._kernels.sparse import check_indices, coalesce
+from fastopt._lifetime import pin_memory
 from fastopt._validate import as_array, check_disjoint, check_like, grads_sequence
 from fastopt.optim.base import POLICIES, _guarded
 from fastopt.rules import FLAG, LR, MAX_STEP, NONNEG, WEIGHT_DECAY, Hyper
@@ -22,11 +22,6 @@ def _layout(a):
     # what the kernel's raw pointers depend on: the memory span, dtype, shape and writeability
     return data_span(a), a.dtype, a.shape, a.flags.writeable, a.flags.c_contiguous
 
-
-def _owner(a):
-    while isinstance(a.base, np.ndarray):
-        a = a.base
-    return a
 
 _HYPER = {"lr_decay": Hyper("lr_decay", 0.0, lo=0.0), "eps": Hyper("eps", 1e-10, lo=0.0),
           "initial_accumulator_value": Hyper("initial_accumulator_value", 0.0, lo=0.0)}
@@ -136,8 +131,7 @@ class RowwiseAdagrad:
             return False
         # weak references make NumPy refuse to resize (and free) these arrays from
         # another thread while the kernel runs without the GIL
-        pins = [weakref.ref(_owner(a)) for k, rows, vals, _, _ in work
-                for a in (self._params[k], self._sums[k], rows, vals)]
+        pins = pin_memory([a for k, rows, vals, _, _ in work for a in (self._params[k], self._sums[k], rows, vals)])
         for k, rows, vals, _, _ in work:
             t = self._steps[k] + 1
             clr = lr / (1.0 + (t - 1) * hyper["lr_decay"])
