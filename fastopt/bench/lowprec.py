@@ -1,6 +1,7 @@
 """``bench --lowprec``: Adam with low-precision storage (issue 12) against float32 Adam,
 the memory bus and the peers that are installed (torch fused Adam in float32 and
-bfloat16, bitsandbytes' 8-bit Adam on the CPU), plus the state memory and the quality
+bfloat16, bitsandbytes' and torchao's 8-bit Adam on the CPU, DeepSpeed's CPU Adam in
+float32 and all-bfloat16), plus the state memory and the quality
 of the updates.
 
 Times are medians over interleaved rounds (every variant once per round, the order
@@ -97,6 +98,31 @@ def _torchao_job(torch, n):
     return (opt.step, 16), f"torchao {torchao.__version__} (first step, compiling: {time.perf_counter() - t:.0f} s)"
 
 
+def _deepspeed_jobs(torch, n):
+    """DeepSpeed's fused CPU Adam on float32 tensors (28 bytes an element) and on all-bfloat16
+    tensors with bfloat16 state (``fp32_optimizer_states=False``: 14 bytes, the all-bf16 row's
+    bytes), or a note saying why there are none."""
+    try:
+        import deepspeed
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+    except Exception as exc:                # noqa: BLE001 - any import failure means "not available"
+        return {}, f"DeepSpeed CPU Adam not usable ({type(exc).__name__}: {exc})"
+    jobs = {}
+    t = time.perf_counter()
+    try:
+        for name, dt, fp32_state, bpe in (("DeepSpeed CPU Adam fp32", torch.float32, True, 28),
+                                          ("DeepSpeed CPU Adam all-bf16", torch.bfloat16, False, 14)):
+            p = torch.nn.Parameter(torch.randn(n).to(dt))
+            p.grad = (torch.randn(n) * 1e-2).to(dt)
+            opt = DeepSpeedCPUAdam([p], lr=1e-3, adamw_mode=False, fp32_optimizer_states=fp32_state)
+            opt.step()                      # the first one builds its C++ extension
+            jobs[name] = (opt.step, bpe)
+    except Exception as exc:                # noqa: BLE001 - its JIT build needs a compiler and ninja
+        return {}, f"DeepSpeed CPU Adam not usable ({type(exc).__name__}: {exc})"
+    built = time.perf_counter() - t
+    return jobs, f"deepspeed {deepspeed.__version__} (first steps, building its CPU Adam: {built:.0f} s)"
+
+
 def measure_speed(n=N, rounds=7, torch=None, slow_rounds=3):
     """Median step times of every variant and peer, interleaved; returns rows."""
     rng = np.random.default_rng(0)
@@ -116,9 +142,11 @@ def measure_speed(n=N, rounds=7, torch=None, slow_rounds=3):
         notes.append(note)
         if job is not None:
             peers["torchao AdamW8bit (CPU)"] = job
+        more, note = _deepspeed_jobs(torch, n)
+        notes.append(note)
+        peers.update(more)
     else:
-        notes.append("torch not importable: no torch or bitsandbytes rows")
-    notes.append("DeepSpeed CPU Adam: not a peer here (not installed)")
+        notes.append("torch not importable: no torch, bitsandbytes, torchao or DeepSpeed rows")
     times = {k: [] for k in list(jobs) + list(peers) + [f"stream {b}" for b in streams]}
     for fn in [j[0] for j in jobs.values()] + [p[0] for p in peers.values()] + list(streams.values()):
         fn()                                  # warm up: page faults, team start
