@@ -704,3 +704,53 @@ def test_minimize_evaluations_match_scipy_lbfgsb_on_logistic_regression():
         fastopt.LBFGS([np.zeros(3)], first_step="l2")
     with pytest.raises(ValueError, match="two_loop"):
         fastopt.LBFGS([np.zeros(3)], two_loop="vector-free")
+
+
+def test_lbfgs_parameters_and_returned_gradients_cannot_be_freed_during_a_step():
+    # the closure is user code run in the middle of a step, between kernels that write
+    # the parameters without the GIL; a later gradient's __array__ runs after an earlier
+    # gradient was checked and before the kernel reads it
+    x, z = np.zeros(50_000), np.zeros(7)
+    tried = []
+
+    def attempt(a):
+        try:
+            a.resize(200_000, refcheck=False)
+            tried.append("resized")
+        except ValueError as exc:
+            tried.append(str(exc))
+
+    class Late:
+        def __init__(self, earlier, value):
+            self.earlier, self.value = earlier, value
+
+        def __array__(self, dtype=None, copy=None):
+            attempt(self.earlier)
+            return self.value
+
+    def closure():
+        attempt(x)
+        g0 = x - 1.0
+        return float(0.5 * np.sum((x - 1.0) ** 2) + 0.5 * np.sum(z ** 2)), [g0, Late(g0, z.copy())]
+
+    opt = fastopt.LBFGS([x, z], max_iter=20)
+    opt.step(closure)
+    assert len(tried) > 2 and all("cannot resize" in t for t in tried), tried
+    np.testing.assert_allclose(x, 1.0, rtol=1e-6)
+
+
+def test_newton_point_cannot_be_freed_by_fun_and_grad():
+    tried = []
+
+    def fun_and_grad(x):
+        try:
+            x.base.resize(10, refcheck=False) if isinstance(x.base, np.ndarray) else x.resize(10, refcheck=False)
+            tried.append("resized")
+        except ValueError as exc:
+            tried.append(str(exc))
+        return float(0.5 * np.sum((x - 2.0) ** 2)), x - 2.0
+
+    res = fastopt.minimize(fun_and_grad, np.zeros(3000), method="newton-cg",
+                           hessp=lambda x, v: v)
+    assert tried and all("cannot resize" in t for t in tried), tried
+    np.testing.assert_allclose(res.x, 2.0)

@@ -5,6 +5,8 @@ import numbers
 
 import numpy as np
 
+from fastopt._lifetime import pin_memory
+
 __all__ = ["Status", "NonFiniteValueError", "MESSAGES", "check_count", "check_tolerance", "check_line_search",
            "unpack_loss_grads"]
 
@@ -74,9 +76,14 @@ def check_line_search(value):
     return value
 
 
-def unpack_loss_grads(out, shapes, dtype, who="closure()"):
+def unpack_loss_grads(out, shapes, dtype, who="closure()", pins=None):
     """``(loss float, list of C-contiguous ``dtype`` arrays)`` from a callback's return
-    value, or TypeError/ValueError naming what is wrong (count, shape, type)."""
+    value, or TypeError/ValueError naming what is wrong (count, shape, type).
+
+    The arrays may be the callback's own (no copy). A list passed as ``pins`` receives a
+    weak reference to each one's memory owner as soon as it is converted, so a later
+    gradient's ``__array__`` (or another thread) cannot free it before the kernels,
+    which read it without the GIL, are done (see :mod:`fastopt._lifetime`)."""
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         raise TypeError(f"{who} must return (loss, grads), got {type(out).__name__}")
     loss, grads = out
@@ -97,4 +104,6 @@ def unpack_loss_grads(out, shapes, dtype, who="closure()"):
         if a.shape != shape:
             raise ValueError(f"{who} returned grads[{k}] of shape {a.shape}; the parameter's shape is {shape}")
         out.append(np.ascontiguousarray(a, dtype=dtype))
+        if pins is not None:
+            pins.extend(pin_memory(out[-1:]))
     return float(loss), out

@@ -37,6 +37,7 @@ import numpy as np
 
 from fastopt._kernels import vecops
 from fastopt._kernels.engine import StepGuard
+from fastopt._lifetime import pin_memory
 from fastopt._validate import as_array, check_disjoint
 from fastopt.optim.base import _guarded
 from fastopt.second_order._common import (MESSAGES, NonFiniteValueError, Status, check_count, check_line_search,
@@ -130,6 +131,9 @@ class LBFGS:
                             f"{sorted({str(a.dtype) for a in arrays})}")
         check_disjoint([(f"params[{k}]", p) for k, p in enumerate(arrays)])
         self._params = arrays
+        # the kernels write the parameters without the GIL, and the closure (user code)
+        # runs in the middle of a step: NumPy refuses to reallocate them while we live
+        self._pins = pin_memory(arrays)
         self.dtype = arrays[0].dtype
         self._shapes = [a.shape for a in arrays]
         self._layout = vecops.Layout([a.size for a in arrays])
@@ -189,7 +193,8 @@ class LBFGS:
     def _evaluate(self, closure, slot, d=None):
         """Call the closure at the current parameters; the gradient goes into buffer
         ``slot`` in the same pass as its stats and, with ``d``, ``gᵀd``."""
-        loss, grads = unpack_loss_grads(closure(), self._shapes, self.dtype)
+        pins = []
+        loss, grads = unpack_loss_grads(closure(), self._shapes, self.dtype, pins=pins)
         buf = self._G[slot]
         dots, st = vecops.lincomb(self._layout, buf, 1.0, grads, dots=() if d is None else ((buf, d),), stats=True)
         self._stats[slot] = st

@@ -20,6 +20,7 @@ import math
 import numpy as np
 
 from fastopt._kernels import vecops
+from fastopt._lifetime import pin_memory
 from fastopt.second_order._common import MESSAGES, NonFiniteValueError, Status, unpack_loss_grads
 from fastopt.second_order.linesearch import armijo, strong_wolfe
 
@@ -111,11 +112,14 @@ def newton_loop(fun_and_grad, x, direction, *, line_search="strong_wolfe", max_i
     max_eval = max_iter * 5 // 4 + 10 if max_eval is None else max_eval
     G = [np.empty(n, dtype) for _ in range(4)]
     x0 = np.empty(n, dtype)
+    # the kernels read and write x without the GIL, between calls of user code
+    pins = pin_memory([x])          # noqa: F841 (alive until the loop returns)
 
     def call(slot, d=None):
         """Evaluate at x; the gradient is copied into ``G[slot]`` in the pass that also
         reduces its stats and, with ``d``, ``gᵀd`` (no second pass for the slope)."""
-        loss, (g,) = unpack_loss_grads(fun_and_grad(x), [shape], dtype, "fun_and_grad(x)")
+        held = []
+        loss, (g,) = unpack_loss_grads(fun_and_grad(x), [shape], dtype, "fun_and_grad(x)", pins=held)
         dots, st = ops.lincomb(lay, G[slot], 1.0, g.reshape(-1), dots=() if d is None else ((G[slot], d),),
                                stats=True)
         return loss, st, (dots[0] if dots else None)
