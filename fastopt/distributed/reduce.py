@@ -12,6 +12,7 @@ message size), so the sharded optimizer exchanges the raw gradient shards and ca
 import numpy as np
 
 from fastopt._kernels.meanred import mean_into_c
+from fastopt._lifetime import pin_memory
 
 __all__ = ["mean_gradient", "mean_into", "mean_reference"]
 
@@ -28,6 +29,8 @@ def mean_into(out, sources):
             and out.flags.writeable and len(sources) > 0
             and all(isinstance(s, np.ndarray) and s.dtype == out.dtype and s.flags.c_contiguous
                     and s.size == out.size for s in sources)):
+        # the kernel runs without the GIL: no other thread may reallocate these meanwhile
+        pins = pin_memory([out] + list(sources))          # noqa: F841
         mean_into_c(out, list(sources))
         return out
     return mean_reference(out, sources)
