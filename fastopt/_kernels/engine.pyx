@@ -929,8 +929,16 @@ def apply_rule(str rule, cnp.ndarray param, cnp.ndarray grad, tuple states, tupl
     for j, s in enumerate(states):
         slot.buf[2 + j] = <char*>cnp.PyArray_DATA(s)
     cdef int nt = resolve_threads(threads)
-    with nogil:
+    cdef list pins
+    if slot.n * slot.itemsize * slot.accesses < NOGIL_BYTES:
+        # as in Engine._step: holding the GIL costs a small step less than releasing it,
+        # and no other thread can reallocate the arrays meanwhile
         update_slots(&slot, 1, nt)
+    else:
+        pins = _pin_memory([param, grad] + list(states))
+        with nogil:
+            update_slots(&slot, 1, nt)
+        del pins
     return [ss[j] for j in range(e.n_scalar_state)]
 
 
