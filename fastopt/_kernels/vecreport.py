@@ -212,23 +212,26 @@ if __name__ == "__main__":
 
 
 def _low_loops(pyx_lines):
-    """pyx line of each low-precision kernel's plain element loop -> kernel name, and the
-    lines of the 8-bit block functions' loops in fo_lowprec.h -> their names."""
-    loops, kernel, armed = {}, None, False
+    """pyx line of each low-precision kernel's element loops -> a name: the kernel's for
+    its plain loop (options on), ``<kernel>:lean`` for its loop without pre-processing."""
+    loops, kernel, armed = {}, None, None
     for number, line in enumerate(pyx_lines, 1):
         if line.startswith("cdef void "):
-            kernel, armed = line[len("cdef void "):].split("(")[0], False
-        elif line.strip() == "if sigma == 0.0 and _sr == 0:":
-            armed = True
-        elif armed and line.strip() == "for _j in range(_m):" and kernel:
-            loops[number] = kernel
-            armed = False
+            kernel, armed = line[len("cdef void "):].split("(")[0], None
+        elif line.strip() == "if _lean:":
+            armed = ":lean"
+        elif line.strip() == "elif sigma == 0.0 and _sr == 0:":
+            armed = ""
+        elif armed is not None and line.strip() == "for _j in range(_m):" and kernel:
+            loops[number] = kernel + armed
+            armed = None
     return loops
 
 
 def report_low(rules=("adam", "lion"), cc=None, flags=None):
     """The low-precision kernels' (``lowrules.pyx``) vectorisation, for the named rules
-    in every variant: ``{kernel name: True if its element loop vectorised}``, plus
+    in every variant: ``{kernel name (its plain loop) or "<kernel>:lean" (its loop when no
+    option pre-processes g): True if that element loop vectorised}``, plus
     ``fo_q8_load_block`` and ``fo_q8_store_block`` (the 8-bit block functions)."""
     from Cython.Compiler.Main import CompilationOptions, compile as cython_compile
 
