@@ -44,8 +44,11 @@ Semantics (the optimizer's ``sparse=`` option):
   (``Rule.sparse_decay``). Each row remembers the step it was last updated at; when
   touched again after ``k`` skipped steps its decayed state is first multiplied by
   ``d^k`` (closed form; ``d^k`` is computed in double and rounded once, so it agrees
-  with ``k`` repeated multiplications to a few ulps, not bit for bit). Reading the
-  state (``opt.state``, ``state_dict``) first brings every row up to date. Refused
+  with ``k`` repeated multiplications to a few ulps, not bit for bit). Reading
+  ``opt.state`` first brings every row up to date. ``state_dict`` does not: it saves
+  the rows as they are and, per parameter, ``row_steps`` (int64, one per row: the step
+  each row was last brought up to; checked on load), because a catch-up rounds
+  (``d^a d^b`` is not ``d^(a+b)``) and a save mid-run would change the run's bits. Refused
   (ValueError at construction) for the momentum and Adam-style rules: there a zero
   gradient still moves ``p`` (``p -= lr·b``, ``p -= lr·m/(√v+ε)``), and the sum of the
   skipped steps' moves has no closed form (ε, per-step learning rates). Exact mode

@@ -873,6 +873,15 @@ cdef class Engine:
         """Forget the per-row counters (the state was just loaded whole: every row is current)."""
         self.last_rows = [None] * self.nparams
 
+    def get_row_steps(self):
+        """Exact mode: per parameter a copy of the step at which each row's state was last
+        brought up to date (int64, one per row), or None where every row is current."""
+        return [None if r is None else r.copy() for r in self.last_rows]
+
+    def set_row_steps(self, values):
+        """Install checked per-row counters (as :meth:`get_row_steps` gives them)."""
+        self.last_rows = [None if v is None else np.array(v, dtype=np.int64, order="C") for v in values]
+
     # --- state access for state_dict / load_state_dict -------------------------------
     def get_steps(self):
         return [self.steps[k] for k in range(self.nparams)]

@@ -30,6 +30,23 @@ def _is_count(value):
     return not isinstance(value, bool) and isinstance(value, numbers.Integral) and 0 <= value <= MAX_STEP
 
 
+def _check_row_steps(value, k, rows, step):
+    """``state[k]['row_steps']`` of an exact-mode state_dict, checked: an integer array of
+    one count per row, none above the parameter's step (a copy, int64)."""
+    where = f"state[{k}]['row_steps']"
+    if not isinstance(value, np.ndarray) or isinstance(value, np.ma.MaskedArray) or value.dtype.kind not in "iu" \
+            or value.shape != (rows,):
+        raise ValueError(f"{where} must be an integer array of shape ({rows},) (the step each row's state was last "
+                         f"brought up to), got {getattr(value, 'dtype', type(value).__name__)} "
+                         f"{getattr(value, 'shape', '')}")
+    out = np.array(value, dtype=np.int64)
+    if not _is_count(step):
+        return out                          # the step's own check names it
+    if rows and (out.min() < 0 or out.max() > step):
+        raise ValueError(f"{where} must lie in [0, step={step}], found {out.min() if out.min() < 0 else out.max()}")
+    return out
+
+
 __all__ = ["Optimizer", "NonFiniteGradientError", "ReentryError"]
 
 
@@ -111,7 +128,10 @@ class Optimizer:
       scipy.sparse matrix or a torch sparse COO tensor, for a 2-D parameter) steps
       its rows: ``"lazy"`` (default: only the touched rows and their state change,
       as torch's ``SparseAdam``) or ``"exact"`` (the dense step with zero rows, for the
-      rules where that has a closed form; see :mod:`fastopt.sparse`).
+      rules where that has a closed form; see :mod:`fastopt.sparse`). In exact mode a
+      row's state is caught up when the row is next touched, or when :attr:`state` is
+      read; :meth:`state_dict` saves the rows as they are plus ``row_steps`` (the step
+      each row was last brought up to), so a save and load mid-run keeps the run's bits.
     * ``precision``: a :class:`fastopt.Precision`: bfloat16/float16 parameters and
       gradients, float32 master weights (mixed precision), bfloat16 or 8-bit block-wise
       state, loss scaling and stochastic rounding (see its docstring).
@@ -429,8 +449,9 @@ class Optimizer:
         finally:
             self._guard.release()
 
-    def _state_entries(self):
-        self._engine.sparse_flush()          # exact sparse mode: every row's state up to date
+    def _state_entries(self, flush=True):
+        if flush:
+            self._engine.sparse_flush()      # exact sparse mode: every row's state up to date
         steps = self._engine.get_steps()
         out = []
         for k, p in enumerate(self._params):
@@ -473,8 +494,14 @@ class Optimizer:
         with ``np.savez``."""
         groups = groups_state(self.param_groups, self._engine.get_group_steps())
         state = {}
-        for k, entry in enumerate(self._state_entries()):
+        # exact sparse mode: the rows' state as it is, with the step each row was last
+        # brought up to, not caught up here: a catch-up rounds (d^a d^b is not d^(a+b)),
+        # so saving mid-run would change the rest of the run's bits
+        rows = self._engine.get_row_steps()
+        for k, entry in enumerate(self._state_entries(flush=False)):
             state[k] = {name: (v.copy() if isinstance(v, np.ndarray) else v) for name, v in entry.items()}
+            if rows[k] is not None:
+                state[k]["row_steps"] = rows[k]
         return {"algorithm": type(self).__name__, "version": STATE_DICT_VERSION,
                 "options": {"clip_norm": self._options["clip_norm"],
                             "grad_noise": list(self._options["grad_noise"] or []),
@@ -567,6 +594,10 @@ class Optimizer:
             rule = self._group_rule[self._group_of[k]]
             lp = self._low[k] if self._low else None
             want = {"step"} | (set(rule.state) if lp is None else lp.keys()) | {n for n, _ in rule.scalar_state}
+            row_steps = None
+            if "row_steps" in entry and self._sparse == "exact" and p.ndim == 2:
+                entry = dict(entry)
+                row_steps = _check_row_steps(entry.pop("row_steps"), k, p.shape[0], entry.get("step"))
             if set(entry) != want:
                 raise ValueError(f"state of parameter {k} has keys {sorted(entry)}, expected {sorted(want)} "
                                  f"for the '{rule.name}' kernel")
@@ -593,7 +624,7 @@ class Optimizer:
                 if n in rule.domains:
                     rule.domains[n].check(v, f"state[{k}]['{n}']")
                 scalars.append(float(v))
-            loaded.append((int(step), arrays, scalars))
+            loaded.append((int(step), arrays, scalars, row_steps))
         # everything checked: commit
         for gi, (candidate, saved, _) in enumerate(new_groups):
             group = self.param_groups[gi]
@@ -604,7 +635,7 @@ class Optimizer:
                     group[key].load_state_dict(value["schedule"])
                 elif not (isinstance(value, dict) and "callable" in value):
                     group[key] = candidate[key]
-        for k, (step, arrays, scalars) in enumerate(loaded):
+        for k, (step, arrays, scalars, _) in enumerate(loaded):
             if self._low and self._low[k] is not None:
                 self._low[k].commit(arrays)
                 continue
@@ -613,11 +644,12 @@ class Optimizer:
         if options != self._options:
             self._options = options
             self._build_engine()
-        for k, (step, arrays, scalars) in enumerate(loaded):
+        for k, (step, arrays, scalars, _) in enumerate(loaded):
             self._engine.set_scalar_state(k, scalars)
-        self._engine.set_steps([s for s, _, _ in loaded])
+        self._engine.set_steps([s for s, _, _, _ in loaded])
         self._engine.set_group_steps([g for _, _, g in new_groups])
-        self._engine.sparse_reset()          # the loaded state is whole: every row current
+        # rows saved mid-way in exact mode resume from their own steps; others are current
+        self._engine.set_row_steps([r for _, _, _, r in loaded])
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]

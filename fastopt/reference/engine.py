@@ -289,6 +289,13 @@ class ReferenceEngine:
         """Forget the per-row counters (a loaded state is current in every row)."""
         self.last_rows = [None] * len(self.params)
 
+    def get_row_steps(self):
+        """Exact mode: copies of the per-row counters (None where every row is current)."""
+        return [None if r is None else r.copy() for r in self.last_rows]
+
+    def set_row_steps(self, values):
+        self.last_rows = [None if v is None else np.array(v, dtype=np.int64) for v in values]
+
     def get_steps(self):
         return list(self.steps)
 
