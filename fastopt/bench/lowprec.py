@@ -288,6 +288,46 @@ def quality_lines(dev, losses):
     return out
 
 
+def target_lines(rows, dev, losses):
+    """Issue 12's targets, each judged "met" / "NOT met" from this run's figures (a peer
+    that is not installed gives no line)."""
+    by = {r["name"]: r for r in rows}
+    fp32_state = by["fp32 Adam"]["state_bytes"]
+    out = []
+
+    def judge(ok, text):
+        out.append(f"  target {'met' if ok else 'NOT met'}: {text}")
+
+    q8 = by["8-bit state, fp32 params"]
+    judge(q8["vs_fp32"] <= 0.65, f"8-bit Adam (fp32 params) <= 0.65x fp32 Adam's time: {q8['vs_fp32']:.2f}x")
+    for peer in ("bitsandbytes Adam8bit (CPU)", "torchao AdamW8bit (CPU)"):
+        if peer in by:
+            x = by[peer]["ms"] / q8["ms"]
+            judge(x >= 30, f"8-bit Adam >= 30x faster than {peer}: {x:.1f}x")
+    bf = by["all bf16 (params, grads, state)"]
+    for peer in ("torch fused Adam bf16", "DeepSpeed CPU Adam all-bf16"):
+        if peer in by:
+            x = by[peer]["ms"] / bf["ms"]
+            judge(x > 1.0, f"all-bf16 Adam faster than {peer}: {x:.2f}x")
+    slow = [f"{r['name']} {r['pct_stream']:.0f}%" for r in rows if r["pct_stream"] is not None
+            and r["pct_stream"] < 90]
+    judge(not slow, "every variant >= 90% of a stream moving its bytes" + (f" (below: {', '.join(slow)})"
+                                                                          if slow else ""))
+    mem = {r["name"]: r["state_bytes"] / fp32_state for r in rows if r["state_bytes"] is not None}
+    judge(mem["8-bit state, fp32 params"] <= 0.26 and abs(mem["bf16 state, fp32 params"] - 0.5) < 0.005,
+          f"state memory 8-bit <= 26% ({100 * mem['8-bit state, fp32 params']:.1f}%), bf16 50% "
+          f"({100 * mem['bf16 state, fp32 params']:.1f}%)")
+    worst = max((abs(v / d["fp32"] - 1), f"{label} {k}") for label, d in losses.items() for k, v in d.items()
+                if k != "fp32")
+    judge(worst[0] <= 0.01, f"8-bit and bf16-state final losses within 1% of fp32 (worst {100 * worst[0]:.2f}%, "
+          f"{worst[1]})")
+    if "bitsandbytes Adam8bit" in dev:
+        judge(dev["8-bit state"] <= dev["bitsandbytes Adam8bit"] + 1e-4,
+              f"8-bit update deviation no worse than bitsandbytes' ({100 * dev['8-bit state']:.2f}% vs "
+              f"{100 * dev['bitsandbytes Adam8bit']:.2f}%)")
+    return out
+
+
 def run(torch=None, rounds=7, out=print):
     """Run the whole part and print it; returns the results as a dict."""
     rows, notes = measure_speed(rounds=rounds, torch=torch)
@@ -296,4 +336,7 @@ def run(torch=None, rounds=7, out=print):
     dev, losses = measure_quality(torch=torch)
     for line in quality_lines(dev, losses):
         out(line)
-    return {"speed": rows, "notes": notes, "update_deviation": dev, "final_loss": losses}
+    targets = target_lines(rows, dev, losses)
+    for line in ["targets (issue 12; this run's ratios):"] + targets:
+        out(line)
+    return {"speed": rows, "notes": notes, "update_deviation": dev, "final_loss": losses, "targets": targets}
