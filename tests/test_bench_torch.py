@@ -82,3 +82,15 @@ def test_the_bf16_row_times_master_weights_all_bf16_and_torch_on_bf16_parameters
     met = torch_training.targets([dict(row, runs=runs, alone=1.0)])
     assert [text.split(":")[1].split()[0] for text, _ in met] == ["step", "all-bf16", "total", "mixed"]
     assert all(ok for _, ok in met)              # fastopt-bf16 counted as torch would fail the total
+
+
+def test_the_bf16_transformer_row():
+    rows = torch_training.measure_bf16(torch, steps=1, model="transformer", batch=2, bag=8, deepspeed=False,
+                                       model_kwargs=dict(vocab=64, dim=16, heads=2, ff=32, layers=1))
+    (row,) = rows
+    assert row["model"] == "transformer" and row["dtype"] == "bfloat16"
+    assert set(row["runs"]) == {"fastopt", "fastopt-bf16", "foreach", "fused"}
+    assert all(v > 0 for run in row["runs"].values() for v in run.values())
+    assert "transformer LM" in torch_training.lines(rows, threads=1)[0]
+    with pytest.raises(ValueError, match="model must be one of"):
+        torch_training.measure_bf16(torch, model="cnn")

@@ -301,3 +301,34 @@ def test_stale_8bit_extras_that_went_through_torch_are_ignored():
     codes, _ = fastopt.lowprec.q8.quantize_blockwise(sd["state"][0]["exp_avg"].numpy(), signed=True)
     np.testing.assert_array_equal(mine["exp_avg_q8"].numpy(), codes)
     assert int(mine["step"]) == 2
+
+
+# --- hypothesis: shapes, hyper-parameters and setups drawn at random --------------------------------
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_SHAPE = st.one_of(st.tuples(st.integers(1, 700)), st.tuples(st.integers(1, 40), st.integers(1, 33)),
+                   st.tuples(st.integers(1, 5), st.integers(1, 7), st.integers(1, 9)))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=st.sampled_from(CONFIGS), shapes=st.lists(_SHAPE, min_size=1, max_size=3),
+       lr=st.floats(1e-4, 0.3), wd=st.sampled_from([0.0, 0.01, 0.3]), beta1=st.floats(0.0, 0.99),
+       steps=st.integers(1, 4), maximize=st.booleans())
+def test_hypothesis_bitwise_the_fastopt_numpy_path(config, shapes, lr, wd, beta1, steps, maximize):
+    # bfloat16/float16 parameters of any shape (odd lengths, 8-bit blocks cut short, many
+    # arrays) and any hyper-parameters: the same bits as the fastopt NumPy path
+    name, kw, prec, dtype = config
+    kw = dict(kw, lr=lr, maximize=maximize)
+    if name != "Lion" or wd:
+        kw["weight_decay"] = wd
+    if name in ("Adam", "AdamW", "Lion"):
+        kw["betas"] = (beta1, 0.999 if name != "Lion" else 0.99)
+    elif name == "SGD":
+        kw["momentum"] = beta1
+    params, arrays, ours, ref = run_both(name, kw, prec, dtype, steps=steps, shapes=[tuple(s) for s in shapes])
+    for p, a in zip(params, arrays):
+        np.testing.assert_array_equal(bits(p), a)
+    inner = ours._inner.state
+    for k, entry in enumerate(ref.state):
+        for key, v in entry.items():
+            np.testing.assert_array_equal(np.asarray(inner[k][key]), np.asarray(v), err_msg=f"state[{k}][{key}]")

@@ -106,10 +106,12 @@ def run(cfg, out=None):
             else:
                 threads = max(cfg.threads)
                 set_threads(threads, torch)
-                rows = torch_training.measure_bf16(torch, steps=min(cfg.repeat, 9))
-                results["torch_training_bf16"] = rows
-                for line in torch_training.lines(rows, threads):
-                    emit(line)
+                results["torch_training_bf16"] = []
+                for model in torch_training.MODELS:
+                    rows = torch_training.measure_bf16(torch, steps=min(cfg.repeat, 9), model=model)
+                    results["torch_training_bf16"] += rows
+                    for line in torch_training.lines(rows, threads):
+                        emit(line)
         if cfg.sparse:
             progress.step("sparse steps")
             set_threads(max(cfg.threads), torch)

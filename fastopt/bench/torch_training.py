@@ -191,8 +191,9 @@ def measure(torch, steps=5, optimizers=OPTIMIZERS, model_kwargs=None, batch=None
     return rows
 
 
-def measure_bf16(torch, steps=5, model_kwargs=None, batch=None, bag=None, deepspeed=True):
-    """The embedding+MLP model in bfloat16, one row of Adam (lr 1e-3): ``fastopt``
+def measure_bf16(torch, steps=5, model_kwargs=None, batch=None, bag=None, deepspeed=True, model="mlp"):
+    """The embedding+MLP model (``model="transformer"``: the transformer LM) in bfloat16,
+    one row of Adam (lr 1e-3): ``fastopt``
     (``precision=Precision(master_weights=True)``: float32 master weights and state,
     ZeRO-Offload's layout), ``fastopt-bf16`` (``Precision()``: bfloat16 state, as torch
     keeps it), torch ``foreach`` and ``fused`` on the bfloat16 parameters, and
@@ -200,8 +201,14 @@ def measure_bf16(torch, steps=5, model_kwargs=None, batch=None, bag=None, deepsp
     import fastopt
     import fastopt.torch as ft
 
-    net = build_model(torch, **(model_kwargs or {})).to(torch.bfloat16)
-    batches = _batches(torch, "mlp", net, batch or BATCH, bag or BAG)
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
+    if model == "mlp":
+        net = build_model(torch, **(model_kwargs or {})).to(torch.bfloat16)
+        batches = _batches(torch, "mlp", net, batch or BATCH, bag or BAG)
+    else:
+        net = build_transformer(torch, **(model_kwargs or {})).to(torch.bfloat16)
+        batches = _batches(torch, "transformer", net, batch or T_BATCH, bag or T_SEQ)
     modes = {"fastopt": lambda ps: ft.Adam(ps, lr=1e-3, precision=fastopt.Precision(master_weights=True)),
              "fastopt-bf16": lambda ps: ft.Adam(ps, lr=1e-3, precision=fastopt.Precision()),
              "foreach": lambda ps: torch.optim.Adam(ps, lr=1e-3, foreach=True),
@@ -210,7 +217,7 @@ def measure_bf16(torch, steps=5, model_kwargs=None, batch=None, bag=None, deepsp
     if ds is not None:
         modes["deepspeed"] = lambda ps: ds(ps, lr=1e-3, **DEEPSPEED["Adam"][1])
     runs, alone = _run(torch, net, modes, batches, steps)
-    return [{"label": "Adam (bf16)", "cls": "Adam", "model": "mlp", "dtype": "bfloat16",
+    return [{"label": "Adam (bf16)", "cls": "Adam", "model": model, "dtype": "bfloat16",
              "params": sum(p.numel() for p in net.parameters()), "alone": alone, "runs": runs}]
 
 
