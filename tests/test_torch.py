@@ -390,8 +390,8 @@ def test_bad_parameters_are_named():
         ft.Adam([good, torch.zeros(3, device="meta", requires_grad=True)])
     with pytest.raises(ValueError, match=r"param_groups\[1\]\['params'\]\[0\] is not contiguous"):
         ft.Adam([{"params": [good]}, {"params": [torch.zeros(4, 4).t().requires_grad_()]}])
-    with pytest.raises(TypeError, match=r"\[0\] is torch.bfloat16: bfloat16/float16 parameters need precision="):
-        ft.Adam([torch.zeros(3, dtype=torch.bfloat16, requires_grad=True)])
+    with pytest.raises(TypeError, match=r"\[0\] is torch.float16: float16 parameters .* need precision="):
+        ft.Adam([torch.zeros(3, dtype=torch.float16, requires_grad=True)])
     with pytest.raises(TypeError, match="float16"):
         ft.SGD([torch.zeros(3, dtype=torch.float16, requires_grad=True)])
     with pytest.raises(TypeError, match="sparse"):

@@ -238,8 +238,12 @@ def test_torch_bf16_adam_state_dict_loads_both_ways():
 # --- bad input ------------------------------------------------------------------------------
 def test_half_parameters_need_precision_and_mismatched_gradients_are_named():
     f32 = torch.zeros(3, requires_grad=True)
+    with pytest.raises(TypeError, match=r"param_groups\[1\]\['params'\]\[0\] is torch.float16: .*need precision="):
+        ft.Adam([{"params": [f32]}, {"params": [torch.zeros(3, dtype=torch.float16, requires_grad=True)]}])
+    opt = ft.Adam([f32])                       # created for float32 only: a bfloat16 group needs precision=
     with pytest.raises(TypeError, match=r"param_groups\[1\]\['params'\]\[0\] is torch.bfloat16: .*need precision="):
-        ft.Adam([{"params": [f32]}, {"params": [torch.zeros(3, dtype=torch.bfloat16, requires_grad=True)]}])
+        opt.add_param_group({"params": [torch.zeros(3, dtype=torch.bfloat16, requires_grad=True)]})
+    assert len(opt.param_groups) == 1
     params = [torch.ones(300, dtype=torch.bfloat16, requires_grad=True) for _ in range(2)]
     opt = ft.Adam([{"params": params[:1]}, {"params": params[1:]}], precision=Precision(master_weights=True))
     params[0].grad = torch.ones(300, dtype=torch.bfloat16)
@@ -332,3 +336,26 @@ def test_hypothesis_bitwise_the_fastopt_numpy_path(config, shapes, lr, wd, beta1
     for k, entry in enumerate(ref.state):
         for key, v in entry.items():
             np.testing.assert_array_equal(np.asarray(inner[k][key]), np.asarray(v), err_msg=f"state[{k}][{key}]")
+
+
+def test_bfloat16_parameters_without_precision_keep_bfloat16_state_as_torch_does():
+    # swapping the import is enough for a bfloat16 model: Precision() by default, the
+    # storage torch.optim keeps (bfloat16 state), the same bits as asking for it
+    params = tensors(torch.bfloat16) + [torch.randn(5, requires_grad=True)]
+    twins = [p.detach().clone().requires_grad_() for p in params]
+    plain = ft.Adam(params, lr=1e-2)
+    asked = ft.Adam(twins, lr=1e-2, precision=Precision())
+    for s in range(3):
+        gs = grads(torch.bfloat16, s) + [torch.randn(5)]
+        for p, q, g in zip(params, twins, gs):
+            p.grad, q.grad = g.clone(), g.clone()
+        plain.step()
+        asked.step()
+    for p, q in zip(params, twins):
+        np.testing.assert_array_equal(bits(p), bits(q))
+    st = plain.state[params[0]]
+    assert st["exp_avg"].dtype is torch.bfloat16 and "master" not in st
+    assert plain.state[params[-1]]["exp_avg"].dtype is torch.float32      # a float32 parameter stays float32
+    state_bytes = sum(v.numel() * v.element_size() for p in params[:-1] for k, v in plain.state[p].items()
+                      if k != "step")
+    assert state_bytes == sum(2 * p.numel() * 2 for p in params[:-1])    # m and v, 2 bytes each: torch's memory

@@ -14,9 +14,13 @@ the arithmetic is torch's single-tensor path (``foreach=False``; fastopt's rules
 ``fastopt/rules/``). float32 and float64 CPU tensors; sparse parameters are refused
 with a message.
 
-bfloat16/float16 parameters need ``precision=fastopt.Precision(...)`` (refused without
-it), then run fastopt's low-precision kernels (:mod:`fastopt.lowprec`) on zero-copy
-views (bfloat16 as uint16 bit patterns), bit for bit ``fastopt.X(..., precision=...)``:
+bfloat16/float16 parameters run fastopt's low-precision kernels (:mod:`fastopt.lowprec`)
+on zero-copy views (bfloat16 as uint16 bit patterns), bit for bit ``fastopt.X(...,
+precision=...)``. An optimizer given bfloat16 parameters and no ``precision=`` uses
+``Precision()`` (bfloat16 state, the storage and memory ``torch.optim`` keeps for them), so
+swapping the import is enough for a bfloat16 model. float16 parameters need an explicit
+``precision=`` (``Precision()`` keeps float32 state for them, twice torch's memory, and
+float16 training wants the loss-scale choice made on purpose):
 
 * ``Precision(master_weights=True)``: float32 master weights and float32 state kept by
   the optimizer; each step reads the half gradient, updates the master weights and

@@ -94,6 +94,12 @@ class Optimizer(torch.optim.Optimizer):
         self._skipped = False
         _check_torch_only(defaults, "the arguments")
         torch.optim.Optimizer.__init__(self, params, defaults)
+        if "precision" not in self._options and any(
+                isinstance(p, torch.Tensor) and p.dtype is torch.bfloat16
+                for g in self.param_groups for p in g["params"]):
+            # the drop-in default for bfloat16 models: bfloat16 state beside bfloat16
+            # parameters, the storage (and memory) torch.optim keeps for them
+            self._options["precision"] = _lowprec.precision_for(fastopt.Precision())
         views = self._check_params(self.param_groups, [])
         self._inner = self._fastopt_class([self._inner_group(g, v, gi) for gi, (g, v) in
                                            enumerate(zip(self.param_groups, views))], **self._options)
@@ -477,10 +483,11 @@ def _param_view(p, where, low_precision=False):
         raise ValueError(f"{where} is on {p.device}: fastopt.torch updates CPU tensors only (use torch.optim "
                          "for other devices)")
     if p.dtype in _LOW_PRECISION and not low_precision:
-        raise TypeError(f"{where} is {p.dtype}: bfloat16/float16 parameters need precision=fastopt.Precision(...): "
+        raise TypeError(f"{where} is {p.dtype}: float16 parameters (and bfloat16 ones added to an optimizer "
+                        "created for float32 parameters only) need precision=fastopt.Precision(...): "
                         "master_weights=True for float32 master weights in the optimizer (ZeRO-Offload's mixed "
-                        "precision), or fastopt.Precision() for all-bfloat16 storage as torch.optim keeps it "
-                        "(see fastopt.torch); nothing was created")
+                        "precision, with loss scaling for float16), or fastopt.Precision() for storage in the "
+                        "parameters' dtype (see fastopt.torch); nothing was created")
     if p.dtype not in _FLOATS + _LOW_PRECISION:
         raise TypeError(f"{where} is {p.dtype}: fastopt.torch updates float32, float64, and (with precision=) "
                         "bfloat16 and float16 tensors")
