@@ -28,13 +28,13 @@ cdef void _tile(real* out, const real** src, int nsrc, Py_ssize_t lo, Py_ssize_t
     cdef Py_ssize_t i, n = hi - lo
     cdef int r
     cdef const real* s = src[0] + lo
-    for i in range(n):
+    for i in range(n):  # vec: first
         acc[i] = <double>s[i]
     for r in range(1, nsrc):
         s = src[r] + lo
-        for i in range(n):
+        for i in range(n):  # vec: add
             acc[i] = acc[i] + <double>s[i]
-    for i in range(n):
+    for i in range(n):  # vec: store
         out[lo + i] = <real>(acc[i] / p)
 
 

@@ -44,15 +44,31 @@ cdef inline void _row(real* p, real* s, const real* g, Py_ssize_t dim, real clr,
     cdef real x, den, sv
     for k in range(8):
         acc[k] = 0.0
-    for j in range(dim):
-        x = g[j] * sign
-        x = x + wd * p[j] if has_wd else x
-        acc[j & 7] += <double>x * <double>x
+    # lane k sums the elements j = k mod 8 in order, in blocks of 8 (as one loop with
+    # acc[j & 7] would: the same bits), which the compiler turns into vector code
+    # (weight decay as its own loop: a select on a float operation stays a branch)
+    j = 0
+    if has_wd:
+        while j + 8 <= dim:  # vec: mean_square_wd
+            for k in range(8):
+                x = g[j + k] * sign + wd * p[j + k]
+                acc[k] += <double>x * <double>x
+            j = j + 8
+    else:
+        while j + 8 <= dim:  # vec: mean_square
+            for k in range(8):
+                x = g[j + k] * sign
+                acc[k] += <double>x * <double>x
+            j = j + 8
+    for k in range(dim - j):
+        x = g[j + k] * sign
+        x = x + wd * p[j + k] if has_wd else x
+        acc[k] += <double>x * <double>x
     sv = s[0] + <real>((((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])))
                        / <double>dim)
     s[0] = sv
     den = _sqrt(sv) + eps
-    for j in range(dim):
+    for j in range(dim):  # vec: update
         x = g[j] * sign
         x = x + wd * p[j] if has_wd else x
         p[j] = p[j] - clr * (x / den)

@@ -311,7 +311,7 @@ def report_low(rules=("adam", "lion"), cc=None, flags=None):
 
 
 def _vec_markers(pyx_lines):
-    """pyx line -> name of every loop marked ``# vec: NAME`` in vecops.pyx."""
+    """pyx line -> name of every loop marked ``# vec: NAME`` in a .pyx's lines."""
     out = {}
     for number, line in enumerate(pyx_lines, 1):
         m = re.search(r"#\s*vec:\s*(\w+)\s*$", line)
@@ -320,34 +320,33 @@ def _vec_markers(pyx_lines):
     return out
 
 
-def vecops_report(cc=None, flags=None):
-    """The second-order vector kernels' (``vecops.pyx``) vectorisation: ``{"<loop>_f32" |
-    "<loop>_f64": True if vectorised}`` for every loop marked ``# vec: <loop>`` in the
-    source, in both precisions. An element loop counts when GCC reports it vectorised; the
-    stats, written with GCC vector extensions (``fo_stats_lanes_*``), count when the
-    compiler kept their vector operations as vector instructions (no
-    ``-Wvector-operation-performance`` "piecewise"/"single scalar" lowering)."""
+def marked_report(module, cc=None, flags=None):
+    """The vectorisation of the loops marked ``# vec: <loop>`` in ``<module>.pyx`` (kernels
+    fused over float/double, float first): ``{"<loop>_f32" | "<loop>_f64": True if
+    vectorised}``. An element loop counts when GCC reports it vectorised (or turned into a
+    library call such as memcpy); a call of a GCC-vector-extension helper
+    (``fo_stats_lanes_*``) when the compiler kept its operations as vector instructions."""
     from Cython.Compiler.Main import CompilationOptions, compile as cython_compile
 
     cc = cc or os.environ.get("CC") or "gcc"
     if shutil.which(cc) is None:
         raise RuntimeError(f"no C compiler '{cc}'")
     flags = (flags or _build_flags()).split()
-    src = open(os.path.join(HERE, "vecops.pyx")).read().splitlines()
+    src = open(os.path.join(HERE, f"{module}.pyx")).read().splitlines()
     markers = _vec_markers(src)
     with tempfile.TemporaryDirectory() as tmp:
         pkg = os.path.join(tmp, "fastopt", "_kernels")
         os.makedirs(pkg)
         for name in os.listdir(HERE):
-            if name.endswith((".pxd", ".h")) or name == "vecops.pyx":
+            if name.endswith((".pxd", ".h")) or name == f"{module}.pyx":
                 shutil.copy(os.path.join(HERE, name), pkg)
         for init in (os.path.join(tmp, "fastopt", "__init__.py"), os.path.join(pkg, "__init__.py")):
             open(init, "w").close()
-        c_file = os.path.join(tmp, "vecops.c")
-        result = cython_compile(os.path.join(pkg, "vecops.pyx"),
+        c_file = os.path.join(tmp, f"{module}.c")
+        result = cython_compile(os.path.join(pkg, f"{module}.pyx"),
                                 CompilationOptions(include_path=[tmp], output_file=c_file, language_level=3))
         if result.num_errors:
-            raise RuntimeError("Cython failed on vecops.pyx")
+            raise RuntimeError(f"Cython failed on {module}.pyx")
         import numpy
         cmd = [cc, *flags, "-fPIC", "-fopt-info-vec-optimized", "-fopt-info-loop-optimized",
                "-Wvector-operation-performance", "-c", c_file,
@@ -355,15 +354,15 @@ def vecops_report(cc=None, flags=None):
                "-I" + numpy.get_include()]
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
         if out.returncode:
-            raise RuntimeError(f"compiling vecops.c failed:\n{out.stderr[-2000:]}")
-        vectorised = {int(m.group(1)) for m in re.finditer(r"vecops\.c:(\d+):\d+: optimized: loop vectorized",
+            raise RuntimeError(f"compiling {module}.c failed:\n{out.stderr[-2000:]}")
+        vectorised = {int(m.group(1)) for m in re.finditer(module + r"\.c:(\d+):\d+: optimized: loop vectorized",
                                                            out.stderr)}
         # a plain copy loop GCC replaces by a memcpy call (which is vectorised code)
         vectorised |= {int(m.group(1)) for m in re.finditer(
-            r"vecops\.c:(\d+):\d+: optimized: Loop \d+ distributed: split to 0 loops and 1 library calls",
+            module + r"\.c:(\d+):\d+: optimized: Loop \d+ distributed: split to 0 loops and 1 library calls",
             out.stderr)}
         lowered = {int(m.group(1)) for m in re.finditer(
-            r"vecops\.c:(\d+):\d+: warning: vector operation will be expanded (?:piecewise|with a single scalar)",
+            module + r"\.c:(\d+):\d+: warning: vector operation will be expanded (?:piecewise|with a single scalar)",
             out.stderr)}
         c_lines = open(c_file).read().splitlines()
     helper = {}                       # fo_stats_lanes_{f,d}: C lines of the macro's expansion
@@ -387,7 +386,7 @@ def vecops_report(cc=None, flags=None):
                 key = f"{name}_{'f32' if k == 1 else 'f64'}"
                 status[key] = status.get(key, False) or any(start <= n <= end for n in vectorised)
     for number, line in enumerate(c_lines, 1):
-        m = re.search(r'vecops\.pyx":(\d+)', line)
+        m = re.search(module + r'\.pyx":(\d+)', line)
         if m:
             close(number)
             current, start = int(m.group(1)), number
@@ -397,3 +396,11 @@ def vecops_report(cc=None, flags=None):
             for p in ("f32", "f64"):
                 status.setdefault(f"{name}_{p}", False)
     return status
+
+
+def vecops_report(cc=None, flags=None):
+    """:func:`marked_report` of the second-order vector kernels (``vecops.pyx``). The
+    stats, written with GCC vector extensions (``fo_stats_lanes_*``), count when the
+    compiler kept their vector operations as vector instructions (no
+    ``-Wvector-operation-performance`` "piecewise"/"single scalar" lowering)."""
+    return marked_report("vecops", cc, flags)
