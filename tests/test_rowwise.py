@@ -154,3 +154,22 @@ def test_zero_columns_leave_the_accumulator_alone():
     opt = fastopt.RowwiseAdagrad([p], lr=0.1)
     opt.step([np.zeros((4, 0), np.float32)])
     assert np.array_equal(opt.state[0]["sum"], np.zeros(4, np.float32))
+
+
+def test_duplicate_rows_are_coalesced_into_the_parameters_workspace():
+    # steps with duplicated indices reuse the parameter's buffers (no fresh pages every
+    # step) and give the reference's bits
+    rng = np.random.default_rng(3)
+    table = rng.standard_normal((500, 7))
+    opt = fastopt.RowwiseAdagrad([table.copy()], lr=0.1)
+    slow = ref.RowwiseAdagrad([table.copy()], lr=0.1)
+    buffers = None
+    for step in range(4):
+        idx = rng.integers(0, 40, 300)                 # many duplicates
+        vals = rng.standard_normal((300, 7))
+        opt.step([SparseGrad(idx, vals)])
+        slow.step([SparseGrad(idx, vals)])
+        now = [id(b) for b in opt._ws[0] if b is not None]
+        assert now and (buffers is None or now == buffers)
+        buffers = now
+    assert_bitwise(opt.params[0], slow.params[0])

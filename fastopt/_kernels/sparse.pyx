@@ -605,12 +605,12 @@ def coalesce_index(cnp.ndarray idx, cnp.ndarray vals, Py_ssize_t nrows=-1, int t
     return _coalesce(idx, vals, nrows, threads, ws, True)
 
 
-def coalesce(cnp.ndarray idx, cnp.ndarray vals, Py_ssize_t nrows=-1, int threads=0):
+def coalesce(cnp.ndarray idx, cnp.ndarray vals, Py_ssize_t nrows=-1, int threads=0, list ws=None):
     """``(rows, summed)``: the sorted unique indices of ``idx`` (int64, checked) and, per
     row, the sum of its ``vals`` rows (``vals``: C-contiguous ``(len(idx), dim)``) in the
-    order described in the module docstring. New arrays; the inputs are not changed.
-    ``nrows`` and ``threads`` as for :func:`coalesce_index`."""
-    return _coalesce(idx, vals, nrows, threads, None, False)
+    order described in the module docstring. The inputs are not changed. ``nrows``,
+    ``threads`` and ``ws`` as for :func:`coalesce_index` (``ws`` None: new arrays)."""
+    return _coalesce(idx, vals, nrows, threads, ws, False)
 
 
 cdef enum:

@@ -7,7 +7,7 @@ import numpy as np
 from fastopt._kernels.engine import NonFiniteGradientError, StepGuard
 from fastopt._kernels.driver import data_span
 from fastopt._kernels.rowwise import rowwise_adagrad
-from fastopt._kernels.sparse import check_indices, coalesce
+from fastopt._kernels.sparse import check_indices, coalesce, new_workspace
 from fastopt._lifetime import pin_memory
 from fastopt._validate import as_array, check_disjoint, check_like, grads_sequence
 from fastopt.optim.base import POLICIES, _guarded
@@ -71,6 +71,7 @@ class RowwiseAdagrad:
         self._params = arrays
         init = float(initial_accumulator_value)
         self._sums = [np.full(p.shape[0], init, p.dtype) for p in arrays]
+        self._ws = [new_workspace() for _ in arrays]        # each parameter's coalescing buffers
         self._steps = [0] * len(arrays)
         self._gstep = 0
         self._layouts = [(_layout(p), _layout(s)) for p, s in zip(arrays, self._sums)]
@@ -113,7 +114,8 @@ class RowwiseAdagrad:
                 continue
             if is_sparse_input(g):
                 idx, vals, ordered = checked_rows(g, f"grads[{k}]", p)
-                rows, vals = (idx, vals) if ordered else coalesce(idx, vals, p.shape[0])
+                # into this parameter's workspace: no fresh pages to fault in every step
+                rows, vals = (idx, vals) if ordered else coalesce(idx, vals, p.shape[0], ws=self._ws[k])
             else:
                 vals = as_array(g, f"grads[{k}]", writeable=False)
                 check_like(vals, f"grads[{k}]", p, "its parameter")
