@@ -115,8 +115,15 @@ try:
         for _ in range(12):
             single.step(g)
         same = all(np.array_equal(a.view(np.uint8), b.view(np.uint8)) for a, b in zip(ps, ref))
-        report(caught=None, errors=errors, same=same, alive=any(t.is_alive() for t in threads))
+        alive = any(t.is_alive() for t in threads)
+        report(caught=None, errors=errors, same=same, alive=alive)
         sys.stdout.flush()
+        # os._exit skips MPI_Finalize (a hung thread would block it): first every rank has
+        # printed, and mpiexec's proxy has read it (else a rank's line could be lost)
+        if not alive:
+            comm.Barrier()
+        from fastopt.distributed.comm import _wait_until_read
+        _wait_until_read(sys.stdout, 5.0)
         os._exit(0)
     else:
         raise SystemExit(f"unknown mode {mode}")
