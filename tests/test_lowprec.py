@@ -154,6 +154,79 @@ def test_stochastic_rounding_is_unbiased():
     assert (w2.astype(np.float32) == 1.0).all()
 
 
+BF16_STATE = [c for c in CONFIGS if (c[2].get("state") == "bfloat16" or (c[3] is BF16 and not c[2]))
+              and c[:2] != ("SGD", {})]
+
+
+@pytest.mark.parametrize("config", BF16_STATE, ids=config_id)
+@pytest.mark.parametrize("options", [{}, {"grad_noise": 0.01}, {"maximize": True}], ids=["sr", "noisy", "options"])
+def test_stochastic_state_rounding_matches_reference_and_seed(config, options):
+    """state_rounding="stochastic": every bf16-state variant, alone and with stochastic
+    parameter rounding, in the SR loop and the noisy loop, bit for bit."""
+    extras = [{"state_rounding": "stochastic"}]
+    if config[3] is BF16:
+        extras.append({"state_rounding": "stochastic", "rounding": "stochastic"})
+    opts = dict({"seed": 7}, **options)
+    for extra in extras:
+        for n in (1, 257, 3001):
+            runs = [_run(m, config, n, 15, options=opts, prec_extra=extra) for m in (fastopt, ref)]
+            _assert_runs_equal(runs[0], runs[1], f"n={n} {extra} {options}")
+    near = _run(fastopt, config, 3001, 15, options=opts)
+    state = [k for k, v in near[1].items() if getattr(v, "dtype", None) == np.uint16][-1]
+    sto = _run(fastopt, config, 3001, 15, options=opts, prec_extra=extras[0])
+    other = _run(fastopt, config, 3001, 15, options=dict(opts, seed=8), prec_extra=extras[0])
+    for a, b in ((near, sto), (sto, other)):
+        assert not np.array_equal(np.asarray(a[1][state]).view(np.uint16), np.asarray(b[1][state]).view(np.uint16))
+    if not (config[3] is BF16 and not config[2].get("master_weights")):
+        return
+    # the parameter's own rounding is untouched by state_rounding: nearest parameter
+    # stores + stochastic state are not the same as stochastic both
+    both = _run(fastopt, config, 3001, 15, options=opts, prec_extra=extras[1])
+    assert not np.array_equal(np.asarray(both[0]).view(np.uint16), np.asarray(sto[0]).view(np.uint16))
+
+
+@pytest.mark.parametrize("nthreads", (2, 3))
+def test_stochastic_state_rounding_same_bits_any_thread_count(nthreads, threads_restored):
+    threads_restored.set_serial_threshold(0)
+    config = ("Adam", {}, {"state": "bfloat16", "master_weights": True}, BF16)
+    out = []
+    for nt in (1, nthreads):
+        threads_restored.set_num_threads(nt)
+        out.append(_run(fastopt, config, 70_001, 5, options={"seed": 3}, prec_extra={"state_rounding": "stochastic"}))
+    _assert_runs_equal(out[0], out[1], f"threads={nthreads}")
+
+
+def test_stochastic_state_rounding_keeps_slow_decay():
+    # RMSprop's square average decays by alpha = 0.999 a step with zero gradients:
+    # in bfloat16 (8 bits) v * 0.999 rounds back to v, so nearest rounding never
+    # decays it; stochastic rounding decays it by 0.999 a step on average
+    n, steps = 20000, 200
+    def run(rounding):
+        w = np.ones(n, np.float32)
+        opt = fastopt.RMSprop([w], lr=1e-3, alpha=0.999, precision=Precision(
+            "bfloat16", state_rounding=rounding), seed=5)
+        opt.step([np.full(n, 1.0, np.float32)])
+        v0 = bf16_to_f32(opt.state[0]["square_avg"]).astype(np.float64).mean()
+        for _ in range(steps):
+            opt.step([np.zeros(n, np.float32)])
+        return v0, bf16_to_f32(opt.state[0]["square_avg"]).astype(np.float64).mean()
+    v0, v = run("nearest")
+    assert v == v0                                      # stuck: no decay at all
+    v0, v = run("stochastic")
+    assert abs(v / v0 - 0.999 ** steps) < 0.01 * 0.999 ** steps
+
+
+def test_state_rounding_refused_without_bf16_state():
+    with pytest.raises(ValueError, match="state_rounding must be one of"):
+        Precision("bfloat16", state_rounding="up")
+    with pytest.raises(ValueError, match="state_rounding='stochastic' needs bfloat16 state"):
+        Precision("8bit", state_rounding="stochastic")
+    with pytest.raises(ValueError, match=r"params\[0\]: state_rounding='stochastic' is for bfloat16 state"):
+        fastopt.Adam([np.zeros(10, np.float32)], precision=Precision(state_rounding="stochastic"))
+    with pytest.raises(ValueError, match="is for bfloat16 state"):
+        fastopt.Adam([np.zeros(10, F16)], precision=Precision(master_weights=True, state_rounding="stochastic"))
+
+
 @pytest.mark.parametrize("nthreads", (2, 3, 7))
 def test_same_bits_for_any_thread_count(nthreads, threads_restored):
     """Threads split the elements at multiples of 256 (blocks stay whole): every thread

@@ -30,6 +30,7 @@ CONFIGS = [
     ("AdamW", {"lr": 1e-2, "weight_decay": 0.1}, {}, torch.bfloat16),
     ("Adam", {"lr": 1e-2}, {"state": "8bit", **SMALL8}, torch.bfloat16),
     ("Adam", {"lr": 1e-2}, {"rounding": "stochastic"}, torch.bfloat16),
+    ("Adam", {"lr": 1e-2}, {"state_rounding": "stochastic"}, torch.bfloat16),
     ("Adam", {"lr": 1e-2}, {"master_weights": True}, torch.float16),
     ("Adam", {"lr": 1e-2}, {}, torch.float16),
     ("SGD", {"lr": 0.1, "momentum": 0.9}, {"state": "8bit", "master_weights": True, **SMALL8}, torch.bfloat16),

@@ -13,7 +13,8 @@ parameter at a block boundary). ``lowrules.pxd`` exposes ``low_kernel(rule, vari
 import os
 
 from _codegen import HEADER, PREPROCESS, _annotated_body, _assigned, _indent, scalar_declarations, write_if_changed
-from _lowvariants import COPY_SLOT, LOW_RULES, LOW_VARIANTS, Q8, Q8_RULES, SR_STORE
+from _lowvariants import (BF16, COPY_SLOT, LOW_RULES, LOW_VARIANTS, Q8, Q8_RULES, SR_PARAM_BY_FLAG, SR_STATE_STORE,
+                          SR_STORE)
 from _variants import F32
 
 
@@ -43,10 +44,17 @@ def generated(rule_name, variant):
     return rule_name in (Q8_RULES if variant.state == Q8 else LOW_RULES)
 
 
+def _state_store(lv, s, mode):
+    if mode in ("ssr", "noisy") and lv.state == BF16:
+        return SR_STATE_STORE["bf16"].format(s, s=s)
+    return _store(lv.state, s, False)
+
+
 def _element(rule, lv, mode, body):
-    """The per-element code: mode "plain", "sr" (stochastic rounding) or "noisy"
-    (gradient noise, rounding chosen at run time). ``_i`` indexes the slot's elements,
-    ``_j`` the block (8-bit state and noise)."""
+    """The per-element code: mode "lean" (no option set), "plain", "sr" (stochastic
+    rounding of parameter stores), "ssr" (of bfloat16 state stores, parameters by a
+    flag) or "noisy" (gradient noise, rounding chosen at run time). ``_i`` indexes the
+    slot's elements, ``_j`` the block (8-bit state and noise)."""
     lines = [f"p = {_load(lv.param, '_buf_p[_i]')}", f"g = {_load(lv.grad, '_buf_g[_i]')}"]
     for k, s in enumerate(rule.state):
         if lv.q8:
@@ -61,18 +69,30 @@ def _element(rule, lv, mode, body):
 
     def put(storage, value):
         if mode == "noisy" and storage.name in SR_STORE:
-            return f"{_store(storage, value, True)} if _sr else {_store(storage, value, False)}"
+            return f"{_store(storage, value, True)} if _psr else {_store(storage, value, False)}"
+        if mode == "ssr" and storage.name in SR_PARAM_BY_FLAG:
+            return SR_PARAM_BY_FLAG[storage.name].format(value)
         return _store(storage, value, mode == "sr")
     lines.append(f"_buf_p[_i] = {put(lv.param, 'p')}")
     if lv.copy is not None:
         lines.append(f"_buf_c[_i] = {put(lv.copy, 'p')}")
     for s in rule.state:
-        lines.append(f"_v_{s}[_j] = {s}" if lv.q8 else f"_buf_{s}[_i] = {_store(lv.state, s, False)}")
+        lines.append(f"_v_{s}[_j] = {s}" if lv.q8 else f"_buf_{s}[_i] = {_state_store(lv, s, mode)}")
     return "\n".join(lines)
 
 
 def _has_sr(lv):
     return lv.param.name in SR_STORE or (lv.copy is not None and lv.copy.name in SR_STORE)
+
+
+def _has_state_sr(lv):
+    return lv.state == BF16
+
+
+def state_sr_mix(k):
+    """What state ``k``'s stochastic-rounding key is xor-ed with (the parameter's
+    noise key otherwise): fastopt.lowprec.halfs.state_sr_key's constant."""
+    return ((k + 1) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
 
 
 def render_low_kernel(rule, common, lv, functions):
@@ -97,10 +117,19 @@ def render_low_kernel(rule, common, lv, functions):
     out.append("    cdef float " + ", ".join(locals_))
     out.append("    cdef Py_ssize_t _i, _j, _blk, _m")
     out.append("    cdef double _z[NOISE_BLOCK]")
+    # sround: bit 0 parameter stores, bit 1 state stores round stochastically
     out.append("    cdef int _sr = _slot.sround")
+    out.append("    cdef uint32_t _psr = <uint32_t>(_sr & 1)")
+    out.append("    cdef uint32_t _ssr = <uint32_t>((_sr >> 1) & 1)")
     out.append("    cdef uint32_t _k0 = <uint32_t>(_slot.noise_key & 0xFFFFFFFFULL) ^ 0x85EBCA6BU")
     out.append("    cdef uint32_t _k1 = <uint32_t>(_slot.noise_key >> 32)")
-    modes = ["lean", "plain"] + (["sr"] if _has_sr(lv) else []) + ["noisy"]
+    if _has_state_sr(lv):
+        for k, s in enumerate(rule.state):
+            mix = f"(_slot.noise_key ^ {state_sr_mix(k)}ULL)"
+            out.append(f"    cdef uint32_t _sk0_{s} = <uint32_t>({mix} & 0xFFFFFFFFULL) ^ 0x85EBCA6BU")
+            out.append(f"    cdef uint32_t _sk1_{s} = <uint32_t>({mix} >> 32)")
+    modes = (["lean", "plain"] + (["sr"] if _has_sr(lv) else []) + (["ssr"] if _has_state_sr(lv) else [])
+             + ["noisy"])
     loops = {m: _element(rule, lv, m, body) for m in modes}
     # no option changes g or p before the rule: the pre-processing's multiplications by 1
     # and clip at infinity are dropped (the same bits), which matters because these loops
@@ -120,8 +149,11 @@ def render_low_kernel(rule, common, lv, functions):
     out.append("        elif sigma == 0.0 and _sr == 0:")
     out += ["            for _j in range(_m):", "                _i = _blk + _j", _indent(loops["plain"], 16)]
     if "sr" in loops:
-        out.append("        elif sigma == 0.0:")
+        out.append("        elif sigma == 0.0 and _ssr == 0:" if "ssr" in loops else "        elif sigma == 0.0:")
         out += ["            for _j in range(_m):", "                _i = _blk + _j", _indent(loops["sr"], 16)]
+    if "ssr" in loops:
+        out.append("        elif sigma == 0.0 and _ssr != 0:")
+        out += ["            for _j in range(_m):", "                _i = _blk + _j", _indent(loops["ssr"], 16)]
     out += ["        else:",
             "            if sigma != 0.0:",
             "                fill_normals(_slot.noise_key, _start + _blk, _m, _z)",
@@ -164,6 +196,7 @@ def render(mod):
            "    float fo_bf16_load(uint16_t b) noexcept nogil",
            "    uint16_t fo_bf16_store(float x) noexcept nogil",
            "    uint16_t fo_bf16_store_sr(float x, uint32_t k0, uint32_t k1, uint32_t i) noexcept nogil",
+           "    uint16_t fo_bf16_store_by(float x, uint32_t sr, uint32_t k0, uint32_t k1, uint32_t i) noexcept nogil",
            "    float fo_f16_load(uint16_t b) noexcept nogil",
            "    uint16_t fo_f16_store(float x) noexcept nogil",
            "    void fo_q8_load_block(int m, const uint8_t* q, float am, float* v, long n) noexcept nogil",

@@ -17,6 +17,11 @@ Q8 = "q8"        # 8-bit block-wise state: uint8 codes and a float32 absmax per 
 
 #: bfloat16 stores that stochastic rounding may replace (parameters and working copies)
 SR_STORE = {"bf16": "fo_bf16_store_sr({0}, _k0, _k1, <uint32_t>(_start + _i))"}
+#: ... the same chosen by a run-time flag (loops where parameter and state rounding differ)
+SR_PARAM_BY_FLAG = {"bf16": "fo_bf16_store_by({0}, _psr, _k0, _k1, <uint32_t>(_start + _i))"}
+#: bfloat16 state stores under ``state_rounding="stochastic"``: state ``{s}`` draws from a
+#: stream of its own (fastopt.lowprec.halfs.state_sr_key)
+SR_STATE_STORE = {"bf16": "fo_bf16_store_by({0}, _ssr, _sk0_{s}, _sk1_{s}, <uint32_t>(_start + _i))"}
 
 
 @dataclass(frozen=True)

@@ -44,12 +44,22 @@ static inline uint16_t fo_bf16_store_sr(float x, uint32_t k0, uint32_t k1, uint3
     return (uint16_t)((u & 0x7FFFFFFFu) > 0x7F800000u ? q : r);
 }
 
-/* float16 <-> float32 in integer and float32 operations that vectorise (GCC 12 does not
-   vectorise _Float16 conversions without AVX512-FP16). Loads are exact; stores round to
-   nearest even, overflow to inf, and keep a NaN's sign and top payload bits (as NumPy). */
 /* c ? a : b on masks: no branch for the vectoriser to refuse (a conditional float
    operation may trap, so GCC keeps such selects as control flow) */
 static inline uint32_t fo_sel(uint32_t c, uint32_t a, uint32_t b) { uint32_t m = 0u - c; return (a & m) | (b & ~m); }
+
+/* Stochastic (sr = 1) or nearest-even (sr = 0) by a flag: the loop that rounds the state
+   stochastically also stores parameters, whose rounding is chosen apart. */
+static inline uint16_t fo_bf16_store_by(float x, uint32_t sr, uint32_t k0, uint32_t k1, uint32_t i) {
+    uint32_t u = fo_f32_bits(x);
+    uint32_t r = (u + fo_sel(sr, fo_sr_bits(k0, k1, i), 0x7FFFu + ((u >> 16) & 1u))) >> 16;
+    uint32_t q = (u >> 16) | 0x40u;
+    return (uint16_t)((u & 0x7FFFFFFFu) > 0x7F800000u ? q : r);
+}
+
+/* float16 <-> float32 in integer and float32 operations that vectorise (GCC 12 does not
+   vectorise _Float16 conversions without AVX512-FP16). Loads are exact; stores round to
+   nearest even, overflow to inf, and keep a NaN's sign and top payload bits (as NumPy). */
 
 static inline float fo_f16_load(uint16_t b) {
     uint32_t h = b;

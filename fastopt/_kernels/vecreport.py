@@ -213,7 +213,8 @@ if __name__ == "__main__":
 
 def _low_loops(pyx_lines):
     """pyx line of each low-precision kernel's element loops -> a name: the kernel's for
-    its plain loop (options on), ``<kernel>:lean`` for its loop without pre-processing."""
+    its plain loop (options on), ``<kernel>:lean`` for its loop without pre-processing,
+    ``:sr`` and ``:ssr`` for its loops that round parameters or state stochastically."""
     loops, kernel, armed = {}, None, None
     for number, line in enumerate(pyx_lines, 1):
         if line.startswith("cdef void "):
@@ -222,6 +223,10 @@ def _low_loops(pyx_lines):
             armed = ":lean"
         elif line.strip() == "elif sigma == 0.0 and _sr == 0:":
             armed = ""
+        elif line.strip() in ("elif sigma == 0.0 and _ssr == 0:", "elif sigma == 0.0:"):
+            armed = ":sr"
+        elif line.strip() == "elif sigma == 0.0 and _ssr != 0:":
+            armed = ":ssr"
         elif armed is not None and line.strip() == "for _j in range(_m):" and kernel:
             loops[number] = kernel + armed
             armed = None

@@ -53,6 +53,13 @@ def f32_to_f16(x):
 SR_KEY_MIX = 0x85EBCA6B
 
 
+def state_sr_key(key, k):
+    """The counter key of state ``k``'s stochastic rounding (``state_rounding=
+    "stochastic"``): the step's key xor ``(k + 1) * 0x9E3779B97F4A7C15`` (mod 2**64), a
+    stream apart from the parameter's."""
+    return (int(key) ^ ((k + 1) * 0x9E3779B97F4A7C15)) & 0xFFFFFFFFFFFFFFFF
+
+
 def stochastic_bits(key, n, start=0):
     """The 16-bit random values (as uint32) the kernels add before truncating element
     ``start + i`` to bfloat16 under stochastic rounding; ``key`` is the step's 64-bit

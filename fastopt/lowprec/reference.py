@@ -7,7 +7,7 @@ and per 256-element block, so the two agree bit for bit.
 import numpy as np
 
 from fastopt.lowprec import q8
-from fastopt.lowprec.halfs import bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, stochastic_bits
+from fastopt.lowprec.halfs import bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, state_sr_key, stochastic_bits
 from fastopt.lowprec.storage import is_unsigned
 
 
@@ -57,12 +57,16 @@ def load(variant, rule, param, grad, states):
     return p, g, out
 
 
-def store(variant, rule, param, states, copy, p, s32, sr_key=None):
+def store(variant, rule, param, states, copy, p, s32, sr_key=None, sround=1):
     """Write float32 results back into the buffers of ``variant``; ``sr_key``: the
-    step's counter key when parameter stores round stochastically."""
+    step's counter key when stores round stochastically, ``sround`` which of them:
+    bit 0 parameter stores, bit 1 bfloat16 state stores (each state with the key
+    :func:`~fastopt.lowprec.halfs.state_sr_key`)."""
     pstore, _, sstore, cstore = parts(variant)
     half_store = cstore or pstore
-    sr = None if sr_key is None or half_store != "bf16" else stochastic_bits(sr_key, p.size).reshape(p.shape)
+    sr = None
+    if sr_key is not None and sround & 1 and half_store == "bf16":
+        sr = stochastic_bits(sr_key, p.size).reshape(p.shape)
     if cstore is not None:
         copy.view(np.uint16)[...] = from_f32(p, cstore, sr)
     elif pstore != "f32":
@@ -73,5 +77,8 @@ def store(variant, rule, param, states, copy, p, s32, sr_key=None):
             states[2 * j][...] = codes
             states[2 * j + 1][...] = absmax
     elif sstore == "bf16":
-        for st, v in zip(states, s32):
-            st.view(np.uint16)[...] = from_f32(v, "bf16")
+        for j, (st, v) in enumerate(zip(states, s32)):
+            bits = None
+            if sr_key is not None and sround & 2:
+                bits = stochastic_bits(state_sr_key(sr_key, j), v.size).reshape(v.shape)
+            st.view(np.uint16)[...] = from_f32(v, "bf16", bits)

@@ -35,13 +35,18 @@ class Precision:
       parameter stores (all-bf16 parameters, or the working copy): ``(bits + r) >> 16``
       with 16 random bits per element from a counter-based hash of (seed, step,
       parameter, element), reproducible from the seed like the gradient noise.
+    * ``state_rounding``: the same choice for bfloat16 state stores (``state=
+      "bfloat16"``, or bfloat16 parameters' own state). Nearest rounding loses small
+      updates of slowly decaying state (``v * 0.999`` rounds back to ``v`` in
+      bfloat16's 8 bits); stochastic rounding keeps them on average, at the cost of a
+      hash per element. Each state draws from a stream of its own.
     * ``uint16_is_bf16``: accept ``uint16`` parameter and gradient arrays as bfloat16
       bit patterns (e.g. ``torch_tensor.view(torch.int16).numpy().view(np.uint16)``,
       zero-copy); ``ml_dtypes.bfloat16`` arrays are always accepted.
     """
 
     def __init__(self, state=None, *, master_weights=False, loss_scale=None, rounding="nearest",
-                 uint16_is_bf16=False, min_8bit_size=MIN_8BIT_SIZE, force_8bit=False):
+                 uint16_is_bf16=False, min_8bit_size=MIN_8BIT_SIZE, force_8bit=False, state_rounding="nearest"):
         if state not in STATES:
             raise ValueError(f"precision state must be one of {STATES}, got {state!r}")
         for name, flag in (("master_weights", master_weights), ("uint16_is_bf16", uint16_is_bf16),
@@ -50,6 +55,10 @@ class Precision:
                 raise TypeError(f"{name} must be True or False, got {flag!r}")
         if rounding not in ROUNDINGS:
             raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+        if state_rounding not in ROUNDINGS:
+            raise ValueError(f"state_rounding must be one of {ROUNDINGS}, got {state_rounding!r}")
+        if state_rounding == "stochastic" and state in ("float32", "8bit"):
+            raise ValueError(f"state_rounding='stochastic' needs bfloat16 state, not state={state!r}")
         if loss_scale is not None:
             loss_scale = check_loss_scale(loss_scale)
         if isinstance(min_8bit_size, bool) or not isinstance(min_8bit_size, numbers.Integral) or min_8bit_size < 0:
@@ -57,12 +66,13 @@ class Precision:
         if force_8bit and state != "8bit":
             raise ValueError("force_8bit=True needs state='8bit'")
         self.state, self.master_weights, self.loss_scale = state, bool(master_weights), loss_scale
-        self.rounding, self.uint16_is_bf16 = rounding, bool(uint16_is_bf16)
+        self.rounding, self.state_rounding, self.uint16_is_bf16 = rounding, state_rounding, bool(uint16_is_bf16)
         self.min_8bit_size, self.force_8bit = int(min_8bit_size), bool(force_8bit)
 
     def __repr__(self):
         return (f"Precision(state={self.state!r}, master_weights={self.master_weights}, loss_scale={self.loss_scale}, "
-                f"rounding={self.rounding!r}, uint16_is_bf16={self.uint16_is_bf16}, "
+                f"rounding={self.rounding!r}, state_rounding={self.state_rounding!r}, "
+                f"uint16_is_bf16={self.uint16_is_bf16}, "
                 f"min_8bit_size={self.min_8bit_size}, force_8bit={self.force_8bit})")
 
     @staticmethod
@@ -147,6 +157,10 @@ def variant_for(storage, n, name, rule, precision, generated):
             raise ValueError(f"{name} is float16 without master weights: its state is float32 (not "
                              f"{precision.state!r}); use master_weights=True")
         variant = "f16"
+    if precision.state_rounding == "stochastic" and rule.state and not (
+            variant is not None and (variant == "bf16" or variant.endswith("_sbf16"))):
+        raise ValueError(f"{name}: state_rounding='stochastic' is for bfloat16 state (this parameter's state "
+                         f"would be {storage if variant is None else 'float32'}; use state='bfloat16')")
     if variant is not None and (rule.name, variant) not in generated:
         raise ValueError(f"{name}: the '{rule.name}' rule has no {variant} kernel (low precision is generated "
                          "for SGD, momentum, Adagrad, plain RMSprop, Adam/AdamW and Lion; 8-bit state not for "
@@ -225,6 +239,8 @@ class LowParam:
         if sr and self.half != "bf16":
             raise ValueError(f"{name}: stochastic rounding is implemented for bfloat16 parameter stores only "
                              f"(this parameter stores {self.half or 'float32'})")
+        if precision.state_rounding == "stochastic" and sstore == "bf16":    # variant_for refused the others
+            sr |= 2
         bpe = (2 * (4 if mixed else _BYTES[pstore]) + _BYTES[gstore] + (2 if mixed else 0)
                + len(rule.state) * (2 if sstore == "q8" else 2 * (2 if sstore == "bf16" else 4)))
         self.slot = LowSlot(variant, self.q8, gkind, sr, bpe, self.engine_param.dtype, tuple(dtypes), tuple(sizes),

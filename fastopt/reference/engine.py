@@ -226,7 +226,7 @@ class ReferenceEngine:
             if k in loaded:
                 ls = self.low[k]
                 key = int(R.noise_key(self.seed, t, k)) if ls.sround else None
-                LP.store(ls.variant, rule, self.params[k], self.states[k], ls.copy, p, states, key)
+                LP.store(ls.variant, rule, self.params[k], self.states[k], ls.copy, p, states, key, ls.sround)
             if rule.scalar_state:
                 self.sstate[k] = [out]
             self.steps[k] = t

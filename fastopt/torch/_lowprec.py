@@ -50,7 +50,8 @@ def precision_for(value):
         return None
     p = Precision.check(value)
     return Precision(p.state, master_weights=p.master_weights, loss_scale=p.loss_scale, rounding=p.rounding,
-                     uint16_is_bf16=True, min_8bit_size=p.min_8bit_size, force_8bit=p.force_8bit)
+                     uint16_is_bf16=True, min_8bit_size=p.min_8bit_size, force_8bit=p.force_8bit,
+                     state_rounding=p.state_rounding)
 
 
 def extra_keys(rule, lp):
