@@ -143,14 +143,28 @@ def overhead(n=10 ** 7, dtypes=("float32", "float64"), history=10, warm=11, time
     return out
 
 
-def _logged(fg):
+class _Reached(Exception):
+    """Raised by a logged function once the objective is at or below the target."""
+
+
+def _logged(fg, stop_at=None):
     log = []
 
     def f(x):
         out = fg(x)
         log.append(float(out[0]))
+        if stop_at is not None and log[-1] <= stop_at:
+            raise _Reached
         return out
     return f, log
+
+
+def _until_reached(run):
+    """``run()``'s result, or None when its function stopped it at the target."""
+    try:
+        return run()
+    except _Reached:
+        return None
 
 
 def evaluation_problems(scale=1.0):
@@ -165,22 +179,31 @@ def evaluation_problems(scale=1.0):
 
 
 def evaluations(scipy_optimize, problems=None, history=10):
-    """Evaluations to reach L-BFGS-B's objective (within 1e-8): ``{problem: {...}}``."""
+    """Evaluations to reach L-BFGS-B's objective (within 1e-8): ``{problem: {...}}``.
+
+    At a known zero minimum the target is 1e-8 absolute whatever L-BFGS-B ends at, so
+    both runs stop at the first objective <= 1e-8 (``"stopped"``: True): running
+    extended Rosenbrock at n = 10⁶ on to ‖g‖∞ <= 1e-10 spends over an hour of
+    evaluations after the count is decided. Other problems run to the end."""
     problems = evaluation_problems() if problems is None else problems
     out = {}
     for name, (fg, x0, zero_min) in problems.items():
-        fs, log_s = _logged(fg)
-        rs = scipy_optimize.minimize(fs, x0(), jac=True, method="L-BFGS-B",
-                                     options={"maxcor": history, "gtol": 1e-10, "ftol": 0.0, "maxiter": 10 ** 5,
-                                              "maxfun": 2 * 10 ** 5})
-        ff, log_f = _logged(fg)
-        rf = fastopt.minimize(ff, x0(), history_size=history, tolerance_grad=1e-10, tolerance_change=0.0,
-                              max_iter=10 ** 5, max_eval=2 * 10 ** 5)
-        target = rs.fun + 1e-8 * max(abs(rs.fun), 1.0 if zero_min else 0.0)
+        stop_at = 1e-8 if zero_min else None
+        fs, log_s = _logged(fg, stop_at)
+        rs = _until_reached(lambda: scipy_optimize.minimize(
+            fs, x0(), jac=True, method="L-BFGS-B",
+            options={"maxcor": history, "gtol": 1e-10, "ftol": 0.0, "maxiter": 10 ** 5, "maxfun": 2 * 10 ** 5}))
+        ff, log_f = _logged(fg, stop_at)
+        rf = _until_reached(lambda: fastopt.minimize(ff, x0(), history_size=history, tolerance_grad=1e-10,
+                                                     tolerance_change=0.0, max_iter=10 ** 5, max_eval=2 * 10 ** 5))
+        fun_s = float(rs.fun) if rs is not None else min(log_s)
+        fun_f = float(rf.fun) if rf is not None else min(log_f)
+        target = fun_s + 1e-8 * max(abs(fun_s), 1.0 if zero_min else 0.0)
         reach_s = next((i + 1 for i, v in enumerate(log_s) if v <= target), None)
         reach_f = next((i + 1 for i, v in enumerate(log_f) if v <= target), None)
-        out[name] = {"scipy_fun": float(rs.fun), "scipy_nfev": int(rs.nfev), "scipy_to_target": reach_s,
-                     "fastopt_fun": float(rf.fun), "fastopt_nfev": int(rf.nfev), "fastopt_to_target": reach_f,
+        out[name] = {"scipy_fun": fun_s, "scipy_nfev": len(log_s), "scipy_to_target": reach_s,
+                     "fastopt_fun": fun_f, "fastopt_nfev": len(log_f), "fastopt_to_target": reach_f,
+                     "stopped": rs is None or rf is None,
                      "ratio": None if not (reach_s and reach_f) else reach_f / reach_s}
     return out
 
@@ -267,7 +290,8 @@ def lines(res):
                    f"{cratio:10.2f} {v['nfev'] / v['nit']:11.2f}")
     out.extend(overhead_verdict(ov))
     if "evaluations" in res:
-        out.append("evaluations to L-BFGS-B's objective (within 1e-8), 10 pairs, both run to |g|inf <= 1e-10")
+        out.append("evaluations to L-BFGS-B's objective (within 1e-8), 10 pairs, both run to |g|inf <= 1e-10 "
+                   "(at a zero minimum: stopped at f <= 1e-8)")
         out.append(f"  {'problem':36s} {'scipy':>7s} {'fastopt':>8s} {'ratio':>6s}   final f (scipy / fastopt)")
         for name, v in res["evaluations"].items():
             ratio = "never" if v["ratio"] is None else f"{v['ratio']:.3f}"
