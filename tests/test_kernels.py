@@ -46,6 +46,9 @@ CUSTOM = {
     "lion": {"beta1": 0.95, "beta2": 0.98},
     "adabelief": {"beta1": 0.8, "beta2": 0.99, "eps": 1e-7},
     "adabelief_optax": {"beta1": 0.8, "beta2": 0.99, "eps": 1e-7},
+    # both warm-ups end within the tests' step counts
+    "ademamix": {"beta1": 0.8, "beta2": 0.99, "beta3": 0.995, "alpha": 3.0, "eps": 1e-7, "t_alpha": 20.0,
+                 "t_beta3": 30.0},
 }
 assert set(CUSTOM) == set(BY_NAME), "a rule was added: give it a CUSTOM entry"
 # the default momentum of momentum/nesterov/rmsprop*_momentum is 0; keep a nonzero one
@@ -510,6 +513,19 @@ def spec_step(name, p, g, st, t, lr, h, *, maximize=False, weight_decay=0.0,
             p -= (lr / bc1) * st["m"] / (math.sqrt(st["v"]) / math.sqrt(bc2) + h["eps"])
         else:
             p -= lr * (st["m"] / bc1) / (math.sqrt(st["v"] / bc2) + h["eps"])
+    elif name == "ademamix":
+        # the paper's Algorithm 1 with its warm-ups (bitsandbytes' form of the denominator)
+        alpha, b3 = h["alpha"], h["beta3"]
+        if h["t_alpha"] > 0:
+            alpha = min(t * alpha / h["t_alpha"], alpha)
+        if h["t_beta3"] > 0:
+            s, l1, l3 = t / h["t_beta3"], math.log(b1), math.log(b3)
+            b3 = min(math.exp(l1 * l3 / ((1 - s) * l3 + s * l1)), b3)
+        st["m1"] = b1 * st["m1"] + (1 - b1) * g
+        st["m2"] = b3 * st["m2"] + (1 - b3) * g
+        st["nu"] = b2 * st["nu"] + (1 - b2) * g * g
+        bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+        p -= lr * (st["m1"] / bc1 + alpha * st["m2"]) / (math.sqrt(st["nu"]) / math.sqrt(bc2) + h["eps"])
     elif name == "lion":
         c = b1 * st["m"] + (1 - b1) * g
         p -= lr * ((c > 0) - (c < 0))
@@ -552,7 +568,7 @@ def spec_step(name, p, g, st, t, lr, h, *, maximize=False, weight_decay=0.0,
 SPEC_STATE = {"momentum": ["b"], "nesterov": ["b"], "adagrad": ["s"], "rmsprop": ["v"],
               "rmsprop_momentum": ["v", "b"], "rmsprop_centered": ["v", "gbar"],
               "rmsprop_centered_momentum": ["v", "gbar", "b"], "adadelta": ["v", "u"], "lion": ["m"],
-              "adam_amsgrad": ["m", "v", "vmax"]}
+              "adam_amsgrad": ["m", "v", "vmax"], "ademamix": ["m1", "m2", "nu"]}
 
 
 @pytest.mark.parametrize("combo", [{}, dict(maximize=True, weight_decay=0.1, decoupled_weight_decay=False,

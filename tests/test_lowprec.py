@@ -50,6 +50,10 @@ CONFIGS = [
     ("Lion", {"betas": (0.95, 0.98), "weight_decay": 0.1}, {"state": "8bit"}, np.float32),
     ("Lion", {}, {"state": "8bit", "master_weights": True}, BF16),
     ("Lion", {}, {}, BF16),
+    ("AdEMAMix", {"t_alpha": 10, "t_beta3": 15, "weight_decay": 0.1}, {"state": "8bit"}, np.float32),
+    ("AdEMAMix", {}, {"state": "8bit", "master_weights": True}, BF16),
+    ("AdEMAMix", {"betas": (0.8, 0.99, 0.995)}, {}, BF16),
+    ("AdEMAMix", {}, {"state": "bfloat16", "master_weights": True}, F16),
 ]
 LENGTHS = (1, 255, 256, 257, 1000, 4099)
 OPTIONS = [{}, {"maximize": True, "clip_value": 0.3}, {"grad_noise": 0.01}, {"clip_norm": 1.0}]

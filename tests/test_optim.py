@@ -50,6 +50,8 @@ CASES = [
     ("AdaBelief", {}),
     ("AdaBelief", dict(variant="optax")),
     ("AdaBelief", dict(decoupled_weight_decay=True, weight_decay=0.05)),
+    ("AdEMAMix", {}),
+    ("AdEMAMix", dict(t_alpha=6, t_beta3=9, alpha=2.0)),
 ]
 CASE_IDS = [name + "".join(f"-{k}={v}" for k, v in kw.items()) for name, kw in CASES]
 
@@ -78,6 +80,8 @@ def group_override(name, kw):
         o.update(rho=0.8, eps=1e-4)
     elif name == "Lion":
         o.update(betas=(0.95, 0.98))
+    elif name == "AdEMAMix":
+        o.update(betas=(0.8, 0.99, 0.995), eps=1e-6, alpha=3.0)
     else:
         o.update(betas=(0.8, 0.99), eps=1e-6)
         if name == "NAdam" and kw.get("variant", "pytorch") == "pytorch":

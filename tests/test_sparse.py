@@ -27,6 +27,7 @@ CASES = [
     ("RMSprop", {"centered": True, "momentum": 0.5}), ("Adadelta", {}),
     ("Adam", {}), ("Adam", {"amsgrad": True}), ("NAdam", {}), ("NAdam", {"variant": "optax"}),
     ("Adamax", {}), ("RAdam", {}), ("Lion", {}), ("AdaBelief", {}), ("AdaBelief", {"variant": "optax"}),
+    ("AdEMAMix", {"t_alpha": 3, "t_beta3": 4}),
 ]
 IDS = [f"{c}-{'-'.join(f'{k}={v}' for k, v in kw.items() if k != 'lr') or 'plain'}" for c, kw in CASES]
 ROWS, DIM = 97, 37

@@ -40,16 +40,20 @@ def test_hogwild_factor_loops_vectorise():
     assert [k for k, ok in status.items() if k[0] != lines[0] and not ok] == []
 
 
+RULES_LOW = ("adam", "lion", "ademamix")
+
+
 def test_low_precision_kernels_vectorise():
-    # every low-precision variant (Adam has them all, Lion's sign select is the odd body)
+    # every low-precision variant (Adam has them all, Lion's sign select is the odd body,
+    # AdEMAMix three states: three 8-bit blocks a pass)
     # and the 8-bit block functions' loops
     from fastopt._kernels.lowrules import LOW_GENERATED
-    status = vecreport.report_low(("adam", "lion"))
+    status = vecreport.report_low(RULES_LOW)
     # bfloat16 parameter or working-copy stores have a stochastic-rounding loop (:sr),
     # bfloat16 state stores one more (:ssr, state_rounding="stochastic")
     sr = {"bf16", "bf16_q8", "mx_bf16", "mx_bf16_sbf16", "mx_bf16_q8"}
     ssr = {"f32_sbf16", "bf16", "mx_bf16_sbf16", "mx_f16_sbf16"}
-    want = {f"{r}_{v}{loop}" for r, v in LOW_GENERATED if r in ("adam", "lion")
+    want = {f"{r}_{v}{loop}" for r, v in LOW_GENERATED if r in RULES_LOW
             for loop in ("", ":lean") + ((":sr",) if v in sr else ()) + ((":ssr",) if v in ssr else ())}
     assert {n for n in status if not n.startswith("fo_q8")} == want
     assert len([n for n in status if n.startswith("fo_q8")]) == 3

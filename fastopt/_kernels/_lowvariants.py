@@ -56,9 +56,10 @@ LOW_VARIANTS = (
 LOW_INDEX = {v.name: k for k, v in enumerate(LOW_VARIANTS)}
 
 #: Rules generated in the low-precision variants (Adam also runs AdamW).
-LOW_RULES = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "lion")
+LOW_RULES = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "lion", "ademamix")
 #: ... and those with 8-bit state (SGD has none).
-Q8_RULES = ("momentum", "adagrad", "rmsprop", "adam", "lion")
+Q8_RULES = ("momentum", "adagrad", "rmsprop", "adam", "lion", "ademamix")
 
-#: Buffer slot of the working copy in Slot.buf (states take 2.., two buffers each when 8-bit).
-COPY_SLOT = 7
+#: Buffer slot of the working copy in Slot.buf (states take 2.., two buffers each when 8-bit):
+#: MAX_BUFFERS - 1 of _types.pxd, where the engine puts it.
+COPY_SLOT = 8

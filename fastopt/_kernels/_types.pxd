@@ -5,7 +5,7 @@
 from fastopt._kernels.layout cimport N_COMMON
 
 cdef enum:
-    MAX_BUFFERS = 8     # param, grad and up to six state buffers
+    MAX_BUFFERS = 9     # param, grad, up to six state buffers (three 8-bit states) and a working copy
     NOISE_BLOCK = 256   # gradient-noise draws made per block, on the stack
 
 cdef struct Slot

@@ -15,7 +15,8 @@ import sysconfig
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_FLAGS = "-O3 -fno-math-errno -ffp-contract=off -march=native -fopenmp"
+DEFAULT_FLAGS = ("-O3 -fno-math-errno -ffp-contract=off -march=native --param=vect-max-version-for-alias-checks=64 "
+                 "-fopenmp")
 
 
 def _build_flags():

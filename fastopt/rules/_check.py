@@ -15,7 +15,7 @@ from ._layout import COMMON_SCALARS
 
 #: libm functions a body or the scalars may call; the generator cimports exactly these
 #: and maps them to the float32 forms (``sqrtf``) in float32 kernels.
-FUNCTIONS = ("sqrt", "fabs")
+FUNCTIONS = ("sqrt", "fabs", "exp", "log")
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(_HERE))
@@ -71,7 +71,7 @@ def _fail(rule, site, text, message):
 RESERVED = frozenset("""auto break case char const continue default do double else enum extern float for goto if
 inline int long register restrict return short signed sizeof static struct switch typedef union unsigned void
 volatile cdef cpdef ctypedef cimport include nogil noexcept gil except object bint Py_ssize_t size_t NULL
-sqrtf fabsf libc""".split()) | set(FUNCTIONS)
+sqrtf fabsf expf logf libc""".split()) | set(FUNCTIONS)
 #: operators whose C meaning differs from Python's (fmod's sign, truncating division)
 _UNSAFE_OPS = {ast.Mod: "%", ast.FloorDiv: "//", ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^",
                ast.LShift: "<<", ast.RShift: ">>", ast.MatMult: "@", ast.Invert: "~"}

@@ -85,7 +85,7 @@ class Rule:
     * ``scalars``: Python-syntax code run once per step in double precision. It sees
       ``t`` (the 1-based step as a double), ``lr``, every hyper-parameter and every
       scalar state by name, must assign every scalar state and every name in
-      ``outputs`` that is not a hyper-parameter, and may call ``sqrt`` and ``fabs``.
+      ``outputs`` that is not a hyper-parameter, and may call ``sqrt``, ``fabs``, ``exp`` and ``log``.
     * ``outputs``: the scalars the body sees, each rounded once to the buffer's
       precision. An output may name a hyper-parameter itself (passed through). The
       older rules copy one under another name (``eps_ = eps``); both forms give the
@@ -94,7 +94,7 @@ class Rule:
       line, Python syntax (``a if c else b`` for branches). It sees ``p`` and ``g``
       (already pre-processed), each state name, each output and the common scalars
       (``lr``, ...: see ``_layout.COMMON_SCALARS``), must assign ``p`` and every
-      state, may assign temporaries, and may call ``sqrt`` and ``fabs``. A float
+      state, may assign temporaries, and may call ``sqrt``, ``fabs``, ``exp`` and ``log``. A float
       literal such as ``1.0`` is the buffer's precision (the generator casts it), so
       it never promotes float32 arithmetic to double.
     * ``flags``: outputs that are integers (branch selectors) rather than reals.
