@@ -9,7 +9,7 @@ import pytest
 from fastopt import check_grad
 from fastopt.problems import (PROBLEMS, SURFACES, Beale, Booth, IllConditionedQuadratic, LogisticRegression,
                               MonkeySaddle, Rosenbrock, Saddle, SoftmaxRegression, TwoLayerMLP, get_problem,
-                              logistic_regression, rosenbrock, synthetic_classification)
+                              extended_rosenbrock, logistic_regression, rosenbrock, synthetic_classification)
 
 SMALL = {"mlp": lambda: TwoLayerMLP(*synthetic_classification(n=40, dim=6, classes=3), hidden=8)}
 
@@ -54,6 +54,21 @@ def test_rosenbrock_matches_scipy():
         np.testing.assert_allclose(p.grad(x), opt.rosen_der(x), rtol=1e-13)
         np.testing.assert_allclose(p.hvp(x, v), opt.rosen_hess_prod(x, v), rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(p.hess(x), opt.rosen_hess(x), rtol=1e-12, atol=1e-12)
+
+
+def test_extended_rosenbrock_is_independent_pairs():
+    # Moré-Garbow-Hillstrom problem 21: the sum of 2-D Rosenbrock functions of (x1, x2),
+    # (x3, x4), ...; scipy's rosen of each pair
+    so = pytest.importorskip("scipy.optimize")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(10)
+    f, g = extended_rosenbrock(x)
+    pairs = x.reshape(5, 2)
+    assert f == pytest.approx(sum(so.rosen(q) for q in pairs), rel=1e-14)
+    np.testing.assert_allclose(g.reshape(5, 2), [so.rosen_der(q) for q in pairs], rtol=1e-13)
+    assert extended_rosenbrock(np.ones(6))[0] == 0.0 and not extended_rosenbrock(np.ones(6))[1].any()
+    with pytest.raises(ValueError, match="even number"):
+        extended_rosenbrock(np.ones(5))
 
 
 def test_the_shared_function_forms_are_unchanged():

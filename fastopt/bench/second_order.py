@@ -33,7 +33,7 @@ import time
 import numpy as np
 
 import fastopt
-from fastopt.problems import logistic_regression, rosenbrock, sparse_logistic_regression
+from fastopt.problems import extended_rosenbrock, logistic_regression, sparse_logistic_regression
 
 __all__ = ["overhead", "evaluations", "iterations_vs_cost", "run", "lines"]
 
@@ -173,7 +173,7 @@ def evaluation_problems(scale=1.0):
     m, d = max(50, int(10 ** 5 * scale)), max(10, int(10 ** 3 * min(1.0, scale * 10)))
     dense, _, dim = logistic_regression(n=m, dim=d, lam=1e-3, seed=1)
     sparse, _, sdim = sparse_logistic_regression(n=m, dim=d, density=0.01, lam=1e-3, seed=2)
-    return {f"rosenbrock n={nr:,}": (rosenbrock, lambda: np.tile([-1.2, 1.0], nr // 2), True),
+    return {f"extended rosenbrock n={nr:,}": (extended_rosenbrock, lambda: np.tile([-1.2, 1.0], nr // 2), True),
             f"logistic dense {m:,}x{dim:,}": (dense, lambda: np.zeros(dim), False),
             f"logistic sparse {m:,}x{sdim:,} (1%)": (sparse, lambda: np.zeros(sdim), False)}
 

@@ -8,13 +8,14 @@
   :class:`SoftmaxRegression` (L2-regularised), :class:`TwoLayerMLP` (on scikit-learn's
   bundled ``digits`` by default, :func:`load_digits`).
 * :func:`get_problem` builds one by name (the names of :data:`PROBLEMS`).
-* :func:`rosenbrock` and :func:`logistic_regression`: the function-style objectives the
-  second-order tests and benchmarks use (unchanged).
+* :func:`rosenbrock` (chained, as ``scipy.optimize.rosen``), :func:`extended_rosenbrock`
+  (separable pairs, Moré–Garbow–Hillstrom's) and :func:`logistic_regression`: the
+  function-style objectives the second-order tests and benchmarks use.
 """
 from fastopt.problems._base import Problem, as_point
 from fastopt.problems._data import (LogisticRegression, SoftmaxRegression, TwoLayerMLP, load_digits,
                                     synthetic_classification)
-from fastopt.problems._shared import logistic_regression, rosenbrock, sparse_logistic_regression
+from fastopt.problems._shared import extended_rosenbrock, logistic_regression, rosenbrock, sparse_logistic_regression
 from fastopt.problems._surfaces import Beale, Booth, IllConditionedQuadratic, MonkeySaddle, Rosenbrock, Saddle
 
 #: name -> factory of every problem :func:`get_problem` knows
@@ -43,5 +44,6 @@ def get_problem(name, **kwargs):
 
 __all__ = ["Problem", "as_point", "Rosenbrock", "Beale", "Booth", "Saddle", "MonkeySaddle",
            "IllConditionedQuadratic", "LogisticRegression", "SoftmaxRegression", "TwoLayerMLP", "load_digits",
-           "synthetic_classification", "rosenbrock", "logistic_regression", "sparse_logistic_regression", "PROBLEMS",
+           "synthetic_classification", "rosenbrock", "extended_rosenbrock", "logistic_regression",
+           "sparse_logistic_regression", "PROBLEMS",
            "SURFACES", "get_problem"]

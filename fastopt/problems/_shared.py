@@ -8,12 +8,30 @@ __all__ = ["rosenbrock", "logistic_regression", "sparse_logistic_regression"]
 
 
 def rosenbrock(x):
-    """Extended Rosenbrock: ``f = Σ_i 100 (x_{i+1} - x_i²)² + (1 - x_i)²`` and its
-    gradient, minimum 0 at ``x = 1``."""
+    """Chained (generalised) Rosenbrock, ``scipy.optimize.rosen``: ``f = Σ_i 100
+    (x_{i+1} - x_i²)² + (1 - x_i)²`` over consecutive pairs, and its gradient, minimum 0
+    at ``x = 1``. Each coordinate couples to the next, so quasi-Newton methods need
+    iterations growing with n (thousands at n = 1000)."""
     f = np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
     g = np.zeros_like(x)
     g[:-1] = -400.0 * x[:-1] * (x[1:] - x[:-1] ** 2) - 2.0 * (1.0 - x[:-1])
     g[1:] += 200.0 * (x[1:] - x[:-1] ** 2)
+    return f, g
+
+
+def extended_rosenbrock(x):
+    """Extended Rosenbrock (Moré, Garbow & Hillstrom 1981, problem 21): ``n/2``
+    independent 2-D Rosenbrock functions, ``f = Σ_i 100 (x_{2i} - x_{2i-1}²)² +
+    (1 - x_{2i-1})²`` (1-based), and its gradient; ``n`` even, minimum 0 at ``x = 1``,
+    the standard start ``(-1.2, 1, -1.2, 1, ...)``."""
+    if x.size % 2:
+        raise ValueError(f"extended Rosenbrock needs an even number of variables, got {x.size}")
+    a, b = x[0::2], x[1::2]
+    d = b - a * a
+    f = np.sum(100.0 * d * d + (1.0 - a) ** 2)
+    g = np.empty_like(x)
+    g[0::2] = -400.0 * a * d - 2.0 * (1.0 - a)
+    g[1::2] = 200.0 * d
     return f, g
 
 
