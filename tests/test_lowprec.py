@@ -7,6 +7,8 @@ converted buffers, fastopt.lowprec.q8's quantisation), for odd lengths, many ste
 the common options and 1, 2, 3 and 7 threads; the quantisation itself is checked
 against bitsandbytes when it is installed.
 """
+import os
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -156,6 +158,55 @@ def test_stochastic_rounding_is_unbiased():
     for _ in range(50):
         opt2.step([g])
     assert (w2.astype(np.float32) == 1.0).all()
+
+
+SIMD_ELIGIBLE = [c for c in CONFIGS if c[2].get("state") != "8bit" and c[3] is not F16
+                 and (c[3] is BF16 or c[2].get("state") == "bfloat16")]
+
+
+@pytest.mark.parametrize("config", SIMD_ELIGIBLE, ids=config_id)
+def test_lean_loop_with_subnormal_and_extreme_values(config):
+    """No option set: the lean loop (lowsimd.h's AVX-512 form where it is compiled in,
+    whose bfloat16 rounding instruction flushes subnormals: those lanes are rounded
+    apart). Gradients from 1e-42 (float32 subnormals, and moments that are) to 1e4, exact
+    zeros, parameters holding bfloat16 subnormals; every tail length of a 16-lane vector."""
+    from fastopt._kernels import lowrules
+    name, hyper, prec, dtype = config
+    for n in (1, 15, 16, 17, 33, 250):
+        rng = np.random.default_rng(n)
+        w = rng.standard_normal(n).astype(np.float32) * np.float32(10.0) ** rng.integers(-40, 3, n)
+        w[::7] = 0.0
+        flag = {"uint16_is_bf16": True} if isinstance(dtype, str) else {}
+        pr = Precision(**dict({"min_8bit_size": 0}, **prec, **flag))
+        runs = []
+        for module, simd in ((fastopt, True), (fastopt, False), (ref, None)):
+            if simd is not None:
+                lowrules.use_simd(simd)
+            ww = _cast(w, dtype)
+            opt = getattr(module, name)([ww], lr=1e-3, **hyper, precision=pr)
+            gdt = opt._low[0].slot.grad_dtypes[0]
+            r = np.random.default_rng([n, 1])
+            for _ in range(6):
+                g = (r.choice([-1.0, 1.0], n) * 10.0 ** r.uniform(-42, 4, n)).astype(np.float32)
+                g[r.random(n) < 0.1] = 0.0
+                g[::5] = 0.0                # these parameters keep their (subnormal) values
+                opt.step([_cast(g, gdt)])
+            runs.append((ww, {k: (np.array(v, copy=True) if isinstance(v, np.ndarray) else v)
+                              for k, v in opt.state[0].items()}))
+        lowrules.use_simd(True)
+        _assert_runs_equal(runs[0], runs[2], f"n={n} AVX-512 lean loop (where built)")
+        _assert_runs_equal(runs[1], runs[2], f"n={n} Cython lean loop")
+
+
+def test_simd_lean_loops_are_built_where_the_cpu_has_avx512_bf16():
+    from fastopt._kernels import lowrules
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    from fastopt import _build_info
+    native = "-march=native" in _build_info.CFLAGS
+    if native and " avx512_bf16" in flags and " avx512vl" in flags and " avx512bw" in flags:
+        assert lowrules.LOW_SIMD
+    if not native:
+        assert not lowrules.LOW_SIMD
 
 
 BF16_STATE = [c for c in CONFIGS if (c[2].get("state") == "bfloat16" or (c[3] is BF16 and not c[2]))

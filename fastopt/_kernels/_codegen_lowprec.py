@@ -12,6 +12,7 @@ parameter at a block boundary). ``lowrules.pxd`` exposes ``low_kernel(rule, vari
 """
 import os
 
+import _codegen_simd
 from _codegen import HEADER, PREPROCESS, _annotated_body, _assigned, _indent, scalar_declarations, write_if_changed
 from _lowvariants import (BF16, COPY_SLOT, LOW_RULES, LOW_VARIANTS, Q8, Q8_RULES, SR_PARAM_BY_FLAG, SR_STATE_STORE,
                           SR_STORE)
@@ -95,8 +96,9 @@ def state_sr_mix(k):
     return ((k + 1) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
 
 
-def render_low_kernel(rule, common, lv, functions):
-    """One kernel ``<rule>_<variant>(slot, start, n)`` for elements [start, start + n)."""
+def render_low_kernel(rule, common, lv, functions, simd=None):
+    """One kernel ``<rule>_<variant>(slot, start, n)`` for elements [start, start + n);
+    ``simd``: the (declaration, call arguments) of its AVX-512 lean loop, if any."""
     out = [f"# rule {rule.name}: {rule.where} (low precision: {lv.name})",
            f"cdef void {rule.name}_{lv.name}(const Slot* _slot, Py_ssize_t _start, Py_ssize_t _n) noexcept nogil:",
            f'    """{rule.doc}"""',
@@ -144,8 +146,14 @@ def render_low_kernel(rule, common, lv, functions):
     for s in rule.state if lv.q8 else ():
         out.append(f"        fo_q8_load_block({1 if _unsigned(rule, s) else 0}, _q_{s} + _blk, _a_{s}[_blk >> 8], "
                    f"_v_{s}, _m)")
-    out += ["        if _lean:",
-            "            for _j in range(_m):", "                _i = _blk + _j", _indent(loops["lean"], 16)]
+    if simd is not None:
+        # FO_SIMD is a compile-time constant: the C compiler keeps one of the two
+        out += ["        if _lean and FO_SIMD and _simd_on:",
+                f"            {_codegen_simd.function_name(rule, lv)}({', '.join(simd[1])})",
+                "        elif _lean:"]
+    else:
+        out.append("        if _lean:")
+    out += ["            for _j in range(_m):", "                _i = _blk + _j", _indent(loops["lean"], 16)]
     out.append("        elif sigma == 0.0 and _sr == 0:")
     out += ["            for _j in range(_m):", "                _i = _blk + _j", _indent(loops["plain"], 16)]
     if "sr" in loops:
@@ -172,6 +180,7 @@ def render_low_kernel(rule, common, lv, functions):
 def render(mod):
     """``(lowrules.pyx, lowrules.pxd)``."""
     rules = [r for r in mod.RULES if r.name in LOW_RULES]
+    _, simd = render_simd(mod)
     index = {r.name: k for k, r in enumerate(mod.RULES)}
     common = tuple(mod.COMMON_SCALARS)
     functions = mod.FUNCTIONS
@@ -203,8 +212,15 @@ def render(mod):
            "    float fo_q8_store_block(int m, const float* v, uint8_t* q, long n, uint8_t zero) noexcept nogil",
            "    void fo_q8_set(int m, const float* map, const uint32_t* packed) noexcept nogil",
            "",
+           'cdef extern from "lowsimd.h":',
+           "    int FO_SIMD"] + [decl for decl, _ in simd.values()] + [
+           "",
            "import numpy as _np",
            "from fastopt.lowprec import q8 as _q8",
+           "",
+           "# 0: the lean loops run their Cython form even where lowsimd.h's is compiled in (the",
+           "# tests compare the two; the bench measures one against the other)",
+           "cdef int _simd_on = 1",
            "",
            "cdef enum:",
            f"    ZERO_SIGNED = {mod_zero(True)}",
@@ -214,7 +230,7 @@ def render(mod):
     for rule in rules:
         for k, lv in enumerate(LOW_VARIANTS):
             if generated(rule.name, lv):
-                pyx.append(render_low_kernel(rule, common, lv, functions))
+                pyx.append(render_low_kernel(rule, common, lv, functions, simd.get((rule.name, lv.name))))
                 table.append((index[rule.name], k, f"{rule.name}_{lv.name}"))
     pyx += [f"cdef RangeFn _LOW[{len(mod.RULES)}][{len(LOW_VARIANTS)}]",
             f"for _r in range({len(mod.RULES)}):",
@@ -223,6 +239,8 @@ def render(mod):
     pyx += [f"_LOW[{r}][{v}] = {name}" for r, v, name in table]
     pyx += ["",
             "LOW_VARIANTS = (" + ", ".join(repr(v.name) for v in LOW_VARIANTS) + ",)",
+            "#: True when the lean loops of lowsimd.h were compiled in (AVX-512 with BF16)",
+            "LOW_SIMD = FO_SIMD != 0",
             "LOW_GENERATED = {" + ", ".join(f"({rules_name(mod, r)!r}, {LOW_VARIANTS[v].name!r})"
                                             for r, v, _ in table) + "}",
             "",
@@ -231,6 +249,15 @@ def render(mod):
             f"    if rule < 0 or rule >= {len(mod.RULES)} or variant < 0 or variant >= {len(LOW_VARIANTS)}:",
             "        return NULL",
             "    return _LOW[rule][variant]",
+            "",
+            "",
+            "def use_simd(on):",
+            '    """Run the lean loops in lowsimd.h\'s AVX-512 form (True, the default where it is',
+            '    compiled in) or in their Cython form; returns the previous setting."""',
+            "    global _simd_on",
+            "    prev = _simd_on != 0",
+            "    _simd_on = 1 if on else 0",
+            "    return prev",
             "",
             "",
             "def _load_q8_tables():",
@@ -252,6 +279,13 @@ def render(mod):
     return "\n".join(pyx) + "\n", "\n".join(pxd) + "\n"
 
 
+def render_simd(mod):
+    """``(lowsimd.h, {(rule, variant): (declaration, call arguments)})`` of the generated
+    kernels' AVX-512 lean loops (fastopt/_kernels/_codegen_simd.py)."""
+    rules = [r for r in mod.RULES if r.name in LOW_RULES]
+    return _codegen_simd.render(rules, [lv for lv in LOW_VARIANTS if lv.state != Q8])
+
+
 def rules_name(mod, r):
     return mod.RULES[r].name
 
@@ -264,5 +298,6 @@ def mod_zero(signed):
 def main(mod, outdir):
     """Write lowrules.pyx and lowrules.pxd into ``outdir``."""
     pyx, pxd = render(mod)
+    write_if_changed(os.path.join(outdir, "lowsimd.h"), render_simd(mod)[0])
     write_if_changed(os.path.join(outdir, "lowrules.pyx"), pyx)
     write_if_changed(os.path.join(outdir, "lowrules.pxd"), pxd)

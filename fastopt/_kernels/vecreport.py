@@ -220,7 +220,7 @@ def _low_loops(pyx_lines):
     for number, line in enumerate(pyx_lines, 1):
         if line.startswith("cdef void "):
             kernel, armed = line[len("cdef void "):].split("(")[0], None
-        elif line.strip() == "if _lean:":
+        elif line.strip() in ("if _lean:", "elif _lean:"):
             armed = ":lean"
         elif line.strip() == "elif sigma == 0.0 and _sr == 0:":
             armed = ""
@@ -276,13 +276,16 @@ def report_low(rules=("adam", "lion"), cc=None, flags=None):
         pyx = os.path.join(pkg, "lowrules.pyx")
         with open(pyx, "w") as f:
             f.write(pyx_text)
+        with open(os.path.join(pkg, "lowsimd.h"), "w") as f:
+            f.write(_codegen_lowprec.render_simd(Subset)[0])
         options = CompilationOptions(include_path=[tmp], output_file=os.path.join(tmp, "lowrules.c"),
                                      language_level=3)
         if cython_compile(pyx, options).num_errors:
             raise RuntimeError("Cython failed on the generated low-precision kernels")
         # FO_Q8_NO_VBMI: the 8-bit block functions' portable loops, which the report is
-        # about (the AVX-512 VBMI dequantiser is written in intrinsics)
-        cmd = [cc, *flags, "-DFO_Q8_NO_VBMI", "-fPIC", "-fopt-info-vec-optimized", "-c",
+        # about (the AVX-512 VBMI dequantiser is written in intrinsics); FO_NO_SIMD: the
+        # lean loops' Cython form (lowsimd.h's intrinsics take their place where they can)
+        cmd = [cc, *flags, "-DFO_Q8_NO_VBMI", "-DFO_NO_SIMD", "-fPIC", "-fopt-info-vec-optimized", "-c",
                os.path.join(tmp, "lowrules.c"),
                "-o", os.path.join(tmp, "lowrules.o"), "-I" + sysconfig.get_paths()["include"], "-I" + pkg]
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)

@@ -29,6 +29,8 @@ VARIANTS = (
     ("mixed bf16: fp32 master+state", "bfloat16", {"master_weights": True}),
     ("mixed bf16, 8-bit state", "bfloat16", {"state": "8bit", "master_weights": True}),
     ("mixed fp16, 8-bit state", "float16", {"state": "8bit", "master_weights": True}),
+    ("AdEMAMix fp32", "float32", None, "AdEMAMix"),
+    ("AdEMAMix 8-bit state", "float32", {"state": "8bit"}, "AdEMAMix"),
 )
 
 
@@ -43,13 +45,14 @@ def _dtype(name):
     return np.dtype(name)
 
 
-def _fastopt_job(n, dtype, prec, rng):
+def _fastopt_job(n, dtype, prec, rng, cls="Adam"):
     w = rng.standard_normal(n).astype(np.float32).astype(_dtype(dtype))
-    opt = fastopt.Adam([w], lr=1e-3, precision=None if prec is None else Precision(**prec))
+    opt = getattr(fastopt, cls)([w], lr=1e-3, precision=None if prec is None else Precision(**prec))
     lp = opt._low[0]
     gdtype = lp.slot.grad_dtypes[0] if lp is not None else w.dtype
     g = (rng.standard_normal(n) * 1e-2).astype(np.float32).astype(gdtype)
-    bpe = lp.slot.bpe if lp is not None else 28
+    n_state = sum(isinstance(v, np.ndarray) for v in opt.state[0].values())
+    bpe = lp.slot.bpe if lp is not None else 4 * (3 + 2 * n_state)     # p read+written, g, each state
     state = sum(v.nbytes for k, v in opt.state[0].items() if isinstance(v, np.ndarray) and k != "master")
     return (lambda: opt.step([g])), bpe, state, opt
 
@@ -72,16 +75,21 @@ def _torch_jobs(torch, n):
     return jobs
 
 
-def _bnb_job(torch, n):
+def _bnb_jobs(torch, n):
+    """bitsandbytes' 8-bit Adam and AdEMAMix on the CPU, or a note saying why there are none."""
     try:
         import bitsandbytes as bnb
     except Exception as exc:                # noqa: BLE001 - any import failure means "not available"
-        return None, f"bitsandbytes not usable ({type(exc).__name__}: {exc})"
-    p = torch.nn.Parameter(torch.randn(n))
-    p.grad = torch.randn(n) * 1e-2
-    opt = bnb.optim.Adam8bit([p], lr=1e-3)
-    opt.step()
-    return (opt.step, 16), f"bitsandbytes {bnb.__version__}"
+        return {}, f"bitsandbytes not usable ({type(exc).__name__}: {exc})"
+    jobs = {}
+    for name, cls, bpe in (("bitsandbytes Adam8bit (CPU)", bnb.optim.Adam8bit, 16),
+                           ("bitsandbytes AdEMAMix8bit (CPU)", bnb.optim.AdEMAMix8bit, 18)):
+        p = torch.nn.Parameter(torch.randn(n))
+        p.grad = torch.randn(n) * 1e-2
+        opt = cls([p], lr=1e-3)
+        opt.step()
+        jobs[name] = (opt.step, bpe)
+    return jobs, f"bitsandbytes {bnb.__version__}"
 
 
 def _torchao_job(torch, n):
@@ -127,17 +135,16 @@ def measure_speed(n=N, rounds=7, torch=None, slow_rounds=3):
     """Median step times of every variant and peer, interleaved; returns rows."""
     rng = np.random.default_rng(0)
     jobs, notes = {}, []
-    for name, dtype, prec in VARIANTS:
-        fn, bpe, state, _ = _fastopt_job(n, dtype, prec, rng)
+    for name, dtype, prec, *cls in VARIANTS:
+        fn, bpe, state, _ = _fastopt_job(n, dtype, prec, rng, *cls)
         jobs[name] = (fn, bpe, state)
     streams = {bpe: _stream_job(n, bpe, rng) for _, bpe, _ in jobs.values()}
     peers = {}
     if torch is not None:
         peers.update(_torch_jobs(torch, n))
-        job, note = _bnb_job(torch, n)
+        more, note = _bnb_jobs(torch, n)
         notes.append(note)
-        if job is not None:
-            peers["bitsandbytes Adam8bit (CPU)"] = job
+        peers.update(more)
         job, note = _torchao_job(torch, n)
         notes.append(note)
         if job is not None:
