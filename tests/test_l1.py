@@ -21,7 +21,7 @@ CLASSES = [("SGD", {}), ("SGD", dict(momentum=0.9, nesterov=True)), ("Adagrad", 
            ("RMSprop", dict(centered=True, momentum=0.3)), ("Adadelta", {}), ("Adam", {}),
            ("AdamW", dict(amsgrad=True)), ("AMSGrad", {}), ("NAdam", {}), ("NAdam", dict(variant="optax")),
            ("Adamax", {}), ("RAdam", {}), ("Lion", dict(weight_decay=0.1)), ("Momentum", {}), ("Nesterov", {}),
-           ("AdaBelief", {})]
+           ("AdaBelief", {}), ("AdEMAMix", {})]
 IDS = [n + "".join(f"-{k}={v}" for k, v in kw.items()) for n, kw in CLASSES]
 LAYOUT = [[(0, F32), (1, F32), (7, F32), (1023, F32), (9001, F32)], [(1, F64), (7, F64), (1023, F64), (0, F64)]]
 
@@ -65,6 +65,26 @@ def test_l1_with_gradient_noise_matches_the_reference(name, kw, coupled):
     a, b = run_pair(name, kw, 3e-3, coupled, steps=40, grad_noise=0.01, seed=5)
     for x, y in zip(a.params, b.params):
         np.testing.assert_array_equal(x, y)     # the reference draws the noise with C's log/cos
+
+
+@pytest.mark.parametrize("coupled", (False, True))
+@pytest.mark.parametrize("rows", (False, True), ids=("dense", "rows"))
+def test_the_half_that_is_off_leaves_nan_and_signed_zeros_alone(coupled, rows):
+    # coupled: no threshold, so a NaN parameter stays NaN and -0.0 stays -0.0; proximal:
+    # no subgradient, so a -0.0 gradient stays -0.0 (beta1 = 0 shows it in exp_avg)
+    p0 = np.array([[np.nan, -0.0, 1.0, -0.0], [2.0, np.nan, -0.0, 0.5]], np.float32)
+    g = np.array([[0.0, 0.0, -0.0, -0.0], [-0.0, 1.0, 0.0, -0.0]], np.float32)
+    out = []
+    for mod in (fastopt, ref):
+        w = p0.copy()
+        opt = mod.Adam([w], lr=0.1, betas=(0.0, 0.9), l1=0.01, l1_coupled=coupled)
+        for _ in range(2):
+            opt.step([fastopt.SparseGrad(np.array([1, 0]), g[::-1].copy()) if rows else g.copy()])
+        out.append((w, opt.state[0]["exp_avg"].copy()))
+    for a, b in zip(out[0], out[1]):
+        assert np.array_equal(a.view(np.uint32), b.view(np.uint32)), (a, b)
+    if coupled:
+        assert np.isnan(out[0][0][0, 0]) and np.isnan(out[0][0][1, 1])
 
 
 def test_proximal_soft_threshold_formula_and_exact_zeros():

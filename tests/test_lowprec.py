@@ -278,8 +278,10 @@ def test_state_rounding_refused_without_bf16_state():
         Precision("8bit", state_rounding="stochastic")
     with pytest.raises(ValueError, match=r"params\[0\]: state_rounding='stochastic' is for bfloat16 state"):
         fastopt.Adam([np.zeros(10, np.float32)], precision=Precision(state_rounding="stochastic"))
-    with pytest.raises(ValueError, match="is for bfloat16 state"):
+    with pytest.raises(ValueError, match="is for bfloat16 state.*would be float32"):
         fastopt.Adam([np.zeros(10, F16)], precision=Precision(master_weights=True, state_rounding="stochastic"))
+    with pytest.raises(ValueError, match="a float64 parameter keeps float64 state"):
+        fastopt.Adam([np.zeros(10)], precision=Precision(state_rounding="stochastic"))
 
 
 @pytest.mark.parametrize("nthreads", (2, 3, 7))

@@ -40,10 +40,21 @@ p = p * decay"""
 # g = g + λ1 sign(p) just before the rule, and the proximal soft-threshold
 # p = sign(p) max(|p| - lr λ1, 0) just after it (exact zeros). Written as selects, so
 # +0 results and no sign/fabs calls; with both off the kernels run their unchanged loop.
+# One of the two is on at a time, and the other must change nothing: the subgradient
+# adds -0.0 where it has nothing to add (x + -0.0 is x for every x; x + 0.0 turns -0.0
+# into +0.0), the threshold keeps p where it has no threshold (a NaN or zero p would
+# become +0). The selects hold no arithmetic, so the loops still vectorise.
 L1_SUBGRADIENT = """\
-g = g + l1_sub if p > 0.0 else (g - l1_sub if p < 0.0 else g)"""
+g = g + (l1_pos if p > 0.0 else (l1_neg if p < 0.0 else -0.0))"""
 L1_PROXIMAL = """\
-p = p - l1_thr if p > l1_thr else (p + l1_thr if p < -l1_thr else 0.0)"""
+p = p - l1_thr if p > l1_thr else (p + l1_thr if p < -l1_thr else (0.0 if l1_has_thr else p))"""
+
+
+def l1_declarations(ctype):
+    """The per-step locals the L1 lines read, from the slot's l1_sub and l1_thr."""
+    return [f"    cdef {ctype} l1_pos = l1_sub if l1_sub != 0.0 else -<{ctype}>0.0",
+            f"    cdef {ctype} l1_neg = -l1_sub if l1_sub != 0.0 else -<{ctype}>0.0",
+            "    cdef int l1_has_thr = l1_thr != 0.0"]
 
 
 def _guarded(code, flag):
@@ -142,7 +153,7 @@ def render_kernel(rule, common, variant, functions):
            f"    cdef {param.cptr} _buf_g = <const {param.ctype}*>_slot.buf[1] + _start"]
     for k, name in enumerate(rule.state):
         out.append(f"    cdef {state.ptr} _buf_{name} = <{state.ctype}*>_slot.buf[{k + 2}] + _start")
-    out += scalar_declarations(rule, common, ctype)
+    out += scalar_declarations(rule, common, ctype) + l1_declarations(ctype)
     body = _annotated_body(rule, variant, functions)
     locals_ = ["p", "g"] + list(rule.state) + [n for n in _assigned(rule.body) if n not in ("p", "g") + rule.state]
     out.append(f"    cdef {ctype} " + ", ".join(locals_))

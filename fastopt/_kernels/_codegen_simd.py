@@ -11,6 +11,9 @@ as ``fo_bf16_store`` does, but flushes subnormal inputs to zero: lanes holding o
 the integer rounding (``fo_bf16_16``). Every operation is the IEEE float32 operation the
 scalar loop does, in the same order (no contraction, selects as blends), so the bits
 are the scalar loop's; tests/test_lowprec.py checks them against the NumPy reference.
+One exception, as between any two compilers: where two NaNs meet in one operation, x86
+keeps the first operand's, and C leaves the operand order of + and * to the compiler,
+so which NaN's sign and payload survive may differ (the result is NaN either way).
 
 ``FO_SIMD`` is 1 where the compiler targets AVX-512 with BF16 (and ``FO_NO_SIMD`` is not
 defined); elsewhere the functions are empty and the kernels run their Cython loops.

@@ -27,7 +27,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 from _codegen import (HEADER, L1_PROXIMAL, L1_SUBGRADIENT, PREPROCESS, _annotated_body, _assigned,  # noqa: E402
-                      _guarded, _indent, cast_literals, load_rules, scalar_declarations, write_if_changed)
+                      _guarded, _indent, cast_literals, l1_declarations, load_rules, scalar_declarations,
+                      write_if_changed)
 from _variants import SHIPPED  # noqa: E402
 
 
@@ -43,7 +44,7 @@ def render_row_kernel(rule, common, variant, functions):
            f"    cdef const {param.ctype}* _row_g = <const {param.ctype}*>_slot.buf[1]"]
     for name_ in rule.state:
         out.append(f"    cdef {state.ptr} _buf_{name_}")
-    out += scalar_declarations(rule, common, ctype)
+    out += scalar_declarations(rule, common, ctype) + l1_declarations(ctype)
     body = _annotated_body(rule, variant, functions)
     locals_ = ["p", "g"] + list(rule.state) + [n for n in _assigned(rule.body) if n not in ("p", "g") + rule.state]
     out.append(f"    cdef {ctype} " + ", ".join(locals_))

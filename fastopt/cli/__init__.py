@@ -18,11 +18,13 @@ from fastopt.cli import schedule, tour, trajectories
 def info_lines():
     """The lines printed by ``fastopt info``."""
     import fastopt
-    from fastopt._kernels import driver, waitpolicy
+    from fastopt._kernels import driver, lowrules, waitpolicy
     lines = [f"fastopt {fastopt.__version__}",
              f"OpenMP enabled: {fastopt.openmp_enabled()}",
              f"threads: {fastopt.get_num_threads()}",
              f"SIMD level: {driver.simd_level()}",
+             "bf16 lean loops in AVX-512 BF16 intrinsics: " + ("yes" if lowrules.LOW_SIMD else "no (the compiler "
+                                                                "does not target AVX512-BF16)"),
              f"serial threshold: {driver.threshold_text()}",
              f"OpenMP wait policy: {waitpolicy.describe()}"]
     try:

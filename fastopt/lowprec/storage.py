@@ -39,7 +39,8 @@ class Precision:
       "bfloat16"``, or bfloat16 parameters' own state). Nearest rounding loses small
       updates of slowly decaying state (``v * 0.999`` rounds back to ``v`` in
       bfloat16's 8 bits); stochastic rounding keeps them on average, at the cost of a
-      hash per element. Each state draws from a stream of its own.
+      hash per element. Each state draws from a stream of its own. Refused where the
+      state is not bfloat16 (a rule without state, plain SGD, has nothing to round).
     * ``uint16_is_bf16``: accept ``uint16`` parameter and gradient arrays as bfloat16
       bit patterns (e.g. ``torch_tensor.view(torch.int16).numpy().view(np.uint16)``,
       zero-copy); ``ml_dtypes.bfloat16`` arrays are always accepted.
@@ -159,12 +160,15 @@ def variant_for(storage, n, name, rule, precision, generated):
         variant = "f16"
     if precision.state_rounding == "stochastic" and rule.state and not (
             variant is not None and (variant == "bf16" or variant.endswith("_sbf16"))):
-        raise ValueError(f"{name}: state_rounding='stochastic' is for bfloat16 state (this parameter's state "
-                         f"would be {storage if variant is None else 'float32'}; use state='bfloat16')")
+        if storage == "f64":
+            advice = "a float64 parameter keeps float64 state"
+        else:
+            advice = "this parameter's state would be float32; use state='bfloat16'"
+        raise ValueError(f"{name}: state_rounding='stochastic' is for bfloat16 state ({advice})")
     if variant is not None and (rule.name, variant) not in generated:
         raise ValueError(f"{name}: the '{rule.name}' rule has no {variant} kernel (low precision is generated "
-                         "for SGD, momentum, Adagrad, plain RMSprop, Adam/AdamW and Lion; 8-bit state not for "
-                         "plain SGD)")
+                         "for SGD, momentum, Adagrad, plain RMSprop, Adam/AdamW, Lion and AdEMAMix; 8-bit state "
+                         "not for plain SGD)")
     return variant
 
 
