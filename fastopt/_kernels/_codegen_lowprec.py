@@ -46,7 +46,7 @@ def generated(rule_name, variant):
 
 
 def _state_store(lv, s, mode):
-    if mode in ("ssr", "noisy") and lv.state == BF16:
+    if mode in ("ssr", "noisy") and _has_state_sr(lv):
         return SR_STATE_STORE["bf16"].format(s, s=s)
     return _store(lv.state, s, False)
 

@@ -20,11 +20,20 @@ static inline float fo_bits_f32(uint32_t u) { float x; memcpy(&x, &u, 4); return
 
 static inline float fo_bf16_load(uint16_t b) { return fo_bits_f32((uint32_t)b << 16); }
 
+/* bfloat16 bits of float32 bits u rounded by adding `add` below bit 16 (0x7FFF + the
+   kept lsb: nearest even; 16 random bits: stochastic); a NaN stays a quiet NaN of the
+   same sign instead (the addition could carry its payload into infinity). */
+static inline uint16_t fo_bf16_round(uint32_t u, uint32_t add) {
+    uint32_t r = (u + add) >> 16;
+    uint32_t q = (u >> 16) | 0x40u;
+    return (uint16_t)((u & 0x7FFFFFFFu) > 0x7F800000u ? q : r);
+}
+
+static inline uint32_t fo_bf16_rne_add(uint32_t u) { return 0x7FFFu + ((u >> 16) & 1u); }
+
 static inline uint16_t fo_bf16_store(float x) {
     uint32_t u = fo_f32_bits(x);
-    uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-    uint32_t q = (u >> 16) | 0x40u;                      /* quiet NaN, same sign */
-    return (uint16_t)((u & 0x7FFFFFFFu) > 0x7F800000u ? q : r);
+    return fo_bf16_round(u, fo_bf16_rne_add(u));
 }
 
 /* 16 random bits for element i of a stream keyed by (key, stream): lowbias32 of the
@@ -38,10 +47,7 @@ static inline uint32_t fo_sr_bits(uint32_t k0, uint32_t k1, uint32_t i) {
 }
 
 static inline uint16_t fo_bf16_store_sr(float x, uint32_t k0, uint32_t k1, uint32_t i) {
-    uint32_t u = fo_f32_bits(x);
-    uint32_t r = (u + fo_sr_bits(k0, k1, i)) >> 16;
-    uint32_t q = (u >> 16) | 0x40u;
-    return (uint16_t)((u & 0x7FFFFFFFu) > 0x7F800000u ? q : r);
+    return fo_bf16_round(fo_f32_bits(x), fo_sr_bits(k0, k1, i));
 }
 
 /* c ? a : b on masks: no branch for the vectoriser to refuse (a conditional float
@@ -52,15 +58,12 @@ static inline uint32_t fo_sel(uint32_t c, uint32_t a, uint32_t b) { uint32_t m =
    stochastically also stores parameters, whose rounding is chosen apart. */
 static inline uint16_t fo_bf16_store_by(float x, uint32_t sr, uint32_t k0, uint32_t k1, uint32_t i) {
     uint32_t u = fo_f32_bits(x);
-    uint32_t r = (u + fo_sel(sr, fo_sr_bits(k0, k1, i), 0x7FFFu + ((u >> 16) & 1u))) >> 16;
-    uint32_t q = (u >> 16) | 0x40u;
-    return (uint16_t)((u & 0x7FFFFFFFu) > 0x7F800000u ? q : r);
+    return fo_bf16_round(u, fo_sel(sr, fo_sr_bits(k0, k1, i), fo_bf16_rne_add(u)));
 }
 
 /* float16 <-> float32 in integer and float32 operations that vectorise (GCC 12 does not
    vectorise _Float16 conversions without AVX512-FP16). Loads are exact; stores round to
    nearest even, overflow to inf, and keep a NaN's sign and top payload bits (as NumPy). */
-
 static inline float fo_f16_load(uint16_t b) {
     uint32_t h = b;
     uint32_t sign = (h & 0x8000u) << 16;
