@@ -632,6 +632,21 @@ def test_bench_second_order_part_runs_small():
     assert "x fastopt" in text and "Newton-CG" in text and "logistic" in text
 
 
+
+def test_evaluations_stop_at_a_known_zero_minimum():
+    # at a zero minimum both runs stop at the first f <= 1e-8 (the count is decided
+    # there); run on to the end, scipy spends more evaluations
+    so = pytest.importorskip("scipy.optimize")
+    from fastopt.bench import second_order as B
+    from fastopt.problems import extended_rosenbrock
+    ev = B.evaluations(so, {"ext": (extended_rosenbrock, lambda: np.tile([-1.2, 1.0], 500), True)})["ext"]
+    assert ev["stopped"] is True
+    assert ev["scipy_fun"] <= 1e-8 and ev["fastopt_fun"] <= 1e-8
+    assert ev["scipy_to_target"] <= ev["scipy_nfev"] and ev["fastopt_to_target"] <= ev["fastopt_nfev"]
+    assert 20 < ev["scipy_nfev"] < 200 and ev["ratio"] <= 1.1
+    full = B.evaluations(so, {"ext": (extended_rosenbrock, lambda: np.tile([-1.2, 1.0], 500), False)})["ext"]
+    assert full["stopped"] is False and full["scipy_nfev"] > ev["scipy_nfev"]
+
 # --- compact L-BFGS passes ------------------------------------------------------------------------
 @settings(max_examples=10, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
