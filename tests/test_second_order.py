@@ -677,6 +677,54 @@ def test_multidot_and_combine_match_reference_for_any_thread_count(threads_resto
         assert d.tobytes() == dr.tobytes() and p.tobytes() == pr.tobytes() and x0.tobytes() == vec[-1].tobytes()
 
 
+def _lbfgs_pairs(k):
+    # the compact pass's pairs: 0 g, 1 s_new, 2 y_new, 3.. s_j, 3+k.. y_j
+    pairs = [(2, 2), (2, 1), (1, 0), (2, 0)]
+    for j in range(k):
+        pairs += [(3 + j, 0), (3 + k + j, 0), (1, 3 + k + j), (3 + j, 2), (2, 3 + k + j)]
+    return pairs
+
+
+@pytest.mark.parametrize("pairs", [_lbfgs_pairs(10), _lbfgs_pairs(3), [(0, 1)], [(0, 0), (0, 1), (0, 2)],
+                                   [(1, 0), (2, 0), (0, 3), (4, 0), (0, 5), (2, 3)]],
+                         ids=["lbfgs-m10", "lbfgs-m3", "one", "hub3-self", "hub4-and-1"])
+def test_hub_groups_cover_every_pair_once(pairs):
+    groups = vecops._hub_groups(pairs)
+    seen = []
+    for hub, np_, *rest in groups.tolist():
+        partners, idx = rest[:4][:np_], rest[4:][:np_]
+        assert 1 <= np_ <= 4
+        for p, j in zip(partners, idx):
+            assert sorted(pairs[j]) == sorted((hub, p))
+        seen += idx
+    assert sorted(seen) == list(range(len(pairs)))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_many_vector_passes_match_reference_bitwise(threads_restored, dtype):
+    # the L-BFGS pass at m = 10 (23 vectors, 54 pairs: hub groups of 4, 3, 2 and 1) and a
+    # 21-term combination (four-term sweeps and a remainder), odd segment lengths across
+    # several chunks and reduction blocks, any thread count
+    rng = np.random.default_rng(11)
+    sizes = [3, 20001, 8191, 4099]
+    n = sum(sizes)
+    vec = [rng.standard_normal(n).astype(dtype) for _ in range(23)]
+    pairs = _lbfgs_pairs(10)
+    assert {int(r[1]) for r in vecops._hub_groups(pairs)} == {1, 2, 3, 4}
+    lay, rlay = vecops.Layout(sizes), R.Layout(sizes)
+    want = R.multidot(rlay, vec, pairs)
+    coef = rng.standard_normal(22)
+    dr = np.empty(n, dtype)
+    comb_r = R.combine(rlay, dr, coef, vec[:22], 0)
+    threads_restored.set_serial_threshold(0)
+    for threads in (1, 2, 3):
+        threads_restored.set_num_threads(threads)
+        assert vecops.multidot(lay, vec, pairs) == want
+        d = np.empty(n, dtype)
+        assert vecops.combine(lay, d, coef, vec[:22], 0) == comb_r
+        assert d.tobytes() == dr.tobytes()
+
+
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-13), (np.float32, 3e-6)])
 def test_compact_direction_equals_classic_two_loop_to_rounding(dtype, tol):
     rng = np.random.default_rng(4)

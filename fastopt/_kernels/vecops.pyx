@@ -54,6 +54,86 @@ cdef extern from *:
     }
     FO_STATS_LANES(fo_stats_lanes_d, double, fo_load8d)
     FO_STATS_LANES(fo_stats_lanes_f, float, fo_load8f)
+    /* Dot products in the eight lanes (element off + 8j + k to lanes[k], in order; the
+       tail's k < n % 8 to lanes[k] last). Products and sums are float64, one rounding
+       each (-ffp-contract=off), as the scalar lanes they replace: an accumulator array
+       left to the vectoriser went through the stack at every step, a store-to-load
+       round trip per eight elements (the 54 dot products of an L-BFGS pass at m = 10
+       took 2.7x the time of reading their 23 vectors). */
+    /* elements ahead to prefetch in the many-stream loops below: a chunk holds a few
+       KiB of each of up to 2m + 3 vectors, and the hardware prefetcher, which starts
+       afresh at every 4 KiB page, lost a third of the bandwidth to them */
+    #ifndef FO_PF_AHEAD
+    #define FO_PF_AHEAD 512
+    #endif
+    #define FO_DOT_LANES(NAME, T, LOAD) \
+    static void NAME(const T* u, const T* v, Py_ssize_t off, Py_ssize_t n, double* lanes) { \
+        fo_v8d a; Py_ssize_t j, k, n8 = n / 8; \
+        u += off; v += off; \
+        memcpy(&a, lanes, 64); \
+        for (j = 0; j < n8; j++) a += LOAD(u + 8 * j) * LOAD(v + 8 * j); \
+        memcpy(lanes, &a, 64); \
+        for (k = 0; k < n - 8 * n8; k++) lanes[k] += (double)u[8 * n8 + k] * (double)v[8 * n8 + k]; \
+    }
+    FO_DOT_LANES(fo_dot_lanes_d, double, fo_load8d)
+    FO_DOT_LANES(fo_dot_lanes_f, float, fo_load8f)
+    /* One vector h dotted with np <= 4 partners in one loop (lanes[r]: the lanes of
+       h . p[r]): h is loaded (and, from float32, converted) once for all of them, and
+       the np chains are independent, so the adds' latency overlaps. u . v and v . u are
+       the same products, so which side is the hub changes no bit. */
+    #define FO_HUB_BODY(T, LOAD, NP) { \
+        fo_v8d a[NP], x; const T* q[NP]; Py_ssize_t j, k, n8 = n / 8; int r; \
+        for (r = 0; r < NP; r++) { q[r] = p[r] + off; memcpy(&a[r], lanes[r], 64); } \
+        for (j = 0; j < n8; j++) { \
+            x = LOAD(h + off + 8 * j); \
+            __builtin_prefetch(h + off + 8 * j + FO_PF_AHEAD); \
+            for (r = 0; r < NP; r++) { \
+                __builtin_prefetch(q[r] + 8 * j + FO_PF_AHEAD); \
+                a[r] += x * LOAD(q[r] + 8 * j); \
+            } \
+        } \
+        for (r = 0; r < NP; r++) { \
+            memcpy(lanes[r], &a[r], 64); \
+            for (k = 0; k < n - 8 * n8; k++) \
+                lanes[r][k] += (double)h[off + 8 * n8 + k] * (double)q[r][8 * n8 + k]; \
+        } \
+    }
+    #define FO_HUB_LANES(NAME, T, LOAD) \
+    static void NAME(const T* h, const T** p, int np, Py_ssize_t off, Py_ssize_t n, double** lanes) { \
+        switch (np) { \
+        case 1: FO_HUB_BODY(T, LOAD, 1) break; \
+        case 2: FO_HUB_BODY(T, LOAD, 2) break; \
+        case 3: FO_HUB_BODY(T, LOAD, 3) break; \
+        default: FO_HUB_BODY(T, LOAD, 4) break; \
+        } \
+    }
+    FO_HUB_LANES(fo_hub_lanes_d, double, fo_load8d)
+    FO_HUB_LANES(fo_hub_lanes_f, float, fo_load8f)
+    /* acc[i] = (((acc[i] + c0 v0[i]) + c1 v1[i]) + c2 v2[i]) + c3 v3[i], i < n: four terms
+       of a combination per sweep of the float64 accumulator instead of one, the same
+       additions in the same order. */
+    #define FO_COMB4_ADD(NAME, T, LOAD) \
+    static void NAME(double* acc, const T** v, const double* c, Py_ssize_t off, Py_ssize_t n) { \
+        const fo_v8d z = {0, 0, 0, 0, 0, 0, 0, 0}; \
+        const fo_v8d c0 = z + c[0], c1 = z + c[1], c2 = z + c[2], c3 = z + c[3]; \
+        const T *v0 = v[0] + off, *v1 = v[1] + off, *v2 = v[2] + off, *v3 = v[3] + off; \
+        fo_v8d a; Py_ssize_t j, k, n8 = n / 8; \
+        for (j = 0; j < n8; j++) { \
+            memcpy(&a, acc + 8 * j, 64); \
+            __builtin_prefetch(v0 + 8 * j + FO_PF_AHEAD); __builtin_prefetch(v1 + 8 * j + FO_PF_AHEAD); \
+            __builtin_prefetch(v2 + 8 * j + FO_PF_AHEAD); __builtin_prefetch(v3 + 8 * j + FO_PF_AHEAD); \
+            a = a + c0 * LOAD(v0 + 8 * j); \
+            a = a + c1 * LOAD(v1 + 8 * j); \
+            a = a + c2 * LOAD(v2 + 8 * j); \
+            a = a + c3 * LOAD(v3 + 8 * j); \
+            memcpy(acc + 8 * j, &a, 64); \
+        } \
+        for (k = 8 * n8; k < n; k++) \
+            acc[k] = (((acc[k] + c[0] * (double)v0[k]) + c[1] * (double)v1[k]) + c[2] * (double)v2[k]) \
+                     + c[3] * (double)v3[k]; \
+    }
+    FO_COMB4_ADD(fo_comb4_add_d, double, fo_load8d)
+    FO_COMB4_ADD(fo_comb4_add_f, float, fo_load8f)
     /* |x| as its bits: for values >= 0 the integer order is the float order */
     static inline long long fo_abs_bits(double v) { long long b; v = v < 0.0 ? -v : v; memcpy(&b, &v, 8); return b; }
     static inline long long fo_imax(long long a, long long b) { return a > b ? a : b; }
@@ -66,8 +146,20 @@ cdef extern from *:
     long long fo_abs_bits(double v) noexcept nogil
     long long fo_imax(long long a, long long b) noexcept nogil
     double fo_from_bits(long long b) noexcept nogil
+    void fo_dot_lanes_d(const double* u, const double* v, Py_ssize_t off, Py_ssize_t n, double* lanes) noexcept nogil
+    void fo_dot_lanes_f(const float* u, const float* v, Py_ssize_t off, Py_ssize_t n, double* lanes) noexcept nogil
+    void fo_hub_lanes_d(const double* h, const double** p, int np, Py_ssize_t off, Py_ssize_t n,
+                        double** lanes) noexcept nogil
+    void fo_hub_lanes_f(const float* h, const float** p, int np, Py_ssize_t off, Py_ssize_t n,
+                        double** lanes) noexcept nogil
+    void fo_comb4_add_d(double* acc, const double** v, const double* c, Py_ssize_t off,
+                        Py_ssize_t n) noexcept nogil
+    void fo_comb4_add_f(double* acc, const float** v, const double* c, Py_ssize_t off,
+                        Py_ssize_t n) noexcept nogil
 
 from fastopt._kernels.driver cimport _team_started_now, pass_done, plan_threads, resolve_threads
+
+import functools
 
 import numpy as np
 
@@ -103,16 +195,13 @@ cdef struct VPass:
 cdef double _dot(const real* u, const real* v, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     # eight independent lanes: a fixed association that still vectorises
     cdef double acc[8]
-    cdef Py_ssize_t i, k
+    cdef Py_ssize_t k
     for k in range(8):
         acc[k] = 0.0
-    i = lo
-    while i + 8 <= hi:  # vec: dot
-        for k in range(8):
-            acc[k] += <double>u[i + k] * <double>v[i + k]
-        i = i + 8
-    for k in range(hi - i):
-        acc[k] += <double>u[i + k] * <double>v[i + k]
+    if real is float:
+        fo_dot_lanes_f(u, v, lo, hi - lo, acc)  # vec: dot
+    else:
+        fo_dot_lanes_d(u, v, lo, hi - lo, acc)  # vec: dot
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 
 
@@ -477,6 +566,8 @@ cdef struct MPass:
     char** tab
     int npairs
     const int* pairs   # (u, v) indices into the table, 2 per pair
+    int ngroups        # the pairs as groups sharing a vector (the hub), GROUP_INTS each:
+    const int* groups  # hub, np <= 4, partners[4], the pairs' indices[4]
     int nwrites        # 0..2 writes run first: z = a x (+ b w), as VPass
     VPass* writes
     # combine: d = Σ c_j v_j (float64, in order), then g·d and stats of d; optional
@@ -490,26 +581,26 @@ cdef struct MPass:
 
 
 cdef enum:
-    CHUNK = 512        # elements per sub-block: every vector's chunk stays in L1/L2 across the dots
+    GROUP_INTS = 10
+    CHUNK = 2048       # elements per sub-block: the chunks of every vector stay in L2 across the dots
 
 
-cdef inline void _dot_lanes(const real* u, const real* v, Py_ssize_t lo, Py_ssize_t hi, double* lanes) noexcept nogil:
-    # _dot's lanes, continued: chunks start at multiples of 8 from the block start, so
-    # element lo + 8j + k still goes to lane k in the same order. The lanes live in a
-    # local array while the loop runs: through the pointer (which may alias u and v)
-    # every addition would go through memory.
-    cdef double acc[8]
-    cdef Py_ssize_t i = lo, k
-    for k in range(8):
-        acc[k] = lanes[k]
-    while i + 8 <= hi:  # vec: dot_lanes
-        for k in range(8):
-            acc[k] += <double>u[i + k] * <double>v[i + k]
-        i = i + 8
-    for k in range(hi - i):
-        acc[k] += <double>u[i + k] * <double>v[i + k]
-    for k in range(8):
-        lanes[k] = acc[k]
+cdef inline void _hub_lanes(const MPass* m, Py_ssize_t nseg, Py_ssize_t seg, int gi, Py_ssize_t lo, Py_ssize_t hi,
+                            double* lanes, real* tag) noexcept nogil:
+    # group gi: its hub dotted with its partners over lo..hi, the lanes continued (chunks
+    # start at multiples of 8 from the block start, so element lo + 8i + k still goes
+    # to lane k in order)
+    cdef const int* g = m.groups + GROUP_INTS * gi
+    cdef const real* p[4]
+    cdef double* ln[4]
+    cdef int r
+    for r in range(g[1]):
+        p[r] = <const real*>m.tab[g[2 + r] * nseg + seg]
+        ln[r] = lanes + 8 * g[6 + r]
+    if real is float:
+        fo_hub_lanes_f(<const float*>m.tab[g[0] * nseg + seg], p, g[1], lo, hi - lo, ln)  # vec: hub_lanes
+    else:
+        fo_hub_lanes_d(<const double*>m.tab[g[0] * nseg + seg], p, g[1], lo, hi - lo, ln)  # vec: hub_lanes
 
 
 cdef void _mblock(const MPass* m, Py_ssize_t nseg, Py_ssize_t seg, Py_ssize_t lo, Py_ssize_t hi, double* res,
@@ -531,9 +622,8 @@ cdef void _mblock(const MPass* m, Py_ssize_t nseg, Py_ssize_t seg, Py_ssize_t lo
     c = lo
     while c < hi:
         ce = c + CHUNK if c + CHUNK < hi else hi
-        for j in range(m.npairs):
-            _dot_lanes(<const real*>m.tab[m.pairs[2 * j] * nseg + seg],
-                       <const real*>m.tab[m.pairs[2 * j + 1] * nseg + seg], c, ce, lanes + 8 * j)
+        for j in range(m.ngroups):
+            _hub_lanes(m, nseg, seg, j, c, ce, lanes, tag)
         c = ce
     for j in range(m.npairs):
         k = 8 * j
@@ -549,6 +639,8 @@ cdef void _cblock(const MPass* m, Py_ssize_t nseg, Py_ssize_t seg, Py_ssize_t lo
     cdef double acc[CHUNK]
     cdef real* d
     cdef const real* v
+    cdef const real* vs[4]
+    cdef int q
     cdef double c
     cdef Py_ssize_t i, nn, lo2
     cdef int j
@@ -562,11 +654,21 @@ cdef void _cblock(const MPass* m, Py_ssize_t nseg, Py_ssize_t seg, Py_ssize_t lo
         c = m.coef[0]
         for i in range(nn):  # vec: combine_first
             acc[i] = c * <double>v[i]
-        for j in range(1, m.nvec):
+        j = 1
+        while j + 4 <= m.nvec:
+            for q in range(4):
+                vs[q] = <const real*>m.tab[(j + q) * nseg + seg]
+            if real is float:
+                fo_comb4_add_f(acc, vs, m.coef + j, lo2, nn)  # vec: combine_add4
+            else:
+                fo_comb4_add_d(acc, vs, m.coef + j, lo2, nn)  # vec: combine_add4
+            j = j + 4
+        while j < m.nvec:
             v = <const real*>m.tab[j * nseg + seg] + lo2
             c = m.coef[j]
             for i in range(nn):  # vec: combine_add
                 acc[i] = acc[i] + c * <double>v[i]
+            j = j + 1
         d = <real*>m.d[seg] + lo2
         for i in range(nn):  # vec: combine_store
             d[i] = <real>acc[i]
@@ -620,6 +722,34 @@ cdef object _vector_table(Layout lay, vectors, int isz, char** tab):
         _table(lay, vectors[j], tab + j * lay.nseg, isz, False, f"vectors[{j}]")
 
 
+@functools.lru_cache(maxsize=64)
+def _hub_groups_cached(pairs):
+    groups = _hub_groups(pairs)
+    groups.flags.writeable = False
+    return groups
+
+
+def _hub_groups(pairs):
+    """The pairs as groups of at most four sharing one vector, the hub (the vector in
+    the most pairs left, the lower index on a tie): one row ``[hub, np, partners[4],
+    pair indices[4]]`` per group. The hub is read once for all of its group."""
+    left = list(range(len(pairs)))
+    rows = []
+    while left:
+        count = {}
+        for j in left:
+            u, v = pairs[j]
+            count[u] = count.get(u, 0) + 1
+            if v != u:
+                count[v] = count.get(v, 0) + 1
+        hub = min(count, key=lambda x: (-count[x], x))
+        mine = [j for j in left if hub in pairs[j]][:4]
+        partners = [pairs[j][1] if pairs[j][0] == hub else pairs[j][0] for j in mine]
+        rows.append([hub, len(mine)] + partners + [0] * (4 - len(mine)) + mine + [0] * (4 - len(mine)))
+        left = [j for j in left if j not in mine]
+    return np.array(rows, dtype=np.intc).reshape(len(rows), GROUP_INTS)
+
+
 def multidot(Layout lay, vectors, pairs, writes=(), int threads=0):
     """One fused pass: first the ``writes`` (at most two ``(z, a, x, b, w)``:
     ``z = a·x + b·w``, ``w`` may be None, each as :func:`lincomb`), then, block by block
@@ -634,6 +764,8 @@ def multidot(Layout lay, vectors, pairs, writes=(), int threads=0):
     cdef cnp.ndarray pr = np.ascontiguousarray(np.asarray(pairs, dtype=np.intc).reshape(P, 2))
     if P and (pr.min() < 0 or pr.max() >= K):
         raise ValueError("pairs index outside vectors")
+    # an L-BFGS run asks for the same pairs at every iteration
+    cdef cnp.ndarray grp = _hub_groups_cached(tuple(tuple(r) for r in pr.tolist()))
     cdef char** tab = <char**>malloc((K + 3 * 2) * ns * sizeof(char*) + 1)
     cdef double* res = <double*>malloc((P * lay.nblocks + 1) * sizeof(double))
     cdef VPass wp[2]
@@ -664,6 +796,8 @@ def multidot(Layout lay, vectors, pairs, writes=(), int threads=0):
         m.tab = tab
         m.npairs = P
         m.pairs = <const int*>cnp.PyArray_DATA(pr)
+        m.ngroups = grp.shape[0]
+        m.groups = <const int*>cnp.PyArray_DATA(grp)
         m.nwrites = len(writes)
         m.writes = wp
         nbytes += K * lay.n * isz

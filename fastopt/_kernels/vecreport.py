@@ -333,8 +333,9 @@ def marked_report(module, cc=None, flags=None):
     """The vectorisation of the loops marked ``# vec: <loop>`` in ``<module>.pyx`` (kernels
     fused over float/double, float first): ``{"<loop>_f32" | "<loop>_f64": True if
     vectorised}``. An element loop counts when GCC reports it vectorised (or turned into a
-    library call such as memcpy); a call of a GCC-vector-extension helper
-    (``fo_stats_lanes_*``) when the compiler kept its operations as vector instructions."""
+    library call such as memcpy); a call of a GCC-vector-extension helper (a function
+    ``fo_<name>_f``/``_d`` written by an ``FO_<NAME>(...)`` macro, as ``fo_stats_lanes_*``)
+    when the compiler kept its operations as vector instructions."""
     from Cython.Compiler.Main import CompilationOptions, compile as cython_compile
 
     cc = cc or os.environ.get("CC") or "gcc"
@@ -374,9 +375,9 @@ def marked_report(module, cc=None, flags=None):
             module + r"\.c:(\d+):\d+: warning: vector operation will be expanded (?:piecewise|with a single scalar)",
             out.stderr)}
         c_lines = open(c_file).read().splitlines()
-    helper = {}                       # fo_stats_lanes_{f,d}: C lines of the macro's expansion
+    helper = {}                       # fo_<name>_{f,d}: C lines of the macro's expansion
     for number, line in enumerate(c_lines, 1):
-        m = re.match(r"\s*FO_STATS_LANES\((fo_stats_lanes_[fd]),", line)
+        m = re.match(r"\s*FO_[A-Z0-9_]+\((fo_\w+_[fd]),", line)
         if m:
             helper[m.group(1)] = number
     status, seen, current, start = {}, {}, None, 0
@@ -387,7 +388,7 @@ def marked_report(module, cc=None, flags=None):
             k = seen[current] = seen.get(current, 0) + 1
             # the code only: Cython's comments quote the neighbouring source lines too
             call = "".join(c for c in c_lines[start - 1:end] if not c.lstrip().startswith(("*", "/*")))
-            m = re.search(r"(fo_stats_lanes_[fd])\(", call)
+            m = next((h for h in re.finditer(r"\b(fo_\w+_[fd])\(", call) if h.group(1) in helper), None)
             if m:                  # a vector-extension helper: one call per precision, by name
                 key = f"{name}_{'f32' if m.group(1).endswith('f') else 'f64'}"
                 status[key] = m.group(1) in helper and helper[m.group(1)] not in lowered
@@ -409,7 +410,8 @@ def marked_report(module, cc=None, flags=None):
 
 def vecops_report(cc=None, flags=None):
     """:func:`marked_report` of the second-order vector kernels (``vecops.pyx``). The
-    stats, written with GCC vector extensions (``fo_stats_lanes_*``), count when the
-    compiler kept their vector operations as vector instructions (no
+    stats, dot lanes, hub dots and four-term combination sweeps, written with GCC vector
+    extensions (``fo_stats_lanes_*``, ``fo_dot_lanes_*``, ``fo_hub_lanes_*``,
+    ``fo_comb4_add_*``), count when the compiler kept their vector operations as vector instructions (no
     ``-Wvector-operation-performance`` "piecewise"/"single scalar" lowering)."""
     return marked_report("vecops", cc, flags)
