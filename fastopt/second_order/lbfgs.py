@@ -96,8 +96,8 @@ class LBFGS:
     step) or ``"scipy"`` (L-BFGS-B's, see :func:`first_step`; not part of the
     state_dict). ``two_loop``: ``"classic"`` (default: 2m + 2 fused passes per
     direction) or ``"compact"`` (:mod:`fastopt.second_order.compact`: two passes over the
-    history, more arithmetic per element; faster in float32 on large vectors with
-    several threads, level in float64, slower on one thread: see the README). The parameters must share one dtype.
+    history, more arithmetic per element; level with the classic loop on large vectors
+    with several threads, slower on one thread: see the README). The parameters must share one dtype.
 
     A step whose first evaluation is not finite raises :class:`NonFiniteValueError`
     with nothing changed; a closure that raises or returns wrong shapes leaves the
