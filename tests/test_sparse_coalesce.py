@@ -53,10 +53,12 @@ def _check(idx, vals, nrows):
     return rout
 
 
-# group sizes: 1-2 (direct), 3..1024 float32 rows of 64 (network), beyond (radix blocks)
+# group sizes: 1-2 (direct), 3..1024 float32 rows of 64 (network), beyond (radix blocks;
+# from 4096 rows with 11-bit digits)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("sizes", [(1, 2, 3), (5, 17, 64, 65, 200), (1500,), (3, 1, 2100, 7, 1030, 2)],
-                         ids=["tiny", "network", "radix", "mixed"])
+@pytest.mark.parametrize("sizes", [(1, 2, 3), (5, 17, 64, 65, 200), (1500,), (3, 1, 2100, 7, 1030, 2),
+                                   (4097, 2, 5000)],
+                         ids=["tiny", "network", "radix", "mixed", "radix-wide-digits"])
 def test_every_group_path_matches_the_reference(sizes, dtype):
     rng = np.random.default_rng(len(sizes) * 31 + sum(sizes))
     dim = 64 if dtype == np.float32 else 33

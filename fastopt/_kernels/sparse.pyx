@@ -129,8 +129,12 @@ cdef inline real _unkey(cnp.uint64_t k, real* like) noexcept nogil:
         return d
 
 
-cdef cnp.uint64_t* _sort_keys(cnp.uint64_t* a, cnp.uint64_t* b, Py_ssize_t m, int nbits,
-                              Py_ssize_t* cnt) noexcept nogil:
+ctypedef fused ukey:      # a float32's key fits 32 bits: half the bytes to move per pass
+    cnp.uint32_t
+    cnp.uint64_t
+
+
+cdef ukey* _sort_keys(ukey* a, ukey* b, Py_ssize_t m, int nbits, Py_ssize_t* cnt) noexcept nogil:
     # LSD radix sort of a[0:m) (b: scratch of m), digit bits a pass, one counting read
     # for every pass; a pass whose digit is the same for every key is skipped. cnt:
     # room for (nbits / KEY_DIGIT_NARROW rounded up) << KEY_DIGIT counters. Returns the
@@ -138,8 +142,8 @@ cdef cnp.uint64_t* _sort_keys(cnp.uint64_t* a, cnp.uint64_t* b, Py_ssize_t m, in
     cdef int digit = KEY_DIGIT if m >= KEY_WIDE_FROM else KEY_DIGIT_NARROW
     cdef int npass = (nbits + digit - 1) // digit, p
     cdef Py_ssize_t i, nb = 1 << digit, total, d
-    cdef cnp.uint64_t k
-    cdef cnp.uint64_t* t
+    cdef ukey k
+    cdef ukey* t
     cdef Py_ssize_t* c
     for i in range(npass * nb):
         cnt[i] = 0
@@ -263,20 +267,41 @@ cdef void _block_sum(const real* vals, const cnp.intp_t* order, Py_ssize_t m, Py
                      Py_ssize_t* cnt) noexcept nogil:
     # columns [c0, c1) of a large group's sum (as _small_sum): the block is gathered once
     # (one read of each value row's line), each column radix-sorted as keys, then added
+    if real is float:
+        _block_sum_keys(vals, order, m, dim, c0, c1, o, <cnp.uint32_t*>kb, <cnp.uint32_t*>tb, cnt)
+    else:
+        _block_sum_keys(vals, order, m, dim, c0, c1, o, kb, tb, cnt)
+
+
+cdef void _block_sum_keys(const real* vals, const cnp.intp_t* order, Py_ssize_t m, Py_ssize_t dim,
+                          Py_ssize_t c0, Py_ssize_t c1, real* o, ukey* kb, ukey* tb, Py_ssize_t* cnt) noexcept nogil:
+    # float32 with 32-bit keys, float64 with 64-bit ones (only _block_sum calls this, so
+    # the other two pairings, compiled too, are never run)
     cdef Py_ssize_t i, c, w = c1 - c0
     cdef const real* r
-    cdef cnp.uint64_t* s
-    cdef real acc
+    cdef ukey* s
+    cdef real accs[COL_BLOCK]
     for i in range(m):
         r = vals + order[i] * dim + c0
+        # the group's value rows are scattered over the batch: ask for a later one's
+        # columns while this one is read
+        if i + PREFETCH_AHEAD < m:
+            fo_prefetch_span(<const char*>(vals + order[i + PREFETCH_AHEAD] * dim + c0), w * sizeof(real))
         for c in range(w):
-            kb[c * m + i] = _key(r[c])
+            kb[c * m + i] = <ukey>_key(r[c])
     for c in range(w):
         s = _sort_keys(kb + c * m, tb, m, 8 * sizeof(real), cnt)
-        acc = _unkey(s[0], o)
-        for i in range(1, m):
-            acc = acc + _unkey(s[i], o)
-        o[c0 + c] = acc
+        if s != kb + c * m:
+            memcpy(kb + c * m, s, m * sizeof(ukey))
+    # the columns' sums side by side: each is still its sorted values added one after the
+    # other, but the w chains of additions overlap instead of waiting on each other
+    for c in range(w):
+        accs[c] = _unkey(kb[c * m], o)
+    for i in range(1, m):
+        for c in range(w):
+            accs[c] = accs[c] + _unkey(kb[c * m + i], o)
+    for c in range(w):
+        o[c0 + c] = accs[c]
 
 
 cdef int _sum_groups(const cnp.int64_t* K, const cnp.intp_t* O, Py_ssize_t n, const real* vals, Py_ssize_t dim,
