@@ -704,6 +704,40 @@ def test_hub_groups_cover_every_pair_once(pairs):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
+def test_combine_keeps_negative_zero_coefficients(dtype):
+    # -0.0 · 1 + -0.0 · 1 + ... is -0.0: a coefficient broadcast as 0 + c would lose its sign
+    n = 17
+    vec = [np.ones(n, dtype) for _ in range(9)]
+    coef = [-0.0] * 9
+    d, dr = np.empty(n, dtype), np.empty(n, dtype)
+    vecops.combine(vecops.Layout([n]), d, coef, vec, 0)
+    R.combine(R.Layout([n]), dr, coef, vec, 0)
+    assert np.signbit(dr).all() and d.tobytes() == dr.tobytes()
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_stats_of_a_direction_with_nan_and_inf_match_the_reference(dtype):
+    # the max skips NaN (finite = False says the rest); an inf is the max
+    rng = np.random.default_rng(5)
+    n = 9000
+    for bad in ([np.nan], [np.nan, np.inf], [-np.inf]):
+        v = rng.standard_normal(n).astype(dtype)
+        v[rng.choice(n, len(bad), replace=False)] = bad
+        d, dr = np.empty(n, dtype), np.empty(n, dtype)
+        got = vecops.combine(vecops.Layout([n]), d, [1.0], [v], 0)
+        want = R.combine(R.Layout([n]), dr, [1.0], [v], 0)
+        assert got[1][1] == want[1][1] and got[1][3] is False and want[1][3] == False  # noqa: E712
+
+
+def test_hub_groups_of_a_large_gram_rebuild():
+    # LBFGS.load_state_dict asks for 2k² pairs at once (k = 100: 20,000)
+    pairs = [(i, j) for i in range(100) for j in range(100, 300)]
+    groups = vecops._hub_groups(pairs)
+    seen = sorted(j for row in groups.tolist() for j in row[6:6 + row[1]])
+    assert seen == list(range(len(pairs)))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
 def test_many_vector_passes_match_reference_bitwise(threads_restored, dtype):
     # the L-BFGS pass at m = 10 (23 vectors, 54 pairs: hub groups of 4, 3, 2 and 1) and a
     # 21-term combination (four-term sweeps and a remainder), odd segment lengths across

@@ -24,6 +24,7 @@ from libc.math cimport fabs
 cdef extern from *:
     """
     #include <string.h>
+    #include <stdint.h>
     /* The stats' eight lanes as one vector (GCC vector extensions): the vectoriser, left
        to the scalar lanes, interleaves eight iterations with shuffles and ends up slower
        than a scalar loop. Lane k still takes elements lo + 8j + k in order, so the bits
@@ -66,6 +67,9 @@ cdef extern from *:
     #ifndef FO_PF_AHEAD
     #define FO_PF_AHEAD 512
     #endif
+    /* the address FO_PF_AHEAD elements past p, formed as an integer: near an array's end
+       it points past it, which pointer arithmetic may not, and a prefetch never faults */
+    #define FO_PF(p) __builtin_prefetch((const void*)((uintptr_t)(p) + FO_PF_AHEAD * sizeof(*(p))))
     #define FO_DOT_LANES(NAME, T, LOAD) \
     static void NAME(const T* u, const T* v, Py_ssize_t off, Py_ssize_t n, double* lanes) { \
         fo_v8d a; Py_ssize_t j, k, n8 = n / 8; \
@@ -80,15 +84,17 @@ cdef extern from *:
     /* One vector h dotted with np <= 4 partners in one loop (lanes[r]: the lanes of
        h . p[r]): h is loaded (and, from float32, converted) once for all of them, and
        the np chains are independent, so the adds' latency overlaps. u . v and v . u are
-       the same products, so which side is the hub changes no bit. */
+       the same products, so which side is the hub changes no bit (except which NaN a
+       product of two NaNs keeps, which "bit for bit" leaves out: the compiler may swap
+       a product's operands anyway). */
     #define FO_HUB_BODY(T, LOAD, NP) { \
         fo_v8d a[NP], x; const T* q[NP]; Py_ssize_t j, k, n8 = n / 8; int r; \
         for (r = 0; r < NP; r++) { q[r] = p[r] + off; memcpy(&a[r], lanes[r], 64); } \
         for (j = 0; j < n8; j++) { \
             x = LOAD(h + off + 8 * j); \
-            __builtin_prefetch(h + off + 8 * j + FO_PF_AHEAD); \
+            FO_PF(h + off + 8 * j); \
             for (r = 0; r < NP; r++) { \
-                __builtin_prefetch(q[r] + 8 * j + FO_PF_AHEAD); \
+                FO_PF(q[r] + 8 * j); \
                 a[r] += x * LOAD(q[r] + 8 * j); \
             } \
         } \
@@ -112,16 +118,16 @@ cdef extern from *:
     /* acc[i] = (((acc[i] + c0 v0[i]) + c1 v1[i]) + c2 v2[i]) + c3 v3[i], i < n: four terms
        of a combination per sweep of the float64 accumulator instead of one, the same
        additions in the same order. */
+    /* x in every lane (not 0 + x, which turns -0.0 into +0.0) */
+    static inline fo_v8d fo_splat8d(double x) { fo_v8d v = {x, x, x, x, x, x, x, x}; return v; }
     #define FO_COMB4_ADD(NAME, T, LOAD) \
     static void NAME(double* acc, const T** v, const double* c, Py_ssize_t off, Py_ssize_t n) { \
-        const fo_v8d z = {0, 0, 0, 0, 0, 0, 0, 0}; \
-        const fo_v8d c0 = z + c[0], c1 = z + c[1], c2 = z + c[2], c3 = z + c[3]; \
+        const fo_v8d c0 = fo_splat8d(c[0]), c1 = fo_splat8d(c[1]), c2 = fo_splat8d(c[2]), c3 = fo_splat8d(c[3]); \
         const T *v0 = v[0] + off, *v1 = v[1] + off, *v2 = v[2] + off, *v3 = v[3] + off; \
         fo_v8d a; Py_ssize_t j, k, n8 = n / 8; \
         for (j = 0; j < n8; j++) { \
             memcpy(&a, acc + 8 * j, 64); \
-            __builtin_prefetch(v0 + 8 * j + FO_PF_AHEAD); __builtin_prefetch(v1 + 8 * j + FO_PF_AHEAD); \
-            __builtin_prefetch(v2 + 8 * j + FO_PF_AHEAD); __builtin_prefetch(v3 + 8 * j + FO_PF_AHEAD); \
+            FO_PF(v0 + 8 * j); FO_PF(v1 + 8 * j); FO_PF(v2 + 8 * j); FO_PF(v3 + 8 * j); \
             a = a + c0 * LOAD(v0 + 8 * j); \
             a = a + c1 * LOAD(v1 + 8 * j); \
             a = a + c2 * LOAD(v2 + 8 * j); \
@@ -730,23 +736,25 @@ def _hub_groups_cached(pairs):
 
 
 def _hub_groups(pairs):
-    """The pairs as groups of at most four sharing one vector, the hub (the vector in
-    the most pairs left, the lower index on a tie): one row ``[hub, np, partners[4],
-    pair indices[4]]`` per group. The hub is read once for all of its group."""
-    left = list(range(len(pairs)))
+    """The pairs as groups of at most four sharing one vector, the hub: the vectors in
+    the most pairs (the lower index on a tie) take their pairs not yet taken, four at a
+    time. One row ``[hub, np, partners[4], pair indices[4]]`` per group; the hub is read
+    once for all of its group. O(pairs)."""
+    adj = {}
+    for j, (u, v) in enumerate(pairs):
+        adj.setdefault(u, []).append(j)
+        if v != u:
+            adj.setdefault(v, []).append(j)
+    taken = [False] * len(pairs)
     rows = []
-    while left:
-        count = {}
-        for j in left:
-            u, v = pairs[j]
-            count[u] = count.get(u, 0) + 1
-            if v != u:
-                count[v] = count.get(v, 0) + 1
-        hub = min(count, key=lambda x: (-count[x], x))
-        mine = [j for j in left if hub in pairs[j]][:4]
-        partners = [pairs[j][1] if pairs[j][0] == hub else pairs[j][0] for j in mine]
-        rows.append([hub, len(mine)] + partners + [0] * (4 - len(mine)) + mine + [0] * (4 - len(mine)))
-        left = [j for j in left if j not in mine]
+    for hub in sorted(adj, key=lambda x: (-len(adj[x]), x)):
+        mine = [j for j in adj[hub] if not taken[j]]
+        for j in mine:
+            taken[j] = True
+        for k in range(0, len(mine), 4):
+            part = mine[k:k + 4]
+            partners = [pairs[j][1] if pairs[j][0] == hub else pairs[j][0] for j in part]
+            rows.append([hub, len(part)] + partners + [0] * (4 - len(part)) + part + [0] * (4 - len(part)))
     return np.array(rows, dtype=np.intc).reshape(len(rows), GROUP_INTS)
 
 
