@@ -202,7 +202,10 @@ cdef void _network_sum(const real* vals, const cnp.intp_t* order, Py_ssize_t m, 
     # odd-even merge sort (comparators past m left out: as if padded with +inf), then
     # the rows added in order: each column's values ascending, as _small_sum
     cdef Py_ssize_t i, j, k, p, c, lim
+    cdef int sh = 1             # log2(2p): the comparators' "same merge" test by shifts, not divisions
     for i in range(m):
+        if i + PREFETCH_AHEAD < m:      # the group's value rows are scattered over the batch
+            fo_prefetch_span(<const char*>(vals + order[i + PREFETCH_AHEAD] * dim), dim * sizeof(real))
         memcpy(buf + i * dim, vals + order[i] * dim, dim * sizeof(real))
     p = 1
     while p < m:
@@ -212,11 +215,12 @@ cdef void _network_sum(const real* vals, const cnp.intp_t* order, Py_ssize_t m, 
             while j + k < m:
                 lim = k if k < m - j - k else m - j - k
                 for i in range(lim):
-                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                    if (i + j) >> sh == (i + j + k) >> sh:
                         _exchange(buf + (i + j) * dim, buf + (i + j + k) * dim, dim)
                 j = j + 2 * k
             k = k // 2
         p = p * 2
+        sh = sh + 1
     memcpy(o, buf, dim * sizeof(real))
     for i in range(1, m):
         for c in range(dim):
