@@ -144,3 +144,18 @@ def test_a_power_law_step_matches_the_reference(threads, threads_restored):
     assert_bitwise(fast.params[0], slow.params[0], "param")
     for name in ("exp_avg", "exp_avg_sq"):
         assert_bitwise(fast.state[0][name], slow.state[0][name], name)
+
+
+def test_a_column_of_mixed_signed_zeros():
+    # +0 and -0 sum to +0 in any order; the reference moves values, it never rewrites
+    # them (NumPy's SIMD sort hands back -0 for +0 in such a column). A group of 20 rows
+    # (sorting network) and one of 1100 (radix blocks)
+    small = np.zeros((20, 64), np.float32)
+    small[7:] = -0.0
+    large = np.zeros((1100, 64), np.float32)
+    large[::3] = -0.0
+    vals = np.concatenate([small, large])
+    vals[:, 5] = -0.0                      # a column of -0 only stays -0
+    idx = np.repeat(np.array([3, 8], np.int64), [20, 1100])
+    out = _check(idx, vals, 10)
+    assert not np.signbit(out[:, 0]).any() and np.signbit(out[:, 5]).all()

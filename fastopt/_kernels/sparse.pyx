@@ -40,6 +40,7 @@ cnp.import_array()
 
 cdef extern from "fo_prefetch.h":
     void fo_prefetch_span(const char* a, Py_ssize_t nbytes) noexcept nogil
+    void fo_prefetch_read_span(const char* a, Py_ssize_t nbytes) noexcept nogil
 
 cdef enum:
     PREFETCH_AHEAD = 8
@@ -205,7 +206,7 @@ cdef void _network_sum(const real* vals, const cnp.intp_t* order, Py_ssize_t m, 
     cdef int sh = 1             # log2(2p): the comparators' "same merge" test by shifts, not divisions
     for i in range(m):
         if i + PREFETCH_AHEAD < m:      # the group's value rows are scattered over the batch
-            fo_prefetch_span(<const char*>(vals + order[i + PREFETCH_AHEAD] * dim), dim * sizeof(real))
+            fo_prefetch_read_span(<const char*>(vals + order[i + PREFETCH_AHEAD] * dim), dim * sizeof(real))
         memcpy(buf + i * dim, vals + order[i] * dim, dim * sizeof(real))
     p = 1
     while p < m:
@@ -279,18 +280,20 @@ cdef void _block_sum(const real* vals, const cnp.intp_t* order, Py_ssize_t m, Py
 
 cdef void _block_sum_keys(const real* vals, const cnp.intp_t* order, Py_ssize_t m, Py_ssize_t dim,
                           Py_ssize_t c0, Py_ssize_t c1, real* o, ukey* kb, ukey* tb, Py_ssize_t* cnt) noexcept nogil:
-    # float32 with 32-bit keys, float64 with 64-bit ones (only _block_sum calls this, so
-    # the other two pairings, compiled too, are never run)
+    # float32 with 32-bit keys, float64 with 64-bit ones (only _block_sum calls this; the
+    # other two pairings are compiled too, and float64 values cannot go in 32-bit keys)
     cdef Py_ssize_t i, c, w = c1 - c0
     cdef const real* r
     cdef ukey* s
     cdef real accs[COL_BLOCK]
+    if real is double and ukey is cnp.uint32_t:
+        return
     for i in range(m):
         r = vals + order[i] * dim + c0
         # the group's value rows are scattered over the batch: ask for a later one's
         # columns while this one is read
         if i + PREFETCH_AHEAD < m:
-            fo_prefetch_span(<const char*>(vals + order[i + PREFETCH_AHEAD] * dim + c0), w * sizeof(real))
+            fo_prefetch_read_span(<const char*>(vals + order[i + PREFETCH_AHEAD] * dim + c0), w * sizeof(real))
         for c in range(w):
             kb[c * m + i] = <ukey>_key(r[c])
     for c in range(w):

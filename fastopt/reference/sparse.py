@@ -8,6 +8,18 @@ import numpy as np
 from fastopt.reference.rules import noise_key, normals_at
 
 
+def _ascending(group):
+    """Each column of ``group`` in ascending order of value (-0 before +0), the values
+    themselves moved, never rewritten: ``np.sort``'s SIMD path may hand back -0 for +0,
+    so the order comes from an argsort of the order-preserving integer keys the kernels
+    sort (negative: all bits flipped; otherwise the sign bit set)."""
+    bits = np.dtype(f"u{group.dtype.itemsize}")
+    u = group.view(bits)
+    sign = bits.type(1) << bits.type(8 * group.dtype.itemsize - 1)
+    keys = np.where(u & sign, ~u, u | sign)
+    return np.take_along_axis(group, np.argsort(keys, axis=0, kind="stable"), axis=0)
+
+
 def coalesce(indices, values):
     """``(rows, summed)``: the sorted unique indices, and per row the sum of its value
     rows — one row as it is; several: each column's values sorted ascending and added
@@ -21,7 +33,7 @@ def coalesce(indices, values):
         if group.shape[0] == 1:
             out[u] = group[0]
             continue
-        ordered = np.sort(group, axis=0)
+        ordered = _ascending(group)
         acc = ordered[0].copy()
         for row in ordered[1:]:
             acc = acc + row
