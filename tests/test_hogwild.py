@@ -160,8 +160,9 @@ def test_linear_lock_free_reaches_the_serial_loss(threads):
     serial = LinearSGD(epochs=4, threads=1).fit(train, y[:2500])
     par = LinearSGD(epochs=4, threads=threads).fit(train, y[:2500])
     # the racing threads visit the examples in another interleaving: the loss they reach
-    # is the serial run's up to the spread between shuffles (a few percent here)
-    assert abs(objective(par) - objective(serial)) < 0.05 * objective(serial)
+    # is the serial run's up to the spread between shuffles (a few percent here). Reaching
+    # it is the point: a lower loss is that spread too (CI once saw 5.2% lower), not a race
+    assert objective(par) < 1.05 * objective(serial)
     assert abs(par.score(test, y[2500:]) - serial.score(test, y[2500:])) <= 0.02
 
 
