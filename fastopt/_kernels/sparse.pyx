@@ -39,7 +39,6 @@ import numpy as np
 cnp.import_array()
 
 cdef extern from "fo_prefetch.h":
-    void fo_prefetch_span(const char* a, Py_ssize_t nbytes) noexcept nogil
     void fo_prefetch_read_span(const char* a, Py_ssize_t nbytes) noexcept nogil
 
 cdef enum:
