@@ -103,8 +103,11 @@ def add_arguments(parser):
                         help="also (or, with no part named, only) time CPU training steps of a ~20M-parameter "
                              "embedding+MLP model and a ~15M-parameter transformer: forward+backward and optimizer "
                              "step, fastopt.torch vs torch.optim foreach and fused (and DeepSpeedCPUAdam when "
-                             "installed), and what mixing torch ops with the steps costs (needs torch; --repeat "
-                             "timed steps, at most 9)")
+                             "installed), and what mixing torch ops with the steps costs (needs torch; "
+                             "--training-steps timed rounds)")
+    parser.add_argument("--training-steps", type=int, default=21, metavar="N",
+                        help="--torch-training(-bf16): timed rounds per optimizer, every mode stepping once per round "
+                             "(default 21; each ratio is the median of the rounds' own ratios)")
     parser.add_argument("--torch-training-bf16", action="store_true",
                         help="also (or, with no part named, only) time the embedding+MLP training step in bfloat16: "
                              "fastopt.torch Adam with float32 master weights and all-bfloat16, vs torch.optim Adam "
@@ -153,6 +156,8 @@ def config_from_args(args):
         raise ValueError(f"--busy must be in [0, 256], got {args.busy}")
     if args.repeat < 1:
         raise ValueError(f"--repeat must be >= 1, got {args.repeat}")
+    if args.training_steps < 1:
+        raise ValueError(f"--training-steps must be >= 1, got {args.training_steps}")
     named = args.table or args.many_arrays or args.small
     everything = not named and not _opt_in_parts(args)
     if not 1e6 <= args.sparse_rows <= 1e9 or args.sparse_rows != int(args.sparse_rows):
@@ -162,7 +167,7 @@ def config_from_args(args):
                   torch=not args.no_torch, table=args.table or everything,
                   many_arrays=args.many_arrays or everything, small=args.small or everything,
                   contention=args.contention, busy=args.busy, torch_training=args.torch_training,
-                  torch_training_bf16=args.torch_training_bf16,
+                  torch_training_bf16=args.torch_training_bf16, training_steps=args.training_steps,
                   sparse=args.sparse, sparse_rows=int(args.sparse_rows),
                   hogwild=args.hogwild,
                   lowprec=args.lowprec,

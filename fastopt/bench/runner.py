@@ -42,6 +42,7 @@ class Config:
     busy: int | None = None
     torch_training: bool = False
     torch_training_bf16: bool = False
+    training_steps: int = 21
     sparse: bool = False
     sparse_rows: int = 10_000_000
     hogwild: bool = False
@@ -95,7 +96,7 @@ def run(cfg, out=None):
                 set_threads(threads, torch)
                 for model in torch_training.MODELS:
                     progress.step(f"torch training step ({model})")
-                    rows = torch_training.measure(torch, steps=min(cfg.repeat, 9), model=model)
+                    rows = torch_training.measure(torch, steps=cfg.training_steps, model=model)
                     results["torch_training"] += rows
                     for line in torch_training.lines(rows, threads):
                         emit(line)
@@ -108,7 +109,7 @@ def run(cfg, out=None):
                 set_threads(threads, torch)
                 results["torch_training_bf16"] = []
                 for model in torch_training.MODELS:
-                    rows = torch_training.measure_bf16(torch, steps=min(cfg.repeat, 9), model=model)
+                    rows = torch_training.measure_bf16(torch, steps=cfg.training_steps, model=model)
                     results["torch_training_bf16"] += rows
                     for line in torch_training.lines(rows, threads):
                         emit(line)
