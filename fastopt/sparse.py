@@ -13,16 +13,19 @@ kernels (``fastopt/_kernels/rows.pyx``) run the rule's own body on those rows.
 
 Duplicates: equal indices are coalesced (their rows summed) deterministically, with the
 same bits for any thread count and any order of the equal indices: a row given twice
-is ``a + b``; three or more times, each column's values are added in ascending order of
-value, in the parameter's precision. Already coalesced input (strictly increasing
-indices, as a coalesced torch tensor or a canonical CSR matrix has) is used in place,
-without a copy; otherwise the indices are radix-sorted (not at all when already
-non-decreasing) and only the duplicated rows' sums are materialised (rows given once
-are read from the caller's values in place), in parallel over the groups of equal
-indices, into buffers the optimizer keeps from step to step (see
-``fastopt/_kernels/sparse.pyx``: a sorting network on whole rows for groups of up to
-256 KB, a radix sort of each column beyond, so a power-law batch's hot rows cost time
-linear in their count).
+is ``a + b``; three or more times, each column's values are summed exactly (to about
+2·log2(count) − 105 binades below the column's largest value, far below the
+parameter's rounding) and rounded once to the parameter's precision: "binned"
+reproducible summation, :func:`fastopt.reference.sparse.binned_sum`. So the sum is also
+the most accurate one (for float32 values, the exact sum rounded, but for a rare
+double rounding), where any fixed order of additions loses bits to rounding. Already
+coalesced input (strictly increasing indices, as a coalesced torch tensor or a
+canonical CSR matrix has) is used in place, without a copy; otherwise the indices are
+radix-sorted (not at all when already non-decreasing) and only the duplicated rows'
+sums are materialised (rows given once are read from the caller's values in place), in
+parallel over the groups of equal indices (a power-law batch's hot rows in column
+blocks), into buffers the optimizer keeps from step to step (see
+``fastopt/_kernels/sparse.pyx``).
 
 Semantics (the optimizer's ``sparse=`` option):
 

@@ -1,10 +1,13 @@
 """The parallel coalescing of sparse gradients (fastopt/_kernels/sparse.pyx) against the
 NumPy reference bit for bit, for every path a group of equal indices can take — one
-row, two rows, a sorting network on whole rows (up to 256 KB), column blocks sorted by
-radix (larger groups), insertion per column (very wide rows) — with 1, 2, 3 and 7
-threads (forced, so the parallel loops run on tiny inputs too), input already in
-order, empty input, many groups across the threads' chunk boundaries, reused
-workspaces, and through an optimizer step."""
+row, two rows, the binned sum of a whole group (up to 256 KB) and of the column blocks
+of a larger one, lines narrower than a cache line — with 1, 2, 3 and 7 threads
+(forced, so the parallel loops run on tiny inputs too), input already in order, empty
+input, many groups across the threads' chunk boundaries, reused workspaces, and through
+an optimizer step; and the binned sum against an independent oracle (``math.fsum``)
+and at the ends of the floating-point range."""
+import math
+
 import numpy as np
 import pytest
 
@@ -53,12 +56,12 @@ def _check(idx, vals, nrows):
     return rout
 
 
-# group sizes: 1-2 (direct), 3..1024 float32 rows of 64 (network), beyond (radix blocks;
-# from 4096 rows with 11-bit digits)
+# group sizes: 1-2 (direct), 3..1024 float32 rows of 64 (one group, one thread), beyond
+# (column blocks shared by the threads)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("sizes", [(1, 2, 3), (5, 17, 64, 65, 200), (1500,), (3, 1, 2100, 7, 1030, 2),
                                    (4097, 2, 5000)],
-                         ids=["tiny", "network", "radix", "mixed", "radix-wide-digits"])
+                         ids=["tiny", "whole", "blocks", "mixed", "blocks-large"])
 def test_every_group_path_matches_the_reference(sizes, dtype):
     rng = np.random.default_rng(len(sizes) * 31 + sum(sizes))
     dim = 64 if dtype == np.float32 else 33
@@ -70,8 +73,8 @@ def test_every_group_path_matches_the_reference(sizes, dtype):
     assert_bitwise(coalesce(idx[perm], vals[perm], 10**7, 3)[1], out, "permuted")
 
 
-def test_wide_rows_sort_columns_by_insertion():
-    # 20 rows of 5000 float64 are past the network's 256 KB: columns sorted one by one
+def test_wide_rows_are_summed_in_column_blocks():
+    # 20 rows of 5000 float64 are past 256 KB: column blocks, the last one 8 columns wide
     rng = np.random.default_rng(5)
     idx = np.repeat(np.array([4, 9], np.int64), [20, 3])
     vals = _values(rng, idx.size, 5000, np.float64)
@@ -130,7 +133,7 @@ def test_a_workspace_is_reused_and_gives_the_same_results():
 
 @pytest.mark.parametrize("threads", THREADS)
 def test_a_power_law_step_matches_the_reference(threads, threads_restored):
-    # an embedding batch with hot rows (groups past the network, through the engine's workspace)
+    # an embedding batch with hot rows (column blocks, through the engine's workspace)
     fastopt.set_num_threads(threads)
     rng = np.random.default_rng(7)
     table = rng.standard_normal((5000, 64)).astype(np.float32)
@@ -147,9 +150,8 @@ def test_a_power_law_step_matches_the_reference(threads, threads_restored):
 
 
 def test_a_column_of_mixed_signed_zeros():
-    # +0 and -0 sum to +0 in any order; the reference moves values, it never rewrites
-    # them (NumPy's SIMD sort hands back -0 for +0 in such a column). A group of 20 rows
-    # (sorting network) and one of 1100 (radix blocks)
+    # +0 and -0 sum to +0 in any order, -0 alone to -0 (the grids lose the sign: a
+    # special case). A group of 20 rows (whole) and one of 1100 (column blocks)
     small = np.zeros((20, 64), np.float32)
     small[7:] = -0.0
     large = np.zeros((1100, 64), np.float32)
@@ -159,3 +161,60 @@ def test_a_column_of_mixed_signed_zeros():
     idx = np.repeat(np.array([3, 8], np.int64), [20, 1100])
     out = _check(idx, vals, 10)
     assert not np.signbit(out[:, 0]).any() and np.signbit(out[:, 5]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m", [3, 4, 7, 64, 1500])
+def test_the_binned_sum_is_the_exact_sum_rounded_once(m, dtype):
+    # values within a few dozen binades of each other lose no bit to the grids: the result
+    # is the exact sum (math.fsum: correctly rounded to double) rounded to the type, an
+    # oracle independent of the reference; widths 1..17 cover lines of every width
+    rng = np.random.default_rng(m)
+    for dim in (1, 7, 8, 9, 16, 17):
+        vals = (rng.standard_normal((m, dim)) * np.exp2(rng.integers(-8, 8, (m, dim)))).astype(dtype)
+        vals[0, 0] = -vals[1, 0]                 # cancellation too
+        for threads in (1, 3):
+            _, out = coalesce(np.zeros(m, np.int64), vals, 1, threads)
+            want = np.array([math.fsum(vals[:, c].astype(float)) for c in range(dim)]).astype(dtype)
+            assert_bitwise(out[0], want, f"m={m} dim={dim} threads={threads}")
+        assert_bitwise(RS.coalesce(np.zeros(m, np.int64), vals)[1][0], want, "reference")
+
+
+def test_the_binned_sum_does_not_depend_on_the_order_where_sorted_sums_do():
+    # 1 + 2^-24 * 8 in float32: added left to right each 2^-24 is lost; the binned sum
+    # keeps them, whatever the order
+    vals = np.array([[1.0]] + [[2.0 ** -24]] * 8, np.float32)
+    idx = np.zeros(9, np.int64)
+    for perm in (np.arange(9), np.arange(9)[::-1], np.roll(np.arange(9), 4)):
+        _, out = coalesce(idx[perm], vals[perm], 1, 2)
+        assert out[0, 0] == np.float32(1.0 + 8 * 2.0 ** -24)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_special_columns(dtype):
+    # all -0 -> -0; mixed zeros -> +0; inf -> inf; -inf with finite -> -inf; +inf with -inf
+    # -> NaN; NaN -> NaN; huge values whose sum overflows the type -> inf, one that cancels
+    # back into range -> finite (exact); subnormals only
+    big = np.finfo(dtype).max
+    tiny = np.finfo(dtype).smallest_subnormal
+    cols = [[-0.0, -0.0, -0.0], [0.0, -0.0, -0.0], [np.inf, 1.0, 2.0], [-np.inf, 1.0, -np.inf],
+            [np.inf, -np.inf, 1.0], [np.nan, 1.0, np.inf], [big, big, 1.0], [big, big, -big],
+            [tiny, tiny, 3 * tiny], [-tiny, tiny, -tiny]]
+    vals = np.array(cols, dtype).T.copy()
+    out = _check(np.zeros(3, np.int64), vals, 1)[0]
+    assert np.signbit(out[0]) and out[0] == 0 and not np.signbit(out[1]) and out[1] == 0
+    assert out[2] == np.inf and out[3] == -np.inf and np.isnan(out[4]) and np.isnan(out[5])
+    assert out[6] == np.inf and out[7] == big
+    assert out[8] == 5 * tiny and out[9] == -tiny
+
+
+def test_float64_at_the_ends_of_the_range():
+    # near 2^1024 the grids are scaled by 2^-64; near the smallest normals the second grid's
+    # constant is subnormal: both exact for values close together
+    rng = np.random.default_rng(9)
+    for scale in (2.0 ** 1000, 2.0 ** -1000, 2.0 ** -1060):
+        vals = rng.standard_normal((37, 11)) * scale
+        _, out = coalesce(np.zeros(37, np.int64), vals, 1, 2)
+        want = np.array([math.fsum(vals[:, c]) for c in range(11)])
+        assert_bitwise(out[0], want, f"scale {scale}")
+        assert_bitwise(RS.coalesce(np.zeros(37, np.int64), vals)[1][0], want, "reference")

@@ -6,28 +6,27 @@ the "exact" mode's per-row step counters.
 Coalescing is deterministic in the strong sense: the summed row does not depend on the
 order in which equal indices arrive, nor on the number of threads. A row index that
 appears once keeps its values; twice, ``a + b`` (IEEE addition is commutative); three
-or more times, each column's values are summed in ascending order of value, in the
-parameter's precision, so any permutation of the duplicates gives the same bits.
+or more times, each column's values are summed exactly on two grids fixed by the
+column's largest magnitude and the group's size, then rounded once (the binned sum
+described above ``_bits``), so any permutation of the duplicates gives the same bits.
 (Only a column holding NaN may differ in the NaN's payload.)
 
 How, in parallel: the indices are radix-sorted stably (each pass counts the digits of
 fixed chunks apart and scatters chunk t after the same digits of chunks < t, so the
 order is the stable one whatever the thread count); input already in non-decreasing
 order is not sorted. The groups of equal indices are then summed, each by one thread
-(dynamic scheduling changes who, never how): a group of up to ``NET_BYTES`` (256 KB)
-is copied to the thread's buffer and all its columns are sorted at once by a sorting
-network on whole rows (Batcher's odd-even merge sort: each comparator swaps the two
-rows' columns where they are out of order, branch-free and vectorised), then its rows
-are added in order; a larger group (a power-law batch's hot rows appear thousands of
-times) is split into blocks of ``COL_BLOCK`` columns, each block gathered once and each
-column radix-sorted as order-preserving integer keys, so its cost stays linear in its
-size. (Very wide rows: groups of up to ``SMALL_GROUP`` sort each column by insertion.)
-With a workspace (:func:`new_workspace`) the buffers are kept from one step to the
-next: no fresh pages to fault in.
+(dynamic scheduling changes who, never how): a group of up to ``BIG_BYTES`` (256 KB)
+whole, a cache line of columns at a time (``fo_binsum.h``); a larger group (a power-law
+batch's hot rows appear thousands of times) in blocks of ``COL_BLOCK`` columns that the
+threads share. Each group's rows are read where the batch put them, so the rows of the
+groups a couple of places ahead are prefetched. With a workspace
+(:func:`new_workspace`) the buffers are kept from one step to the next: no fresh pages
+to fault in.
 """
-from cython.parallel cimport prange, threadid
+from cython.parallel cimport prange
 cimport numpy as cnp
 from libc.stdlib cimport free, malloc
+from libc.math cimport INFINITY
 from libc.string cimport memcpy
 
 from fastopt._kernels._types cimport Slot
@@ -41,8 +40,14 @@ cnp.import_array()
 cdef extern from "fo_prefetch.h":
     void fo_prefetch_read_span(const char* a, Py_ssize_t nbytes) noexcept nogil
 
+cdef extern from "fo_binsum.h":
+    int fo_bs_line_f(const float* vals, const cnp.intp_t* order, Py_ssize_t m, Py_ssize_t dim, Py_ssize_t col,
+                     Py_ssize_t w, int L, Py_ssize_t pf, float* out) noexcept nogil
+    int fo_bs_line_d(const double* vals, const cnp.intp_t* order, Py_ssize_t m, Py_ssize_t dim, Py_ssize_t col,
+                     Py_ssize_t w, int L, Py_ssize_t pf, double* out) noexcept nogil
+
 cdef enum:
-    PREFETCH_AHEAD = 8
+    PREFETCH_AHEAD = 24
 
 ctypedef fused real:
     float
@@ -80,162 +85,106 @@ def check_indices(cnp.ndarray idx, Py_ssize_t nrows, str name):
 
 
 cdef enum:
-    SMALL_GROUP = 16        # wide rows: groups up to this size sort each column by insertion on the stack
-    NET_BYTES = 256 * 1024  # groups of at most this many bytes: a sorting network on whole rows (in L2)
-    COL_BLOCK = 16          # columns a large group's work item sorts (a 64-byte line of float32)
-    KEY_DIGIT = 11          # bits per pass of the value keys' radix sort (groups of KEY_WIDE_FROM rows or more)
-    KEY_DIGIT_NARROW = 8    # ... of smaller groups (fewer counters to clear per column)
-    KEY_WIDE_FROM = 4096
+    BIG_BYTES = 256 * 1024  # a group of more bytes is split into column blocks, summed by any thread
+    COL_BLOCK = 16          # columns of a large group's work item (a 64-byte line of float32)
     PARALLEL_SORT = 1 << 20  # indices from which their radix sort is worth a team (serial: ~6 ns each)
     IDX_DIGIT_MAX = 12      # at most this many bits per pass of the index radix sort
     GROUP_CHUNK = 64        # groups a thread claims at a time
+    GROUPS_AHEAD = 2        # a group's first rows are prefetched this many groups before its sum
 
 
-# --- float values as order-preserving unsigned keys ------------------------------------
-# Ascending keys are ascending values (-0 just before +0; NaNs at the ends), so sorting
-# the keys sorts the values and equal keys are equal bits: the sorted order, hence the
-# sum, does not depend on the input order. (Which of -0/+0 comes first cannot change a
-# sum either: any set of zeros added to a zero gives -0 exactly when all are -0.)
+# --- an order-independent sum of a group's rows ---------------------------------------
+# Each column's values are split on two fixed grids that depend only on the column's
+# largest magnitude and the group's size (never on the order of its rows), in double:
+# with |x| < 2^e and 2^L > m (L = bit_length(m) >= 2),
+#     q1 = (x + C1) - C1,   C1 = 1.5 * 2^(e + L):      x rounded to the grid 2^(e + L - 52)
+#     q2 = (r + C2) - C2,   C2 = 1.5 * 2^(e + 2L - 53): r = x - q1 (exact) on 2^(e + 2L - 105)
+# Every q1 and q2 of the column is a multiple of its grid and their sums stay below 2^53
+# grid steps, so Σq1 and Σq2 are exact in any order; the result is (Σq1 + Σq2) rounded
+# once to the parameter's type. (The bits below the second grid, 2L - 105 binades under
+# the largest value, are dropped: error <= m * 2^(e + 2L - 106), far below the
+# parameter's rounding.) This is "binned" reproducible summation (Demmel & Nguyen, 2013)
+# with two bins. A float64 column whose e + L would pass 1023 is scaled by 2^-64 first
+# (and back after). Columns of zeros sum to -0 exactly when all are -0; a column with a
+# NaN, or with +inf and -inf, sums to NaN; one with infinities of one sign to that infinity.
 
-cdef inline cnp.uint64_t _key(real x) noexcept nogil:
+cdef inline cnp.uint64_t _bits(real x) noexcept nogil:
     cdef cnp.uint32_t u
     cdef cnp.uint64_t w
     if real is float:
         memcpy(&u, &x, 4)
-        if u >> 31:
-            return <cnp.uint64_t>(~u)
-        return <cnp.uint64_t>(u | <cnp.uint32_t>0x80000000)
+        return u
     else:
         memcpy(&w, &x, 8)
-        if w >> 63:
-            return ~w
-        return w | (<cnp.uint64_t>1 << 63)
+        return w
 
 
-cdef inline real _unkey(cnp.uint64_t k, real* like) noexcept nogil:
-    # like: only selects the type
-    cdef cnp.uint32_t u
-    cdef cnp.uint64_t w
-    cdef float f
-    cdef double d
+cdef real _nonfinite_sum(const real* vals, const cnp.intp_t* order, Py_ssize_t m, Py_ssize_t dim,
+                         Py_ssize_t col) noexcept nogil:
+    # a column holding inf or NaN: NaN if it holds a NaN or both infinities, else the infinity
+    cdef Py_ssize_t i
+    cdef real x, inf = <real>INFINITY
+    cdef bint pos = False, neg = False
+    for i in range(m):
+        x = vals[order[i] * dim + col]
+        if x != x:
+            return x
+        pos = pos or x == inf
+        neg = neg or x == -inf
+    if pos and neg:
+        return inf - inf
+    return inf if pos else -inf
+
+
+cdef void _special_col(const real* vals, const cnp.intp_t* order, Py_ssize_t m, Py_ssize_t dim,
+                       Py_ssize_t col, real* o) noexcept nogil:
+    # column col of a line fo_binsum.h flagged: all zeros (-0 exactly when all are -0),
+    # or holding inf/NaN; any other column of the line keeps its binned sum
+    cdef Py_ssize_t i
+    cdef cnp.uint64_t u, mx = 0, an = <cnp.uint64_t>0xFFFFFFFFFFFFFFFF, inf, absmask
     if real is float:
-        u = <cnp.uint32_t>k
-        u = u ^ <cnp.uint32_t>0x80000000 if u >> 31 else ~u
-        memcpy(&f, &u, 4)
-        return f
+        absmask, inf = 0x7FFFFFFF, 0x7F800000
     else:
-        w = k ^ (<cnp.uint64_t>1 << 63) if k >> 63 else ~k
-        memcpy(&d, &w, 8)
-        return d
-
-
-ctypedef fused ukey:      # a float32's key fits 32 bits: half the bytes to move per pass
-    cnp.uint32_t
-    cnp.uint64_t
-
-
-cdef ukey* _sort_keys(ukey* a, ukey* b, Py_ssize_t m, int nbits, Py_ssize_t* cnt) noexcept nogil:
-    # LSD radix sort of a[0:m) (b: scratch of m), digit bits a pass, one counting read
-    # for every pass; a pass whose digit is the same for every key is skipped. cnt:
-    # room for (nbits / KEY_DIGIT_NARROW rounded up) << KEY_DIGIT counters. Returns the
-    # buffer that holds the sorted keys.
-    cdef int digit = KEY_DIGIT if m >= KEY_WIDE_FROM else KEY_DIGIT_NARROW
-    cdef int npass = (nbits + digit - 1) // digit, p
-    cdef Py_ssize_t i, nb = 1 << digit, total, d
-    cdef ukey k
-    cdef ukey* t
-    cdef Py_ssize_t* c
-    for i in range(npass * nb):
-        cnt[i] = 0
+        absmask, inf = 0x7FFFFFFFFFFFFFFF, 0x7FF0000000000000
     for i in range(m):
-        k = a[i]
-        for p in range(npass):
-            cnt[p * nb + ((k >> (p * digit)) & (nb - 1))] += 1
-    for p in range(npass):
-        c = cnt + p * nb
-        if c[(a[0] >> (p * digit)) & (nb - 1)] == m:
-            continue
-        total = 0
-        for i in range(nb):
-            d = c[i]
-            c[i] = total
-            total = total + d
-        for i in range(m):
-            k = a[i]
-            d = (k >> (p * digit)) & (nb - 1)
-            b[c[d]] = k
-            c[d] += 1
-        t = a
-        a = b
-        b = t
-    return a
+        u = _bits(vals[order[i] * dim + col])
+        an = an & u
+        mx = mx if mx > (u & absmask) else u & absmask
+    if mx >= inf:
+        o[col] = _nonfinite_sum(vals, order, m, dim, col)
+    elif mx == 0:
+        o[col] = <real>-0.0 if an >> (8 * sizeof(real) - 1) else <real>0.0
 
 
-cdef inline void _insertion_sort(real* a, Py_ssize_t m) noexcept nogil:
-    cdef Py_ssize_t i, j
-    cdef real x
-    for i in range(1, m):
-        x = a[i]
-        j = i - 1
-        while j >= 0 and a[j] > x:
-            a[j + 1] = a[j]
-            j = j - 1
-        a[j + 1] = x
+cdef void _binned_sum(const real* vals, const cnp.intp_t* order, Py_ssize_t m, Py_ssize_t dim,
+                      Py_ssize_t c0, Py_ssize_t c1, real* o) noexcept nogil:
+    # columns [c0, c1) of the sum of the m >= 3 value rows order[0:m) into o[c0:c1), as
+    # described above, a line of columns at a time (fo_binsum.h: one pass for the
+    # largest magnitudes, one for the grids' sums). The first line of a whole row asks
+    # for the rest of each row too.
+    cdef Py_ssize_t c, cb = c0, w, pf, line = 64 // sizeof(real)
+    cdef int special, L = 0
+    while (<Py_ssize_t>1 << L) <= m:
+        L = L + 1
+    while cb < c1:
+        w = c1 - cb if c1 - cb < line else line
+        pf = (dim - cb) * sizeof(real) if cb == 0 and c1 == dim else 64
+        if real is float:
+            special = fo_bs_line_f(vals, order, m, dim, cb, w, L, pf, o + cb)
+        else:
+            special = fo_bs_line_d(vals, order, m, dim, cb, w, L, pf, o + cb)
+        if special:
+            for c in range(cb, cb + w):
+                _special_col(vals, order, m, dim, c, o)
+        cb = cb + w
 
 
-cdef inline void _exchange(real* a, real* b, Py_ssize_t dim) noexcept nogil:
-    # each column's pair in ascending order: a swap or not (the pair's bits are kept), branch-free
-    cdef Py_ssize_t c
-    cdef real x, y
-    cdef bint sw
-    for c in range(dim):
-        x = a[c]
-        y = b[c]
-        sw = y < x
-        a[c] = y if sw else x
-        b[c] = x if sw else y
-
-
-cdef void _network_sum(const real* vals, const cnp.intp_t* order, Py_ssize_t m, Py_ssize_t dim, real* o,
-                       real* buf) noexcept nogil:
-    # the group's rows copied to buf (m x dim), every column sorted at once by Batcher's
-    # odd-even merge sort (comparators past m left out: as if padded with +inf), then
-    # the rows added in order: each column's values ascending, as _small_sum
-    cdef Py_ssize_t i, j, k, p, c, lim
-    cdef int sh = 1             # log2(2p): the comparators' "same merge" test by shifts, not divisions
-    for i in range(m):
-        if i + PREFETCH_AHEAD < m:      # the group's value rows are scattered over the batch
-            fo_prefetch_read_span(<const char*>(vals + order[i + PREFETCH_AHEAD] * dim), dim * sizeof(real))
-        memcpy(buf + i * dim, vals + order[i] * dim, dim * sizeof(real))
-    p = 1
-    while p < m:
-        k = p
-        while k >= 1:
-            j = k % p
-            while j + k < m:
-                lim = k if k < m - j - k else m - j - k
-                for i in range(lim):
-                    if (i + j) >> sh == (i + j + k) >> sh:
-                        _exchange(buf + (i + j) * dim, buf + (i + j + k) * dim, dim)
-                j = j + 2 * k
-            k = k // 2
-        p = p * 2
-        sh = sh + 1
-    memcpy(o, buf, dim * sizeof(real))
-    for i in range(1, m):
-        for c in range(dim):
-            o[c] = o[c] + buf[i * dim + c]
-
-
-cdef void _small_sum(const real* vals, const cnp.intp_t* order, Py_ssize_t m, Py_ssize_t dim,
-                     real* o) noexcept nogil:
-    # the sum of the m (<= SMALL_GROUP) value rows order[0:m): one row as it is, two
-    # a + b, more: each column's values sorted ascending and added in that order
-    cdef real tmp[SMALL_GROUP]
-    cdef Py_ssize_t i, j
-    cdef real acc
+cdef inline void _group_sum(const real* vals, const cnp.intp_t* order, Py_ssize_t m, Py_ssize_t dim,
+                            real* o) noexcept nogil:
+    # the sum of the m value rows order[0:m): one row as it is, two a + b, more binned
     cdef const real* x = vals + order[0] * dim
     cdef const real* y
+    cdef Py_ssize_t j
     if m == 1:
         memcpy(o, x, dim * sizeof(real))
     elif m == 2:
@@ -243,71 +192,20 @@ cdef void _small_sum(const real* vals, const cnp.intp_t* order, Py_ssize_t m, Py
         for j in range(dim):
             o[j] = x[j] + y[j]
     else:
-        for j in range(dim):
-            for i in range(m):
-                tmp[i] = vals[order[i] * dim + j]
-            _insertion_sort(tmp, m)
-            acc = tmp[0]
-            for i in range(1, m):
-                acc = acc + tmp[i]
-            o[j] = acc
+        _binned_sum(vals, order, m, dim, 0, dim, o)
 
 
 cdef inline bint _is_small(Py_ssize_t m, Py_ssize_t dim, Py_ssize_t itemsize) noexcept nogil:
-    return m <= SMALL_GROUP or m * dim * itemsize <= NET_BYTES
+    return m <= 2 or m * dim * itemsize <= BIG_BYTES
 
 
-cdef inline void _group_sum(const real* vals, const cnp.intp_t* order, Py_ssize_t m, Py_ssize_t dim, real* o,
-                            real* buf) noexcept nogil:
-    # a group for which _is_small holds
-    if m > 2 and m * dim * <Py_ssize_t>sizeof(real) <= NET_BYTES:
-        _network_sum(vals, order, m, dim, o, buf)
-    else:
-        _small_sum(vals, order, m, dim, o)
-
-
-cdef void _block_sum(const real* vals, const cnp.intp_t* order, Py_ssize_t m, Py_ssize_t dim,
-                     Py_ssize_t c0, Py_ssize_t c1, real* o, cnp.uint64_t* kb, cnp.uint64_t* tb,
-                     Py_ssize_t* cnt) noexcept nogil:
-    # columns [c0, c1) of a large group's sum (as _small_sum): the block is gathered once
-    # (one read of each value row's line), each column radix-sorted as keys, then added
-    if real is float:
-        _block_sum_keys(vals, order, m, dim, c0, c1, o, <cnp.uint32_t*>kb, <cnp.uint32_t*>tb, cnt)
-    else:
-        _block_sum_keys(vals, order, m, dim, c0, c1, o, kb, tb, cnt)
-
-
-cdef void _block_sum_keys(const real* vals, const cnp.intp_t* order, Py_ssize_t m, Py_ssize_t dim,
-                          Py_ssize_t c0, Py_ssize_t c1, real* o, ukey* kb, ukey* tb, Py_ssize_t* cnt) noexcept nogil:
-    # float32 with 32-bit keys, float64 with 64-bit ones (only _block_sum calls this; the
-    # other two pairings are compiled too, and float64 values cannot go in 32-bit keys)
-    cdef Py_ssize_t i, c, w = c1 - c0
-    cdef const real* r
-    cdef ukey* s
-    cdef real accs[COL_BLOCK]
-    if real is double and ukey is cnp.uint32_t:
-        return
-    for i in range(m):
-        r = vals + order[i] * dim + c0
-        # the group's value rows are scattered over the batch: ask for a later one's
-        # columns while this one is read
-        if i + PREFETCH_AHEAD < m:
-            fo_prefetch_read_span(<const char*>(vals + order[i + PREFETCH_AHEAD] * dim + c0), w * sizeof(real))
-        for c in range(w):
-            kb[c * m + i] = <ukey>_key(r[c])
-    for c in range(w):
-        s = _sort_keys(kb + c * m, tb, m, 8 * sizeof(real), cnt)
-        if s != kb + c * m:
-            memcpy(kb + c * m, s, m * sizeof(ukey))
-    # the columns' sums side by side: each is still its sorted values added one after the
-    # other, but the w chains of additions overlap instead of waiting on each other
-    for c in range(w):
-        accs[c] = _unkey(kb[c * m], o)
-    for i in range(1, m):
-        for c in range(w):
-            accs[c] = accs[c] + _unkey(kb[c * m + i], o)
-    for c in range(w):
-        o[c0 + c] = accs[c]
+cdef inline void _prefetch_group(const real* vals, const cnp.intp_t* order, Py_ssize_t m,
+                                 Py_ssize_t dim) noexcept nogil:
+    # a group's first rows (scattered over the batch), asked for a couple of groups
+    # before its sum: a small group's sum is over before a miss it starts itself returns
+    cdef Py_ssize_t i
+    for i in range(m if m < PREFETCH_AHEAD else PREFETCH_AHEAD):
+        fo_prefetch_read_span(<const char*>(vals + order[i] * dim), dim * sizeof(real))
 
 
 cdef int _sum_groups(const cnp.int64_t* K, const cnp.intp_t* O, Py_ssize_t n, const real* vals, Py_ssize_t dim,
@@ -315,18 +213,15 @@ cdef int _sum_groups(const cnp.int64_t* K, const cnp.intp_t* O, Py_ssize_t n, co
     # K: the indices sorted (K[i] belongs to value row O[i]). rows: the unique indices.
     # src NULL: out row u is unique row u's sum; else a row given once gets src = its
     # value row and no out row, a duplicated one src = -1 - d and out row d (its sum).
-    # Each sum (each column of it) is computed by one thread in a fixed order: the bits
-    # do not depend on nt. Returns -1 if memory ran out.
-    cdef Py_ssize_t a = 0, b, u = 0, g = 0, ng, nbig = 0, nnet = 0, most = 0, nblk, item, bg, c0, c1, per
+    # Each sum (each column of it) is computed by one thread, and its bits do not
+    # depend on the order of the group's rows anyway: nor on nt. Returns -1 if memory
+    # ran out.
+    cdef Py_ssize_t a = 0, b, u = 0, g = 0, ng, nbig = 0, nblk, item, bg, c0, c1
     cdef Py_ssize_t cap = n if n > 0 else 1
-    cdef Py_ssize_t* gs = <Py_ssize_t*>malloc((3 * cap + cap // SMALL_GROUP + 1) * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* gs = <Py_ssize_t*>malloc(4 * cap * sizeof(Py_ssize_t))
     cdef Py_ssize_t* gl
     cdef Py_ssize_t* gd
     cdef Py_ssize_t* big
-    cdef cnp.uint64_t* scratch
-    cdef cnp.uint64_t* kb
-    cdef real* netbuf
-    cdef int tid, nbits = 8 * sizeof(real)
     if gs == NULL:
         return -1
     gl = gs + cap
@@ -346,64 +241,41 @@ cdef int _sum_groups(const cnp.int64_t* K, const cnp.intp_t* O, Py_ssize_t n, co
             gs[g] = a
             gl[g] = b - a
             gd[g] = g if src != NULL else u
-            if b - a > 2:
-                nnet = nnet + 1
             if not _is_small(b - a, dim, sizeof(real)):
                 big[nbig] = g
                 nbig = nbig + 1
-                if b - a > most:
-                    most = b - a
             g = g + 1
         u = u + 1
         a = b
     ng = g
-    # each thread's network buffer, when a group has more than two rows
-    netbuf = NULL
-    if nnet > 0:
-        netbuf = <real*>malloc(NET_BYTES * (nt if nt > 1 else 1))
-        if netbuf == NULL:
-            free(gs)
-            return -1
     if nt <= 1 or ng < 2 * GROUP_CHUNK:
         for g in range(ng):
+            if g + GROUPS_AHEAD < ng and _is_small(gl[g + GROUPS_AHEAD], dim, sizeof(real)):
+                _prefetch_group(vals, O + gs[g + GROUPS_AHEAD], gl[g + GROUPS_AHEAD], dim)
             if _is_small(gl[g], dim, sizeof(real)):
-                _group_sum(vals, O + gs[g], gl[g], dim, out + gd[g] * dim, netbuf)
+                _group_sum(vals, O + gs[g], gl[g], dim, out + gd[g] * dim)
     else:
         for g in prange(ng, num_threads=nt, schedule="dynamic", chunksize=GROUP_CHUNK):
+            if g + GROUPS_AHEAD < ng and _is_small(gl[g + GROUPS_AHEAD], dim, sizeof(real)):
+                _prefetch_group(vals, O + gs[g + GROUPS_AHEAD], gl[g + GROUPS_AHEAD], dim)
             if _is_small(gl[g], dim, sizeof(real)):
-                _group_sum(vals, O + gs[g], gl[g], dim, out + gd[g] * dim,
-                           netbuf + threadid() * (NET_BYTES // sizeof(real)))
-    free(netbuf)
-    if nbig == 0:
-        free(gs)
-        return 0
-    # large groups: work items of COL_BLOCK columns of one group, each thread with its
-    # own scratch (the block's keys, the sort's second buffer, the digit counts)
+                _group_sum(vals, O + gs[g], gl[g], dim, out + gd[g] * dim)
+    # large groups: work items of COL_BLOCK columns of one group
     nblk = (dim + COL_BLOCK - 1) // COL_BLOCK
     if nt > nbig * nblk:
         nt = <int>(nbig * nblk)
-    per = (COL_BLOCK + 1) * most + ((nbits + KEY_DIGIT_NARROW - 1) // KEY_DIGIT_NARROW << KEY_DIGIT)
-    scratch = <cnp.uint64_t*>malloc(per * (nt if nt > 1 else 1) * sizeof(cnp.uint64_t))
-    if scratch == NULL:
-        free(gs)
-        return -1
     if nt <= 1:
         for item in range(nbig * nblk):
             bg = big[item // nblk]
             c0 = (item % nblk) * COL_BLOCK
             c1 = c0 + COL_BLOCK if c0 + COL_BLOCK < dim else dim
-            _block_sum(vals, O + gs[bg], gl[bg], dim, c0, c1, out + gd[bg] * dim, scratch,
-                       scratch + COL_BLOCK * most, <Py_ssize_t*>(scratch + (COL_BLOCK + 1) * most))
+            _binned_sum(vals, O + gs[bg], gl[bg], dim, c0, c1, out + gd[bg] * dim)
     else:
         for item in prange(nbig * nblk, num_threads=nt, schedule="dynamic", chunksize=1):
-            tid = threadid()
-            kb = scratch + tid * per
             bg = big[item // nblk]
             c0 = (item % nblk) * COL_BLOCK
             c1 = c0 + COL_BLOCK if c0 + COL_BLOCK < dim else dim
-            _block_sum(vals, O + gs[bg], gl[bg], dim, c0, c1, out + gd[bg] * dim, kb,
-                       kb + COL_BLOCK * most, <Py_ssize_t*>(kb + (COL_BLOCK + 1) * most))
-    free(scratch)
+            _binned_sum(vals, O + gs[bg], gl[bg], dim, c0, c1, out + gd[bg] * dim)
     free(gs)
     return 0
 

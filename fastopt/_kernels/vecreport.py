@@ -157,10 +157,12 @@ def main():
 
 
 def sparse_report(cc=None, flags=None):
-    """``{(pyx line, C loop number): vectorised}`` for the coalescing's loops over a
-    group's columns in ``sparse.pyx``: the sorting network's comparator
-    (``_exchange``) and the sum of its sorted rows (``_network_sum``), every fused
-    specialisation."""
+    """The coalescing's column loops in ``sparse.pyx``: ``{"pair_f32", "pair_f64"}``,
+    True when GCC vectorised ``_group_sum``'s two-row sum (``for j in range(dim):``) in
+    the fused float/double specialisation, and ``{"binsum_f32", "binsum_f64"}``, True
+    when the binned-sum line helpers of ``fo_binsum.h`` (``fo_bs_line_f``/``_d``, written
+    in GCC vector extensions) were kept as vector instructions: no
+    ``-Wvector-operation-performance`` "piecewise"/"single scalar" lowering in them."""
     from Cython.Compiler.Main import CompilationOptions, compile as cython_compile
 
     cc = cc or os.environ.get("CC") or "gcc"
@@ -171,9 +173,19 @@ def sparse_report(cc=None, flags=None):
     loops, inside = set(), False
     for number, line in enumerate(src, 1):
         if line.startswith("cdef "):
-            inside = line.startswith(("cdef inline void _exchange(", "cdef void _network_sum("))
-        elif inside and line.strip() == "for c in range(dim):":
+            inside = line.startswith("cdef inline void _group_sum(")
+        elif inside and line.strip() == "for j in range(dim):":
             loops.add(number)
+    header = open(os.path.join(HERE, "fo_binsum.h")).read().splitlines()
+    spans, name = {}, None
+    for number, line in enumerate(header, 1):
+        m = re.match(r"static int (fo_bs_line_[fd])\(", line)
+        if m:
+            name = m.group(1)
+            spans[name] = [number, len(header)]
+        elif name and line == "}":
+            spans[name][1] = number
+            name = None
     with tempfile.TemporaryDirectory() as tmp:
         pkg = os.path.join(tmp, "fastopt", "_kernels")
         os.makedirs(pkg)
@@ -188,14 +200,17 @@ def sparse_report(cc=None, flags=None):
         if result.num_errors:
             raise RuntimeError("Cython failed on sparse.pyx")
         import numpy
-        cmd = [cc, *flags, "-fopenmp", "-fPIC", "-fopt-info-vec-optimized", "-c", c_file, "-o",
-               os.path.join(tmp, "s.o"), "-I" + sysconfig.get_paths()["include"], "-I" + pkg,
+        cmd = [cc, *flags, "-fopenmp", "-fPIC", "-fopt-info-vec-optimized", "-Wvector-operation-performance",
+               "-c", c_file, "-o", os.path.join(tmp, "s.o"), "-I" + sysconfig.get_paths()["include"], "-I" + pkg,
                "-I" + numpy.get_include()]
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
         if out.returncode:
             raise RuntimeError(f"compiling sparse.c failed:\n{out.stderr[-2000:]}")
         vectorised = {int(m.group(1)) for m in re.finditer(r"sparse\.c:(\d+):\d+: optimized: loop vectorized",
                                                            out.stderr)}
+        lowered = {int(m.group(1)) for m in re.finditer(
+            r"fo_binsum\.h:(\d+):\d+: warning: vector operation will be expanded (?:piecewise|with a single scalar)",
+            out.stderr)}
         c_lines = open(c_file).read().splitlines()
     status, current, seen = {}, None, {}
     for number, line in enumerate(c_lines, 1):
@@ -204,7 +219,12 @@ def sparse_report(cc=None, flags=None):
             current = int(m.group(1))
         elif current in loops and line.lstrip().startswith("for ("):
             k = seen[current] = seen.get(current, 0) + 1
-            status[(current, k)] = number in vectorised
+            key = f"pair_{'f32' if k == 1 else 'f64'}"
+            status[key] = status.get(key, False) or number in vectorised
+    for p in ("f32", "f64"):
+        status.setdefault(f"pair_{p}", False)
+    for helper, (lo, hi) in spans.items():
+        status[f"binsum_{'f32' if helper.endswith('f') else 'f64'}"] = not any(lo <= n <= hi for n in lowered)
     return status
 
 
