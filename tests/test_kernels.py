@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from conftest import (EXP_RANGE, FLOATS, assert_bitwise, initial_scalar_state, kernel_step,
@@ -221,6 +221,9 @@ def cases(draw):
     dtype = draw(st.sampled_from(FLOATS))
     shape = draw(hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=9))
     hyper = {h.name: draw(hyper_strategy(h)) for h in rule.hyper}
+    # AdEMAMix's β3 warm-up runs on a log scale between β1 and β3: with t_beta3 > 0 its
+    # class refuses β1 or β3 <= 0 (ln 0), and the reference's math.log raises on them
+    assume(not (hyper.get("t_beta3", 0.0) > 0.0 and min(hyper["beta1"], hyper["beta3"]) <= 0.0))
     lo, hi = EXP_RANGE[np.dtype(dtype)]
     a = draw(st.floats(lo, hi))
     b = draw(st.floats(lo, hi))
