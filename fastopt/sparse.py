@@ -13,12 +13,16 @@ kernels (``fastopt/_kernels/rows.pyx``) run the rule's own body on those rows.
 
 Duplicates: equal indices are coalesced (their rows summed) deterministically, with the
 same bits for any thread count and any order of the equal indices: a row given twice
-is ``a + b``; three or more times, each column's values are summed exactly (to about
-2·log2(count) − 105 binades below the column's largest value, far below the
-parameter's rounding) and rounded once to the parameter's precision: "binned"
-reproducible summation, :func:`fastopt.reference.sparse.binned_sum`. So the sum is also
-the most accurate one (for float32 values, the exact sum rounded, but for a rare
-double rounding), where any fixed order of additions loses bits to rounding. Already
+is ``a + b``; three or more times, each column's values are split on two grids fixed by
+the column's largest magnitude ``2^e`` and the count ``m`` (``L = bit_length(m)``),
+each grid's parts are summed exactly in double, and the total is rounded once to the
+parameter's precision: "binned" reproducible summation,
+:func:`fastopt.reference.sparse.binned_sum`. What lies below the second grid
+(``2^(e + 2L - 105)``) is dropped, so the error is at most ``m · 2^(e + 2L - 106)``:
+relative to the column's largest value, far below float32's and float64's rounding
+(float32 values a few dozen binades apart sum to the exactly rounded result but for a
+rare double rounding). A sum that cancels down to far below its largest terms keeps
+only what the grids hold, as with any summation in fixed precision. Already
 coalesced input (strictly increasing indices, as a coalesced torch tensor or a
 canonical CSR matrix has) is used in place, without a copy; otherwise the indices are
 radix-sorted (not at all when already non-decreasing) and only the duplicated rows'

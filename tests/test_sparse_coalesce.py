@@ -218,3 +218,24 @@ def test_float64_at_the_ends_of_the_range():
         want = np.array([math.fsum(vals[:, c]) for c in range(11)])
         assert_bitwise(out[0], want, f"scale {scale}")
         assert_bitwise(RS.coalesce(np.zeros(37, np.int64), vals)[1][0], want, "reference")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_binned_sum_keeps_its_error_bound_under_cancellation(dtype):
+    # what lies below the second grid is dropped: |sum - exact| <= m 2^(e + 2L - 106) (before
+    # the final rounding), relative to the largest value 2^e, however much the sum cancels
+    rng = np.random.default_rng(13)
+    for m in (3, 4, 31, 1023):
+        L = m.bit_length()
+        for _ in range(20):
+            col = rng.standard_normal(m) * np.exp2(rng.integers(-60, 60, m))
+            col[m // 2:] = -col[:m - m // 2]                  # pairs cancel except one value
+            vals = col.astype(dtype)[:, None]
+            out = float(coalesce(np.zeros(m, np.int64), vals, 1, 2)[1][0, 0])
+            exact = math.fsum(vals[:, 0].astype(float))
+            e = math.frexp(float(np.abs(vals).max()))[1]     # |x| < 2^e
+            rounding = float(np.spacing(dtype(abs(out)))) + float(np.spacing(dtype(abs(exact))))   # the last roundings
+            assert abs(out - exact) <= m * 2.0 ** (e + 2 * L - 106) + rounding, (m, out, exact)
+    # [1, -1, 1e-30] in float32: 1e-30 on the 2^-100 grid (a fixed order gives 1e-30 or 0)
+    out = coalesce(np.zeros(3, np.int64), np.array([[1.0], [-1.0], [1e-30]], np.float32), 1, 1)[1][0, 0]
+    assert out == np.float32(round(1e-30 / 2.0 ** -100) * 2.0 ** -100)

@@ -75,6 +75,20 @@ def test_coalescing_report_detects_scalar_loops():
     assert status == {"pair_f32": False, "pair_f64": False, "binsum_f32": True, "binsum_f64": True}
 
 
+def test_packed_arithmetic_tells_vector_from_scalar_code():
+    # the helpers' check reads instructions: packed adds on any width pass (AVX-512, and
+    # the two 256-bit halves an AVX2 target makes of the same code), one scalar add fails
+    head, tail = "\t.type\tfo_bs_line_f, @function\nfo_bs_line_f:\n", "\t.size\tfo_bs_line_f, .-fo_bs_line_f\n"
+    zmm = head + "\tvaddpd\t%zmm1, %zmm2, %zmm3\n\tvsubpd\t%zmm3, %zmm2, %zmm2\n" + tail
+    ymm = head + "\tvaddpd\t%ymm1, %ymm2, %ymm3\n\tvsubpd\t%ymm3, %ymm2, %ymm2\n" + tail
+    scalar = head + "\tvaddpd\t%ymm1, %ymm2, %ymm3\n\tvaddsd\t%xmm1, %xmm2, %xmm3\n" + tail
+    clone = zmm.replace("fo_bs_line_f:", "fo_bs_line_f.constprop.0:")
+    assert vecreport.packed_arithmetic(zmm, "fo_bs_line_f") and vecreport.packed_arithmetic(ymm, "fo_bs_line_f")
+    assert vecreport.packed_arithmetic(clone, "fo_bs_line_f")
+    assert not vecreport.packed_arithmetic(scalar, "fo_bs_line_f")
+    assert not vecreport.packed_arithmetic(zmm, "fo_bs_line_d")
+
+
 VECOPS_LOOPS = {"dot", "hub_lanes", "stats", "copy", "scale", "axpy", "xpby", "axpby", "combine_first", "combine_add4",
                 "combine_add", "combine_store", "combine_save_x0", "combine_trial"}
 # written as explicit GCC vectors: vector code at any optimisation level

@@ -6,7 +6,8 @@
    them in stack arrays, and a power-law batch's many groups of a few rows spent more
    time on those than on their rows.
 
-   Each function returns nonzero when a column of the line (among its first w) needs
+   The two line functions are not inlined: the vectorisation report (vecreport.py)
+   reads their instructions by name. Each returns nonzero when a column of the line (among its first w) needs
    the caller's special case: all zeros (whose sign the grids lose) or an inf/NaN. Its
    value in out is then meaningless. A line narrower than 16 (8) columns is read
    through a zero-padded copy; the padding lanes are computed and dropped. */
@@ -80,7 +81,7 @@ static inline fo_bs_d8 fo_bs_pow2(fo_bs_i8 k) {
         (a2) = (a2) + ((y_ + (c2)) - (c2));                    \
     } while (0)
 
-static int fo_bs_line_f(const float *vals, const intptr_t *order, intptr_t m, intptr_t dim, intptr_t col,
+__attribute__((noinline)) static int fo_bs_line_f(const float *vals, const intptr_t *order, intptr_t m, intptr_t dim, intptr_t col,
                         intptr_t w, int L, intptr_t pf, float *out) {
     const intptr_t rb = dim * (intptr_t)sizeof(float), off = col * (intptr_t)sizeof(float);
     fo_bs_u16 mx = {0};
@@ -124,7 +125,7 @@ static int fo_bs_line_f(const float *vals, const intptr_t *order, intptr_t m, in
     return any != 0;
 }
 
-static int fo_bs_line_d(const double *vals, const intptr_t *order, intptr_t m, intptr_t dim, intptr_t col,
+__attribute__((noinline)) static int fo_bs_line_d(const double *vals, const intptr_t *order, intptr_t m, intptr_t dim, intptr_t col,
                         intptr_t w, int L, intptr_t pf, double *out) {
     const intptr_t rb = dim * (intptr_t)sizeof(double), off = col * (intptr_t)sizeof(double);
     fo_bs_q8 mx = {0};

@@ -101,9 +101,9 @@ cdef enum:
 #     q2 = (r + C2) - C2,   C2 = 1.5 * 2^(e + 2L - 53): r = x - q1 (exact) on 2^(e + 2L - 105)
 # Every q1 and q2 of the column is a multiple of its grid and their sums stay below 2^53
 # grid steps, so Σq1 and Σq2 are exact in any order; the result is (Σq1 + Σq2) rounded
-# once to the parameter's type. (The bits below the second grid, 2L - 105 binades under
-# the largest value, are dropped: error <= m * 2^(e + 2L - 106), far below the
-# parameter's rounding.) This is "binned" reproducible summation (Demmel & Nguyen, 2013)
+# once to the parameter's type. (What lies below the second grid, 2^(e + 2L - 105), is
+# dropped, half a step at most per value: error <= m * 2^(e + 2L - 106), relative to
+# the column's largest value.) This is "binned" reproducible summation (Demmel & Nguyen, 2013)
 # with two bins. A float64 column whose e + L would pass 1023 is scaled by 2^-64 first
 # (and back after). Columns of zeros sum to -0 exactly when all are -0; a column with a
 # NaN, or with +inf and -inf, sums to NaN; one with infinities of one sign to that infinity.

@@ -156,13 +156,26 @@ def main():
     return 1 if bad else 0
 
 
+def packed_arithmetic(asm, function):
+    """True when ``function``'s body in the assembly text ``asm`` (GCC's ``-S`` output)
+    adds and subtracts doubles only in packed vectors (``addpd``/``subpd``, any width),
+    never one at a time (``addsd``/``subsd``): how the binned-sum helpers' grids are
+    told from a scalar lowering of their vector code. False if the function is absent."""
+    body = re.search(r"^" + re.escape(function) + r"(?:\.\w+)*:\n(.*?)^\s*\.size\s+" + re.escape(function),
+                     asm, re.S | re.M)
+    if body is None:
+        return False
+    code = body.group(1)
+    return bool(re.search(r"\bv?(?:add|sub)pd\b", code)) and not re.search(r"\bv?(?:add|sub)sd\b", code)
+
+
 def sparse_report(cc=None, flags=None):
     """The coalescing's column loops in ``sparse.pyx``: ``{"pair_f32", "pair_f64"}``,
     True when GCC vectorised ``_group_sum``'s two-row sum (``for j in range(dim):``) in
     the fused float/double specialisation, and ``{"binsum_f32", "binsum_f64"}``, True
     when the binned-sum line helpers of ``fo_binsum.h`` (``fo_bs_line_f``/``_d``, written
-    in GCC vector extensions) were kept as vector instructions: no
-    ``-Wvector-operation-performance`` "piecewise"/"single scalar" lowering in them."""
+    in GCC vector extensions) compiled to packed arithmetic (:func:`packed_arithmetic`:
+    on any vector width the target has)."""
     from Cython.Compiler.Main import CompilationOptions, compile as cython_compile
 
     cc = cc or os.environ.get("CC") or "gcc"
@@ -176,16 +189,6 @@ def sparse_report(cc=None, flags=None):
             inside = line.startswith("cdef inline void _group_sum(")
         elif inside and line.strip() == "for j in range(dim):":
             loops.add(number)
-    header = open(os.path.join(HERE, "fo_binsum.h")).read().splitlines()
-    spans, name = {}, None
-    for number, line in enumerate(header, 1):
-        m = re.match(r"static int (fo_bs_line_[fd])\(", line)
-        if m:
-            name = m.group(1)
-            spans[name] = [number, len(header)]
-        elif name and line == "}":
-            spans[name][1] = number
-            name = None
     with tempfile.TemporaryDirectory() as tmp:
         pkg = os.path.join(tmp, "fastopt", "_kernels")
         os.makedirs(pkg)
@@ -200,18 +203,16 @@ def sparse_report(cc=None, flags=None):
         if result.num_errors:
             raise RuntimeError("Cython failed on sparse.pyx")
         import numpy
-        cmd = [cc, *flags, "-fopenmp", "-fPIC", "-fopt-info-vec-optimized", "-Wvector-operation-performance",
-               "-c", c_file, "-o", os.path.join(tmp, "s.o"), "-I" + sysconfig.get_paths()["include"], "-I" + pkg,
-               "-I" + numpy.get_include()]
+        asm_file = os.path.join(tmp, "s.s")
+        cmd = [cc, *flags, "-fopenmp", "-fPIC", "-fopt-info-vec-optimized", "-Wno-psabi", "-S", c_file,
+               "-o", asm_file, "-I" + sysconfig.get_paths()["include"], "-I" + pkg, "-I" + numpy.get_include()]
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
         if out.returncode:
             raise RuntimeError(f"compiling sparse.c failed:\n{out.stderr[-2000:]}")
         vectorised = {int(m.group(1)) for m in re.finditer(r"sparse\.c:(\d+):\d+: optimized: loop vectorized",
                                                            out.stderr)}
-        lowered = {int(m.group(1)) for m in re.finditer(
-            r"fo_binsum\.h:(\d+):\d+: warning: vector operation will be expanded (?:piecewise|with a single scalar)",
-            out.stderr)}
         c_lines = open(c_file).read().splitlines()
+        asm = open(asm_file).read()
     status, current, seen = {}, None, {}
     for number, line in enumerate(c_lines, 1):
         m = re.search(r'sparse\.pyx":(\d+)', line)
@@ -223,8 +224,7 @@ def sparse_report(cc=None, flags=None):
             status[key] = status.get(key, False) or number in vectorised
     for p in ("f32", "f64"):
         status.setdefault(f"pair_{p}", False)
-    for helper, (lo, hi) in spans.items():
-        status[f"binsum_{'f32' if helper.endswith('f') else 'f64'}"] = not any(lo <= n <= hi for n in lowered)
+        status[f"binsum_{p}"] = packed_arithmetic(asm, f"fo_bs_line_{p[0]}")
     return status
 
 
