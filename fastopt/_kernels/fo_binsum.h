@@ -26,7 +26,7 @@ typedef double fo_bs_d8 __attribute__((vector_size(64), aligned(8)));
 typedef uint64_t fo_bs_q8 __attribute__((vector_size(64)));
 typedef int64_t fo_bs_i8 __attribute__((vector_size(64)));
 
-#define FO_BS_AHEAD 8    /* rows prefetched ahead within a group (its rows are scattered) */
+#define FO_BS_AHEAD 16    /* rows prefetched ahead within a group (its rows are scattered) */
 #define FO_BS_HALF ((uint64_t)1 << 51)
 
 /* pf bytes of row i + FO_BS_AHEAD from the line on: the line, or (the first line of a

@@ -91,6 +91,7 @@ cdef enum:
     IDX_DIGIT_MAX = 12      # at most this many bits per pass of the index radix sort
     GROUP_CHUNK = 64        # groups a thread claims at a time
     GROUPS_AHEAD = 2        # a group's first rows are prefetched this many groups before its sum
+    GROUP_PREFETCH = 32     # ... that many of its rows at most (a power-law batch's groups: 3 to ~100)
 
 
 # --- an order-independent sum of a group's rows ---------------------------------------
@@ -201,10 +202,10 @@ cdef inline bint _is_small(Py_ssize_t m, Py_ssize_t dim, Py_ssize_t itemsize) no
 
 cdef inline void _prefetch_group(const real* vals, const cnp.intp_t* order, Py_ssize_t m,
                                  Py_ssize_t dim) noexcept nogil:
-    # a group's first rows (scattered over the batch), asked for a couple of groups
+    # a group's first GROUP_PREFETCH rows (scattered over the batch), asked for a couple of groups
     # before its sum: a small group's sum is over before a miss it starts itself returns
     cdef Py_ssize_t i
-    for i in range(m if m < PREFETCH_AHEAD else PREFETCH_AHEAD):
+    for i in range(m if m < GROUP_PREFETCH else GROUP_PREFETCH):
         fo_prefetch_read_span(<const char*>(vals + order[i] * dim), dim * sizeof(real))
 
 
