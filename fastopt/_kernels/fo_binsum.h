@@ -81,19 +81,36 @@ static inline fo_bs_d8 fo_bs_pow2(fo_bs_i8 k) {
         (a2) = (a2) + ((y_ + (c2)) - (c2));                    \
     } while (0)
 
+/* the first pass of a line, in the line functions below (their arguments and rb, off):
+   mx (zeroed, a vector of U) gets each lane's largest magnitude, as bits, over the
+   group's rows (X: a row's vector, read by ROW); inf and NaN lie above every finite value */
+#define FO_BS_LARGEST(mx, U, X, ROW, absmask) do {                              \
+        for (intptr_t i_ = 0; i_ < m; i_++) {                                   \
+            fo_bs_ahead((const char *)vals, order, i_, m, rb, off, pf);         \
+            X x_ = ROW(vals, order, i_, dim, col, w);                           \
+            U u_;                                                               \
+            memcpy(&u_, &x_, sizeof u_);                                        \
+            u_ &= (absmask);                                                    \
+            U gt_ = (U)(u_ > (mx));                                             \
+            (mx) = (u_ & gt_) | ((mx) & ~gt_);                                  \
+        }                                                                       \
+    } while (0)
+
+/* 1 when one of the line's first w lanes is special for the caller: all zeros (mx 0) or
+   holding inf/NaN (mx at or above inf's bits) */
+#define FO_BS_SPECIAL(mx, U, inf) __extension__({                               \
+        U s_ = (U)((mx) == 0) | (U)((mx) >= (inf));                             \
+        __typeof__(s_[0]) any_ = 0;                                             \
+        for (intptr_t c_ = 0; c_ < w; c_++)                                     \
+            any_ |= s_[c_];                                                     \
+        any_ != 0;                                                              \
+    })
+
 __attribute__((noinline)) static int fo_bs_line_f(const float *vals, const intptr_t *order, intptr_t m, intptr_t dim, intptr_t col,
                         intptr_t w, int L, intptr_t pf, float *out) {
     const intptr_t rb = dim * (intptr_t)sizeof(float), off = col * (intptr_t)sizeof(float);
     fo_bs_u16 mx = {0};
-    for (intptr_t i = 0; i < m; i++) {
-        fo_bs_ahead((const char *)vals, order, i, m, rb, off, pf);
-        fo_bs_f16 x = fo_bs_row_f(vals, order, i, dim, col, w);
-        fo_bs_u16 u;
-        memcpy(&u, &x, sizeof u);
-        u &= 0x7FFFFFFFu;
-        fo_bs_u16 gt = (fo_bs_u16)(u > mx);
-        mx = (u & gt) | (mx & ~gt);
-    }
+    FO_BS_LARGEST(mx, fo_bs_u16, fo_bs_f16, fo_bs_row_f, 0x7FFFFFFFu);
     /* every |x| < 2^e, e = max(exponent field, 1) - 127 + 1 */
     fo_bs_i16 ef = (fo_bs_i16)(mx >> 23);
     ef = ef + ((fo_bs_i16)(ef < 1) & (1 - ef)) - 126;
@@ -118,26 +135,14 @@ __attribute__((noinline)) static int fo_bs_line_f(const float *vals, const intpt
     memcpy(res, &slo, 32);
     memcpy(res + 8, &shi, 32);
     memcpy(out, res, (size_t)w * sizeof(float));
-    fo_bs_u16 special = (fo_bs_u16)(mx == 0) | (fo_bs_u16)(mx >= 0x7F800000u);
-    uint32_t any = 0;
-    for (intptr_t c = 0; c < w; c++)
-        any |= special[c];
-    return any != 0;
+    return FO_BS_SPECIAL(mx, fo_bs_u16, 0x7F800000u);
 }
 
 __attribute__((noinline)) static int fo_bs_line_d(const double *vals, const intptr_t *order, intptr_t m, intptr_t dim, intptr_t col,
                         intptr_t w, int L, intptr_t pf, double *out) {
     const intptr_t rb = dim * (intptr_t)sizeof(double), off = col * (intptr_t)sizeof(double);
     fo_bs_q8 mx = {0};
-    for (intptr_t i = 0; i < m; i++) {
-        fo_bs_ahead((const char *)vals, order, i, m, rb, off, pf);
-        fo_bs_d8 x = fo_bs_row_d(vals, order, i, dim, col, w);
-        fo_bs_q8 u;
-        memcpy(&u, &x, sizeof u);
-        u &= 0x7FFFFFFFFFFFFFFFull;
-        fo_bs_q8 gt = (fo_bs_q8)(u > mx);
-        mx = (u & gt) | (mx & ~gt);
-    }
+    FO_BS_LARGEST(mx, fo_bs_q8, fo_bs_d8, fo_bs_row_d, 0x7FFFFFFFFFFFFFFFull);
     fo_bs_i8 e = (fo_bs_i8)(mx >> 52);
     e = e + ((fo_bs_i8)(e < 1) & (1 - e)) - 1022;
     /* a column whose grid would pass 2^1023 is scaled by 2^-64 (and back) */
@@ -163,10 +168,6 @@ __attribute__((noinline)) static int fo_bs_line_d(const double *vals, const intp
     }
     fo_bs_d8 sum = (a1 + a2) * back;
     memcpy(out, &sum, (size_t)w * sizeof(double));
-    fo_bs_q8 special = (fo_bs_q8)(mx == 0) | (fo_bs_q8)(mx >= 0x7FF0000000000000ull);
-    uint64_t any = 0;
-    for (intptr_t c = 0; c < w; c++)
-        any |= special[c];
-    return any != 0;
+    return FO_BS_SPECIAL(mx, fo_bs_q8, 0x7FF0000000000000ull);
 }
 #endif

@@ -7,16 +7,13 @@
 #include <stdint.h>
 /* every line of [a, a + bytes): a row may start inside a line, so its last line is
    asked for too */
-#define FO_PREFETCH_LINES(a, bytes, rw) \
+#define FO_PREFETCH_LINES(a, bytes, rw, locality) \
     for (uintptr_t p_ = (uintptr_t)(a) & ~(uintptr_t)63; p_ < (uintptr_t)(a) + (uintptr_t)(bytes); p_ += 64) \
-        __builtin_prefetch((const void *)p_, (rw), 3)
-static inline void fo_prefetch_span(const char *a, ptrdiff_t bytes) { FO_PREFETCH_LINES(a, bytes, 1); }
+        __builtin_prefetch((const void *)p_, (rw), (locality))
+static inline void fo_prefetch_span(const char *a, ptrdiff_t bytes) { FO_PREFETCH_LINES(a, bytes, 1, 3); }
 /* a span that is only read */
-static inline void fo_prefetch_read_span(const char *a, ptrdiff_t bytes) { FO_PREFETCH_LINES(a, bytes, 0); }
+static inline void fo_prefetch_read_span(const char *a, ptrdiff_t bytes) { FO_PREFETCH_LINES(a, bytes, 0, 3); }
 /* a span that is only read, asked for many lines ahead: into L2 (locality 2), whose miss
    queue is deeper than L1's */
-static inline void fo_prefetch_l2_span(const char *a, ptrdiff_t bytes) {
-    for (uintptr_t p_ = (uintptr_t)(a) & ~(uintptr_t)63; p_ < (uintptr_t)(a) + (uintptr_t)(bytes); p_ += 64)
-        __builtin_prefetch((const void *)p_, 0, 2);
-}
+static inline void fo_prefetch_l2_span(const char *a, ptrdiff_t bytes) { FO_PREFETCH_LINES(a, bytes, 0, 2); }
 #endif

@@ -38,7 +38,6 @@ import numpy as np
 cnp.import_array()
 
 cdef extern from "fo_prefetch.h":
-    void fo_prefetch_read_span(const char* a, Py_ssize_t nbytes) noexcept nogil
     void fo_prefetch_l2_span(const char* a, Py_ssize_t nbytes) noexcept nogil
 
 cdef extern from "fo_binsum.h":
@@ -46,9 +45,6 @@ cdef extern from "fo_binsum.h":
                      Py_ssize_t w, int L, Py_ssize_t pf, float* out) noexcept nogil
     int fo_bs_line_d(const double* vals, const cnp.intp_t* order, Py_ssize_t m, Py_ssize_t dim, Py_ssize_t col,
                      Py_ssize_t w, int L, Py_ssize_t pf, double* out) noexcept nogil
-
-cdef enum:
-    PREFETCH_AHEAD = 24
 
 ctypedef fused real:
     float
