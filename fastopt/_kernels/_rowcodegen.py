@@ -70,16 +70,19 @@ def render_row_kernel(rule, common, variant, functions):
     noisy = ("_i = _c0 + _blk + _j\n" + "\n".join(load) + "\n" + PREPROCESS
              + f"\ng = g + <{ctype}>(sigma * _z[_j])\n" + _guarded(sub, "l1_sub") + "\n" + body.strip("\n") + "\n"
              + _guarded(prox, "l1_thr") + "\n" + "\n".join(store))
-    # the parameter and state lines of the row PREFETCH_ROWS ahead (the gradient rows are sequential)
+    # the parameter and state lines of a row ahead (the gradient rows are sequential), and the
+    # caller's value rows, read in index order, which are scattered too: PREFETCH_FAR rows
+    # ahead into L2, PREFETCH_ROWS ahead into L1 (L1's few miss buffers alone keep too few
+    # rows in flight to cover DRAM's latency)
     prefetch = ["_slot.buf[0]"] + [f"_slot.buf[{k + 2}]" for k in range(len(rule.state))]
     row = ["_r = _e // _d",
-           "_c0 = _e - _r * _d",
-           "if _c0 == 0 and _r + PREFETCH_ROWS < _nr:",
-           "    _nx = _slot.rows[_r + PREFETCH_ROWS] * _rb"]
-    row += [f"    fo_prefetch_span({b} + _nx, _rb)" for b in prefetch]
-    # the caller's value rows, read in index order, are scattered too
-    row += ["    if _slot.src != NULL and _slot.src[_r + PREFETCH_ROWS] >= 0:",
-            "        fo_prefetch_span(_slot.buf[1] + _slot.src[_r + PREFETCH_ROWS] * _rb, _rb)"]
+           "_c0 = _e - _r * _d"]
+    for ahead, fetch in (("PREFETCH_FAR", "fo_prefetch_l2_span"), ("PREFETCH_ROWS", "fo_prefetch_span")):
+        row += [f"if _c0 == 0 and _r + {ahead} < _nr:",
+                f"    _nx = _slot.rows[_r + {ahead}] * _rb"]
+        row += [f"    {fetch}({b} + _nx, _rb)" for b in prefetch]
+        row += [f"    if _slot.src != NULL and _slot.src[_r + {ahead}] >= 0:",
+                f"        {fetch}(_slot.buf[1] + _slot.src[_r + {ahead}] * _rb, _rb)"]
     row += [
            "_c1 = _d if _end - _r * _d >= _d else _end - _r * _d",
            "_row = _slot.rows[_r]",
@@ -135,10 +138,13 @@ def render(mod):
            "",
            'cdef extern from "fo_prefetch.h":',
            "    void fo_prefetch_span(const char* a, Py_ssize_t nbytes) noexcept nogil",
+           "    void fo_prefetch_l2_span(const char* a, Py_ssize_t nbytes) noexcept nogil",
            "",
-           "# rows ahead whose parameter and state lines are prefetched (scattered rows: TLB and cache misses)",
+           "# rows ahead whose parameter and state lines are prefetched (scattered rows: TLB and cache misses),",
+           "# into L1 and, further ahead, into L2",
            "cdef enum:",
            "    PREFETCH_ROWS = 8",
+           "    PREFETCH_FAR = 32",
            ""]
     pxd = [HEADER, "from fastopt._kernels._types cimport Slot, RangeFn", "",
            "cdef RangeFn row_kernel(int index, int itemsize) noexcept nogil",

@@ -13,7 +13,8 @@
 static inline void fo_prefetch_span(const char *a, ptrdiff_t bytes) { FO_PREFETCH_LINES(a, bytes, 1, 3); }
 /* a span that is only read */
 static inline void fo_prefetch_read_span(const char *a, ptrdiff_t bytes) { FO_PREFETCH_LINES(a, bytes, 0, 3); }
-/* a span that is only read, asked for many lines ahead: into L2 (locality 2), whose miss
-   queue is deeper than L1's */
+/* a span asked for many lines ahead: into L2 (locality 2), whose miss queue is deeper than
+   L1's. x86's prefetch-for-write has no level, so a row that will be written is fetched here
+   for reading and asked for again, for writing, when it is a few rows away. */
 static inline void fo_prefetch_l2_span(const char *a, ptrdiff_t bytes) { FO_PREFETCH_LINES(a, bytes, 0, 2); }
 #endif
