@@ -27,6 +27,96 @@ def _build_flags():
         return DEFAULT_FLAGS
 
 
+def _toolchain(cc, flags):
+    """The C compiler (``cc``, ``$CC`` or gcc; refused when absent) and the flags as a list
+    (this build's unless given)."""
+    cc = cc or os.environ.get("CC") or "gcc"
+    if shutil.which(cc) is None:
+        raise RuntimeError(f"no C compiler '{cc}'")
+    return cc, (flags or _build_flags()).split()
+
+
+def _kernel_sources(pyx):
+    """Every .pxd and header of the kernels, and the one .pyx a report compiles."""
+    return [name for name in os.listdir(HERE) if name.endswith((".pxd", ".h"))] + [pyx]
+
+
+def _scratch_package(tmp, names):
+    """``fastopt/_kernels`` under ``tmp`` (so that cimports resolve), holding copies of
+    ``names`` from the kernels' directory; returns its path."""
+    pkg = os.path.join(tmp, "fastopt", "_kernels")
+    os.makedirs(pkg)
+    for name in names:
+        shutil.copy(os.path.join(HERE, name), pkg)
+    for init in (os.path.join(tmp, "fastopt", "__init__.py"), os.path.join(pkg, "__init__.py")):
+        open(init, "w").close()
+    return pkg
+
+
+def _cython(pyx, tmp, c_file, what):
+    from Cython.Compiler.Main import CompilationOptions, compile as cython_compile
+
+    options = CompilationOptions(include_path=[tmp], output_file=c_file, language_level=3)
+    if cython_compile(pyx, options).num_errors:
+        raise RuntimeError(f"Cython failed on {what}")
+
+
+def _gcc(cc, flags, extra, c_file, output, pkg, what):
+    """Compile ``c_file`` with ``flags`` and the report's ``extra`` options; returns the
+    compiler's diagnostics (where GCC's optimisation reports go)."""
+    import numpy
+
+    cmd = [cc, *flags, "-fPIC", *extra, c_file, "-o", output, "-I" + sysconfig.get_paths()["include"],
+           "-I" + pkg, "-I" + numpy.get_include()]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.dirname(output))
+    if out.returncode:
+        raise RuntimeError(f"compiling {what} failed:\n{out.stderr[-2000:]}")
+    return out.stderr
+
+
+def _optimized(stderr, source, message=r"loop vectorized"):
+    """Line numbers of ``source`` that GCC reported ``optimized: <message>`` for."""
+    return {int(m.group(1))
+            for m in re.finditer(re.escape(source) + r":(\d+):\d+: optimized: " + message, stderr)}
+
+
+def _c_loops(c_lines, pyx_name, wanted):
+    """``(pyx line, C line)`` of every C ``for`` loop Cython wrote for one of the ``wanted``
+    lines of ``pyx_name`` (a fused function's loop appears once per specialisation, in
+    order), read from the source-line comments Cython puts before each statement."""
+    current = None
+    for number, line in enumerate(c_lines, 1):
+        m = re.search(re.escape(pyx_name) + r'":(\d+)', line)
+        if m:
+            current = int(m.group(1))
+        elif current in wanted and line.lstrip().startswith("for ("):
+            yield current, number
+
+
+def _loops_in(pyx, function, loop):
+    """pyx lines of the loop statement ``loop`` inside the ``cdef`` function whose
+    definition starts with ``function``."""
+    lines, inside = set(), False
+    for number, line in enumerate(open(os.path.join(HERE, pyx)).read().splitlines(), 1):
+        if line.startswith("cdef "):
+            inside = line.startswith(function)
+        elif inside and line.strip() == loop:
+            lines.add(number)
+    return lines
+
+
+def _named_status(c_lines, pyx_name, loops, vectorised):
+    """``{loop name: vectorised}`` for the loops ``{pyx line: name}``: a name counts when
+    any of its C loops vectorised, and is False when Cython wrote none."""
+    status = {}
+    for pyx_line, number in _c_loops(c_lines, pyx_name, loops):
+        name = loops[pyx_line]
+        status[name] = status.get(name, False) or number in vectorised
+    for name in loops.values():
+        status.setdefault(name, False)
+    return status
+
+
 def _plain_loops(pyx_lines):
     """pyx line number of each kernel's noise-free element loops -> kernel name
     (``<kernel>+l1`` for the loop with the L1 option)."""
@@ -45,7 +135,6 @@ def report(cc=None, flags=None, module="rules"):
     """``{kernel name: True if its element loop vectorised}``; ``module="rows"``: the
     sparse row kernels (their loop over a row's elements) instead of the dense ones."""
     from Cython.Build import cythonize  # noqa: F401 - fail early without Cython
-    from Cython.Compiler.Main import CompilationOptions, compile as cython_compile
 
     sys.path.insert(0, HERE)
     try:
@@ -54,45 +143,18 @@ def report(cc=None, flags=None, module="rules"):
         import _rowcodegen
     finally:
         sys.path.pop(0)
-    cc = cc or os.environ.get("CC") or "gcc"
-    if shutil.which(cc) is None:
-        raise RuntimeError(f"no C compiler '{cc}'")
-    flags = (flags or _build_flags()).split()
+    cc, flags = _toolchain(cc, flags)
     with tempfile.TemporaryDirectory() as tmp:
-        pkg = os.path.join(tmp, "fastopt", "_kernels")
-        os.makedirs(pkg)
-        for name in ("_types.pxd", "noise.pxd", "fo_restrict.h", "fo_prefetch.h"):
-            shutil.copy(os.path.join(HERE, name), pkg)
-        for init in (os.path.join(tmp, "fastopt", "__init__.py"), os.path.join(pkg, "__init__.py")):
-            open(init, "w").close()
+        pkg = _scratch_package(tmp, ("_types.pxd", "noise.pxd", "fo_restrict.h", "fo_prefetch.h"))
         _codegen.main(pkg)
         _rowcodegen.main(pkg)
-        pyx = os.path.join(pkg, f"{module}.pyx")
-        options = CompilationOptions(include_path=[tmp], output_file=os.path.join(tmp, f"{module}.c"),
-                                     language_level=3)
-        result = cython_compile(pyx, options)
-        if result.num_errors:
-            raise RuntimeError("Cython failed on the generated kernels")
-        cmd = [cc, *flags, "-fPIC", "-fopt-info-vec-optimized", "-c", os.path.join(tmp, f"{module}.c"),
-               "-o", os.path.join(tmp, f"{module}.o"), "-I" + sysconfig.get_paths()["include"], "-I" + pkg]
-        out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
-        if out.returncode:
-            raise RuntimeError(f"compiling the kernels failed:\n{out.stderr[-2000:]}")
-        vectorised = {int(m.group(1)) for m in re.finditer(module + r"\.c:(\d+):\d+: optimized: loop vectorized",
-                                                           out.stderr)}
-        c_lines = open(os.path.join(tmp, f"{module}.c")).read().splitlines()
+        pyx, c_file = os.path.join(pkg, f"{module}.pyx"), os.path.join(tmp, f"{module}.c")
+        _cython(pyx, tmp, c_file, "the generated kernels")
+        stderr = _gcc(cc, flags, ["-fopt-info-vec-optimized", "-c"], c_file, os.path.join(tmp, f"{module}.o"), pkg,
+                      "the kernels")
+        c_lines = open(c_file).read().splitlines()
         loops = _plain_loops(open(pyx).read().splitlines())
-    status, current = {}, None
-    for number, line in enumerate(c_lines, 1):
-        m = re.search(module + r'\.pyx":(\d+)', line)
-        if m:
-            current = int(m.group(1))
-        elif current in loops and line.lstrip().startswith("for ("):
-            name = loops[current]
-            status[name] = status.get(name, False) or number in vectorised
-    for name in loops.values():
-        status.setdefault(name, False)
-    return status
+    return _named_status(c_lines, f"{module}.pyx", loops, _optimized(stderr, f"{module}.c"))
 
 
 def hogwild_report(cc=None, flags=None):
@@ -100,49 +162,20 @@ def hogwild_report(cc=None, flags=None):
     matrix-factorisation kernel (``for f in range(K)`` in ``_mf_range``, every fused
     specialisation). The linear model's loops gather and scatter through column indices
     and are not expected to vectorise."""
-    from Cython.Compiler.Main import CompilationOptions, compile as cython_compile
-
-    cc = cc or os.environ.get("CC") or "gcc"
-    if shutil.which(cc) is None:
-        raise RuntimeError(f"no C compiler '{cc}'")
-    flags = (flags or _build_flags()).split()
-    src = open(os.path.join(HERE, "hogwild.pyx")).read().splitlines()
-    loops, inside = set(), False
-    for number, line in enumerate(src, 1):
-        if line.startswith("cdef "):
-            inside = line.startswith("cdef double _mf_range(")
-        elif inside and line.strip() == "for f in range(K):":
-            loops.add(number)
+    cc, flags = _toolchain(cc, flags)
+    loops = _loops_in("hogwild.pyx", "cdef double _mf_range(", "for f in range(K):")
     with tempfile.TemporaryDirectory() as tmp:
-        pkg = os.path.join(tmp, "fastopt", "_kernels")
-        os.makedirs(pkg)
-        for name in os.listdir(HERE):
-            if name.endswith((".pxd", ".h")) or name == "hogwild.pyx":
-                shutil.copy(os.path.join(HERE, name), pkg)
-        for init in (os.path.join(tmp, "fastopt", "__init__.py"), os.path.join(pkg, "__init__.py")):
-            open(init, "w").close()
+        pkg = _scratch_package(tmp, _kernel_sources("hogwild.pyx"))
         c_file = os.path.join(tmp, "hogwild.c")
-        result = cython_compile(os.path.join(pkg, "hogwild.pyx"),
-                                CompilationOptions(include_path=[tmp], output_file=c_file, language_level=3))
-        if result.num_errors:
-            raise RuntimeError("Cython failed on hogwild.pyx")
-        import numpy
-        cmd = [cc, *flags, "-fPIC", "-fopt-info-vec-optimized", "-c", c_file, "-o", os.path.join(tmp, "h.o"),
-               "-I" + sysconfig.get_paths()["include"], "-I" + pkg, "-I" + numpy.get_include()]
-        out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
-        if out.returncode:
-            raise RuntimeError(f"compiling hogwild.c failed:\n{out.stderr[-2000:]}")
-        vectorised = {int(m.group(1)) for m in re.finditer(r"hogwild\.c:(\d+):\d+: optimized: loop vectorized",
-                                                           out.stderr)}
+        _cython(os.path.join(pkg, "hogwild.pyx"), tmp, c_file, "hogwild.pyx")
+        stderr = _gcc(cc, flags, ["-fopt-info-vec-optimized", "-c"], c_file, os.path.join(tmp, "h.o"), pkg,
+                      "hogwild.c")
         c_lines = open(c_file).read().splitlines()
-    status, current, seen = {}, None, {}
-    for number, line in enumerate(c_lines, 1):
-        m = re.search(r'hogwild\.pyx":(\d+)', line)
-        if m:
-            current = int(m.group(1))
-        elif current in loops and line.lstrip().startswith("for ("):
-            k = seen[current] = seen.get(current, 0) + 1
-            status[(current, k)] = number in vectorised
+    vectorised = _optimized(stderr, "hogwild.c")
+    status, seen = {}, {}
+    for pyx_line, number in _c_loops(c_lines, "hogwild.pyx", loops):
+        k = seen[pyx_line] = seen.get(pyx_line, 0) + 1
+        status[(pyx_line, k)] = number in vectorised
     return status
 
 
@@ -176,60 +209,28 @@ def sparse_report(cc=None, flags=None):
     when the binned-sum line helpers of ``fo_binsum.h`` (``fo_bs_line_f``/``_d``, written
     in GCC vector extensions) compiled to packed arithmetic (:func:`packed_arithmetic`:
     on any vector width the target has)."""
-    from Cython.Compiler.Main import CompilationOptions, compile as cython_compile
-
-    cc = cc or os.environ.get("CC") or "gcc"
-    if shutil.which(cc) is None:
-        raise RuntimeError(f"no C compiler '{cc}'")
-    flags = (flags or _build_flags()).split()
-    src = open(os.path.join(HERE, "sparse.pyx")).read().splitlines()
-    loops, inside = set(), False
-    for number, line in enumerate(src, 1):
-        if line.startswith("cdef "):
-            inside = line.startswith("cdef inline void _group_sum(")
-        elif inside and line.strip() == "for j in range(dim):":
-            loops.add(number)
+    cc, flags = _toolchain(cc, flags)
+    loops = _loops_in("sparse.pyx", "cdef inline void _group_sum(", "for j in range(dim):")
     with tempfile.TemporaryDirectory() as tmp:
-        pkg = os.path.join(tmp, "fastopt", "_kernels")
-        os.makedirs(pkg)
-        for name in os.listdir(HERE):
-            if name.endswith((".pxd", ".h")) or name == "sparse.pyx":
-                shutil.copy(os.path.join(HERE, name), pkg)
-        for init in (os.path.join(tmp, "fastopt", "__init__.py"), os.path.join(pkg, "__init__.py")):
-            open(init, "w").close()
-        c_file = os.path.join(tmp, "sparse.c")
-        result = cython_compile(os.path.join(pkg, "sparse.pyx"),
-                                CompilationOptions(include_path=[tmp], output_file=c_file, language_level=3))
-        if result.num_errors:
-            raise RuntimeError("Cython failed on sparse.pyx")
-        import numpy
-        asm_file = os.path.join(tmp, "s.s")
-        cmd = [cc, *flags, "-fopenmp", "-fPIC", "-fopt-info-vec-optimized", "-Wno-psabi", "-S", c_file,
-               "-o", asm_file, "-I" + sysconfig.get_paths()["include"], "-I" + pkg, "-I" + numpy.get_include()]
-        out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
-        if out.returncode:
-            raise RuntimeError(f"compiling sparse.c failed:\n{out.stderr[-2000:]}")
-        vectorised = {int(m.group(1)) for m in re.finditer(r"sparse\.c:(\d+):\d+: optimized: loop vectorized",
-                                                           out.stderr)}
+        pkg = _scratch_package(tmp, _kernel_sources("sparse.pyx"))
+        c_file, asm_file = os.path.join(tmp, "sparse.c"), os.path.join(tmp, "s.s")
+        _cython(os.path.join(pkg, "sparse.pyx"), tmp, c_file, "sparse.pyx")
+        stderr = _gcc(cc, flags, ["-fopenmp", "-fopt-info-vec-optimized", "-Wno-psabi", "-S"], c_file, asm_file, pkg,
+                      "sparse.c")
         c_lines = open(c_file).read().splitlines()
         asm = open(asm_file).read()
-    status, current, seen = {}, None, {}
-    for number, line in enumerate(c_lines, 1):
-        m = re.search(r'sparse\.pyx":(\d+)', line)
-        if m:
-            current = int(m.group(1))
-        elif current in loops and line.lstrip().startswith("for ("):
-            k = seen[current] = seen.get(current, 0) + 1
-            key = f"pair_{'f32' if k == 1 else 'f64'}"
-            status[key] = status.get(key, False) or number in vectorised
+    vectorised = _optimized(stderr, "sparse.c")
+    # the fused function's loop: float (fuse_0) first, then double
+    status, seen = {}, {}
+    for pyx_line, number in _c_loops(c_lines, "sparse.pyx", loops):
+        k = seen[pyx_line] = seen.get(pyx_line, 0) + 1
+        key = f"pair_{'f32' if k == 1 else 'f64'}"
+        status[key] = status.get(key, False) or number in vectorised
     for p in ("f32", "f64"):
         status.setdefault(f"pair_{p}", False)
         status[f"binsum_{p}"] = packed_arithmetic(asm, f"fo_bs_line_{p[0]}")
     return status
 
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 def _low_loops(pyx_lines):
@@ -259,18 +260,13 @@ def report_low(rules=("adam", "lion"), cc=None, flags=None):
     in every variant: ``{kernel name (its plain loop) or "<kernel>:lean" (its loop when no
     option pre-processes g): True if that element loop vectorised}``, plus
     ``fo_q8_load_block`` and ``fo_q8_store_block`` (the 8-bit block functions)."""
-    from Cython.Compiler.Main import CompilationOptions, compile as cython_compile
-
     sys.path.insert(0, HERE)
     try:
         import _codegen
         import _codegen_lowprec
     finally:
         sys.path.pop(0)
-    cc = cc or os.environ.get("CC") or "gcc"
-    if shutil.which(cc) is None:
-        raise RuntimeError(f"no C compiler '{cc}'")
-    flags = (flags or _build_flags()).split()
+    cc, flags = _toolchain(cc, flags)
     mod = _codegen.load_rules()
 
     class Subset:
@@ -279,12 +275,7 @@ def report_low(rules=("adam", "lion"), cc=None, flags=None):
         FUNCTIONS = mod.FUNCTIONS
     keep = set(rules)
     with tempfile.TemporaryDirectory() as tmp:
-        pkg = os.path.join(tmp, "fastopt", "_kernels")
-        os.makedirs(pkg)
-        for name in ("_types.pxd", "noise.pxd", "fo_restrict.h", "fo_lowprec.h"):
-            shutil.copy(os.path.join(HERE, name), pkg)
-        for init in (os.path.join(tmp, "fastopt", "__init__.py"), os.path.join(pkg, "__init__.py")):
-            open(init, "w").close()
+        pkg = _scratch_package(tmp, ("_types.pxd", "noise.pxd", "fo_restrict.h", "fo_lowprec.h"))
         _codegen.main(pkg)
         saved = _codegen_lowprec.LOW_RULES, _codegen_lowprec.Q8_RULES
         _codegen_lowprec.LOW_RULES = tuple(r for r in saved[0] if r in keep)
@@ -293,40 +284,21 @@ def report_low(rules=("adam", "lion"), cc=None, flags=None):
             pyx_text, _ = _codegen_lowprec.render(Subset)
         finally:
             _codegen_lowprec.LOW_RULES, _codegen_lowprec.Q8_RULES = saved
-        pyx = os.path.join(pkg, "lowrules.pyx")
+        pyx, c_file = os.path.join(pkg, "lowrules.pyx"), os.path.join(tmp, "lowrules.c")
         with open(pyx, "w") as f:
             f.write(pyx_text)
         with open(os.path.join(pkg, "lowsimd.h"), "w") as f:
             f.write(_codegen_lowprec.render_simd(Subset)[0])
-        options = CompilationOptions(include_path=[tmp], output_file=os.path.join(tmp, "lowrules.c"),
-                                     language_level=3)
-        if cython_compile(pyx, options).num_errors:
-            raise RuntimeError("Cython failed on the generated low-precision kernels")
+        _cython(pyx, tmp, c_file, "the generated low-precision kernels")
         # FO_Q8_NO_VBMI: the 8-bit block functions' portable loops, which the report is
         # about (the AVX-512 VBMI dequantiser is written in intrinsics); FO_NO_SIMD: the
         # lean loops' Cython form (lowsimd.h's intrinsics take their place where they can)
-        cmd = [cc, *flags, "-DFO_Q8_NO_VBMI", "-DFO_NO_SIMD", "-fPIC", "-fopt-info-vec-optimized", "-c",
-               os.path.join(tmp, "lowrules.c"),
-               "-o", os.path.join(tmp, "lowrules.o"), "-I" + sysconfig.get_paths()["include"], "-I" + pkg]
-        out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
-        if out.returncode:
-            raise RuntimeError(f"compiling the low-precision kernels failed:\n{out.stderr[-2000:]}")
-        vectorised = {int(m.group(1)) for m in re.finditer(r"lowrules\.c:(\d+):\d+: optimized: loop vectorized",
-                                                           out.stderr)}
-        header = {int(m.group(1)) for m in re.finditer(r"fo_lowprec\.h:(\d+):\d+: optimized: loop vectorized",
-                                                       out.stderr)}
-        c_lines = open(os.path.join(tmp, "lowrules.c")).read().splitlines()
-        loops = _low_loops(pyx_text.splitlines())
-    status, current = {}, None
-    for number, line in enumerate(c_lines, 1):
-        m = re.search(r'lowrules\.pyx":(\d+)', line)
-        if m:
-            current = int(m.group(1))
-        elif current in loops and line.lstrip().startswith("for ("):
-            name = loops[current]
-            status[name] = status.get(name, False) or number in vectorised
-    for name in loops.values():
-        status.setdefault(name, False)
+        stderr = _gcc(cc, flags, ["-DFO_Q8_NO_VBMI", "-DFO_NO_SIMD", "-fopt-info-vec-optimized", "-c"], c_file,
+                      os.path.join(tmp, "lowrules.o"), pkg, "the low-precision kernels")
+        c_lines = open(c_file).read().splitlines()
+    status = _named_status(c_lines, "lowrules.pyx", _low_loops(pyx_text.splitlines()),
+                           _optimized(stderr, "lowrules.c"))
+    header = _optimized(stderr, "fo_lowprec.h")
     h_lines = open(os.path.join(HERE, "fo_lowprec.h")).read().splitlines()
     func = None
     for number, line in enumerate(h_lines, 1):
@@ -356,44 +328,21 @@ def marked_report(module, cc=None, flags=None):
     library call such as memcpy); a call of a GCC-vector-extension helper (a function
     ``fo_<name>_f``/``_d`` written by an ``FO_<NAME>(...)`` macro, as ``fo_stats_lanes_*``)
     when the compiler kept its operations as vector instructions."""
-    from Cython.Compiler.Main import CompilationOptions, compile as cython_compile
-
-    cc = cc or os.environ.get("CC") or "gcc"
-    if shutil.which(cc) is None:
-        raise RuntimeError(f"no C compiler '{cc}'")
-    flags = (flags or _build_flags()).split()
-    src = open(os.path.join(HERE, f"{module}.pyx")).read().splitlines()
-    markers = _vec_markers(src)
+    cc, flags = _toolchain(cc, flags)
+    markers = _vec_markers(open(os.path.join(HERE, f"{module}.pyx")).read().splitlines())
     with tempfile.TemporaryDirectory() as tmp:
-        pkg = os.path.join(tmp, "fastopt", "_kernels")
-        os.makedirs(pkg)
-        for name in os.listdir(HERE):
-            if name.endswith((".pxd", ".h")) or name == f"{module}.pyx":
-                shutil.copy(os.path.join(HERE, name), pkg)
-        for init in (os.path.join(tmp, "fastopt", "__init__.py"), os.path.join(pkg, "__init__.py")):
-            open(init, "w").close()
+        pkg = _scratch_package(tmp, _kernel_sources(f"{module}.pyx"))
         c_file = os.path.join(tmp, f"{module}.c")
-        result = cython_compile(os.path.join(pkg, f"{module}.pyx"),
-                                CompilationOptions(include_path=[tmp], output_file=c_file, language_level=3))
-        if result.num_errors:
-            raise RuntimeError(f"Cython failed on {module}.pyx")
-        import numpy
-        cmd = [cc, *flags, "-fPIC", "-fopt-info-vec-optimized", "-fopt-info-loop-optimized",
-               "-Wvector-operation-performance", "-c", c_file,
-               "-o", os.path.join(tmp, "v.o"), "-I" + sysconfig.get_paths()["include"], "-I" + pkg,
-               "-I" + numpy.get_include()]
-        out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
-        if out.returncode:
-            raise RuntimeError(f"compiling {module}.c failed:\n{out.stderr[-2000:]}")
-        vectorised = {int(m.group(1)) for m in re.finditer(module + r"\.c:(\d+):\d+: optimized: loop vectorized",
-                                                           out.stderr)}
+        _cython(os.path.join(pkg, f"{module}.pyx"), tmp, c_file, f"{module}.pyx")
+        stderr = _gcc(cc, flags, ["-fopt-info-vec-optimized", "-fopt-info-loop-optimized",
+                                  "-Wvector-operation-performance", "-c"], c_file, os.path.join(tmp, "v.o"), pkg,
+                      f"{module}.c")
+        vectorised = _optimized(stderr, f"{module}.c")
         # a plain copy loop GCC replaces by a memcpy call (which is vectorised code)
-        vectorised |= {int(m.group(1)) for m in re.finditer(
-            module + r"\.c:(\d+):\d+: optimized: Loop \d+ distributed: split to 0 loops and 1 library calls",
-            out.stderr)}
+        vectorised |= _optimized(stderr, f"{module}.c", r"Loop \d+ distributed: split to 0 loops and 1 library calls")
         lowered = {int(m.group(1)) for m in re.finditer(
-            module + r"\.c:(\d+):\d+: warning: vector operation will be expanded (?:piecewise|with a single scalar)",
-            out.stderr)}
+            re.escape(f"{module}.c") + r":(\d+):\d+: warning: vector operation will be expanded "
+            r"(?:piecewise|with a single scalar)", stderr)}
         c_lines = open(c_file).read().splitlines()
     helper = {}                       # fo_<name>_{f,d}: C lines of the macro's expansion
     for number, line in enumerate(c_lines, 1):
@@ -435,3 +384,7 @@ def vecops_report(cc=None, flags=None):
     ``fo_comb4_add_*``), count when the compiler kept their vector operations as vector instructions (no
     ``-Wvector-operation-performance`` "piecewise"/"single scalar" lowering)."""
     return marked_report("vecops", cc, flags)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
