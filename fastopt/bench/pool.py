@@ -18,9 +18,9 @@ class Pool:
     the stream arrays that measure the stream call's fixed cost.
 
     The stream kernel runs on ``grad`` and ``stream_rw``, laid out as a fastopt step's
-    arrays are: the same gradient, and every read-modify-write array at the offset
-    within a 4 KiB page of ``params["fastopt"]``, where the optimizer puts that
-    parameter's state (:func:`fastopt.optim.base.state_buffer`). Loads that share the
+    arrays are: the same gradient, and every read-modify-write array where the optimizer
+    puts the state of ``params["fastopt"]`` (:func:`fastopt.optim.base.state_buffer`: at
+    the parameter's offset within a 4 KiB page, below 128 MiB). Loads that share the
     low 12 address bits with a pending store wait for it (4K aliasing), so in cache the
     stream's time moved by up to 2x with its arrays' page offsets, and NumPy's default
     allocator puts them anywhere (16 bytes into a page when mmap serves them, scattered
