@@ -232,7 +232,6 @@ def sparse_report(cc=None, flags=None):
     return status
 
 
-
 def _low_loops(pyx_lines):
     """pyx line of each low-precision kernel's element loops -> a name: the kernel's for
     its plain loop (options on), ``<kernel>:lean`` for its loop without pre-processing,

@@ -6,7 +6,8 @@ import numpy as np
 from fastopt._kernels import stream as _stream
 from fastopt.bench.peers import pinned
 from fastopt.bench.timing import Job, gbps, measure
-from fastopt.optim.base import state_buffer
+from fastopt._kernels.driver import data_span
+from fastopt.optim.base import page_placed, state_buffer
 
 __all__ = ["Pool"]
 
@@ -18,9 +19,11 @@ class Pool:
     the stream arrays that measure the stream call's fixed cost.
 
     The stream kernel runs on ``grad`` and ``stream_rw``, laid out as a fastopt step's
-    arrays are: the same gradient, and every read-modify-write array where the optimizer
-    puts the state of ``params["fastopt"]`` (:func:`fastopt.optim.base.state_buffer`: at
-    the parameter's offset within a 4 KiB page, below 128 MiB). Loads that share the
+    arrays are: the same gradient, ``stream_rw[0]`` (the parameter's stand-in) at the
+    offset within a 4 KiB page of ``params["fastopt"]``, and the other read-modify-write
+    arrays where the optimizer puts that parameter's state
+    (:func:`fastopt.optim.base.state_buffer`: at the same offset, or from 128 MiB on a
+    64-byte boundary when the parameter is not on one). Loads that share the
     low 12 address bits with a pending store wait for it (4K aliasing), so in cache the
     stream's time moved by up to 2x with its arrays' page offsets, and NumPy's default
     allocator puts them anywhere (16 bytes into a page when mmap serves them, scattered
@@ -35,14 +38,16 @@ class Pool:
         self.grad = rng.standard_normal(n, dtype=self.dtype) * self.dtype.type(1e-2)
         self.init = rng.standard_normal(n, dtype=self.dtype)
         self.params = {name: self.init.copy() for name in ("fastopt", "numpy", "torch")}
-        self.stream_rw = [self._placed_copy(self.init) for _ in range(nstream)]
+        self.stream_rw = [self._placed_copy(self.init, k > 0) for k in range(nstream)]
         self.tiny_grad = self.grad[:self.TINY].copy()
         self.tiny_rw = [a[:self.TINY].copy() for a in self.stream_rw]
 
-    def _placed_copy(self, values):
+    def _placed_copy(self, values, state):
         """A copy of ``values`` where the optimizer would put a state buffer of the fastopt
-        parameter (written serially, as ``init.copy()`` writes the parameters)."""
-        out = state_buffer(self.params["fastopt"])
+        parameter (``state``) or at the parameter's own page offset (written serially, as
+        ``init.copy()`` writes the parameters)."""
+        p = self.params["fastopt"]
+        out = state_buffer(p) if state or p.nbytes < 4096 else page_placed(p, data_span(p)[0] % 4096)
         out[...] = values
         return out
 

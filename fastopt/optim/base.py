@@ -50,9 +50,17 @@ def _check_row_steps(value, k, rows, step):
 __all__ = ["Optimizer", "NonFiniteGradientError", "ReentryError"]
 
 
-# From this size on (128 MiB) a parameter and its state are far beyond any cache (see
-# state_buffer)
+# From this size on (128 MiB) a parameter and its state are beyond the caches of the
+# machines measured (see state_buffer)
 ALIGNED_STATE_BYTES = 1 << 27
+
+
+def page_placed(p, offset):
+    """An uninitialised array like ``p`` whose data starts ``offset`` bytes into a 4 KiB
+    page."""
+    raw = np.empty(p.nbytes + 4096, np.uint8)
+    start = (offset - data_span(raw)[0]) % 4096
+    return raw[start:start + p.nbytes].view(p.dtype).reshape(p.shape)
 
 
 def state_buffer(p):
@@ -75,12 +83,10 @@ def state_buffer(p):
     keeps the state's loads far from the parameter's stores in the low 12 bits."""
     if p.nbytes < 4096:
         return np.empty(p.shape, p.dtype)
-    raw = np.empty(p.nbytes + 4096, np.uint8)
     want = data_span(p)[0] % 4096
     if p.nbytes >= ALIGNED_STATE_BYTES and want % 64:
         want = ((want + 63) // 64 * 64 + 2048) % 4096
-    start = (want - data_span(raw)[0]) % 4096
-    return raw[start:start + p.nbytes].view(p.dtype).reshape(p.shape)
+    return page_placed(p, want)
 
 
 def _guarded(method):
