@@ -18,11 +18,9 @@ from fastopt._kernels.driver cimport pass_done, plan_threads, resolve_threads
 
 cdef extern from "fo_prefetch.h":
     void fo_prefetch_span(const char* a, Py_ssize_t nbytes) noexcept nogil
-    void fo_prefetch_l2_span(const char* a, Py_ssize_t nbytes) noexcept nogil
 
 cdef enum:
-    PREFETCH_ROWS = 8       # rows ahead whose lines are prefetched into L1 (as in the row kernels)
-    PREFETCH_FAR = 32       # ... and into L2, whose miss queue is deeper
+    PREFETCH_ROWS = 8       # rows ahead whose lines are prefetched (as in the row kernels)
 
 cnp.import_array()
 
@@ -76,28 +74,20 @@ cdef inline void _row(real* p, real* s, const real* g, Py_ssize_t dim, real clr,
         p[j] = p[j] - clr * (x / den)
 
 
-cdef inline void _prefetch_ahead(const real* p, const real* s, const Py_ssize_t* rows, Py_ssize_t r,
-                                 Py_ssize_t n, Py_ssize_t dim) noexcept nogil:
-    # the scattered rows PREFETCH_FAR ahead into L2 and PREFETCH_ROWS ahead into L1: L1's
-    # few miss buffers alone keep too few rows in flight to cover DRAM's latency
-    if r + PREFETCH_FAR < n:
-        fo_prefetch_l2_span(<const char*>(p + rows[r + PREFETCH_FAR] * dim), dim * sizeof(real))
-        fo_prefetch_l2_span(<const char*>(s + rows[r + PREFETCH_FAR]), sizeof(real))
-    if r + PREFETCH_ROWS < n:
-        fo_prefetch_span(<const char*>(p + rows[r + PREFETCH_ROWS] * dim), dim * sizeof(real))
-        fo_prefetch_span(<const char*>(s + rows[r + PREFETCH_ROWS]), sizeof(real))
-
-
 cdef void _rows(real* p, real* s, const real* g, const Py_ssize_t* rows, Py_ssize_t n, Py_ssize_t dim,
                 real clr, real eps, real sign, int has_wd, real wd, int nthreads) noexcept nogil:
     cdef Py_ssize_t r
     if nthreads <= 1:
         for r in range(n):
-            _prefetch_ahead(p, s, rows, r, n, dim)
+            if r + PREFETCH_ROWS < n:
+                fo_prefetch_span(<const char*>(p + rows[r + PREFETCH_ROWS] * dim), dim * sizeof(real))
+                fo_prefetch_span(<const char*>(s + rows[r + PREFETCH_ROWS]), sizeof(real))
             _row(p + rows[r] * dim, s + rows[r], g + r * dim, dim, clr, eps, sign, has_wd, wd)
         return
     for r in prange(n, num_threads=nthreads, schedule="static"):
-        _prefetch_ahead(p, s, rows, r, n, dim)
+        if r + PREFETCH_ROWS < n:
+            fo_prefetch_span(<const char*>(p + rows[r + PREFETCH_ROWS] * dim), dim * sizeof(real))
+            fo_prefetch_span(<const char*>(s + rows[r + PREFETCH_ROWS]), sizeof(real))
         _row(p + rows[r] * dim, s + rows[r], g + r * dim, dim, clr, eps, sign, has_wd, wd)
 
 
