@@ -38,9 +38,13 @@ class Pool:
         self.grad = rng.standard_normal(n, dtype=self.dtype) * self.dtype.type(1e-2)
         self.init = rng.standard_normal(n, dtype=self.dtype)
         self.params = {name: self.init.copy() for name in ("fastopt", "numpy", "torch")}
-        self.stream_rw = [self._placed_copy(self.init, k > 0) for k in range(nstream)]
+        self.stream_rw = self._stream_copies(nstream)
         self.tiny_grad = self.grad[:self.TINY].copy()
         self.tiny_rw = [a[:self.TINY].copy() for a in self.stream_rw]
+
+    def _stream_copies(self, nstream):
+        """The stream's read-modify-write arrays: the parameter's stand-in, then the state's."""
+        return [self._placed_copy(self.init, k > 0) for k in range(nstream)]
 
     def _placed_copy(self, values, state):
         """A copy of ``values`` where the optimizer would put a state buffer of the fastopt
