@@ -226,23 +226,29 @@ def render_layout(mod):
         ""])
 
 
+RESTRICT_TYPEDEFS = {"f32": ("float* fo_f32p", "const float* fo_cf32p"),
+                     "f64": ("double* fo_f64p", "const double* fo_cf64p")}
+
+
+def pyx_head(functions, types, math=(), cimports=(), restrict=("f32", "f64")):
+    """The first lines of a generated kernel module: the header; libm's ``math`` and
+    the rules' ``functions`` in both precisions; the ``cimports`` lines; the slot
+    ``types``; the noise source; the restrict-qualified pointer types of ``restrict``."""
+    libm = ", ".join(list(math) + [f + s for f in functions for s in ("", "f")])
+    return ([HEADER, f"from libc.math cimport {libm}", *cimports,
+             f"from fastopt._kernels._types cimport {types}",
+             "from fastopt._kernels.noise cimport fill_normals",
+             "",
+             'cdef extern from "fo_restrict.h":']
+            + [f"    ctypedef {t}" for r in restrict for t in RESTRICT_TYPEDEFS[r]] + [""])
+
+
 def render(mod):
     """``(rules.pyx, rules.pxd)`` for the rules module ``mod``."""
     rules = mod.RULES
     common = tuple(mod.COMMON_SCALARS)
     functions = mod.FUNCTIONS
-    libm = ", ".join(f + s for f in functions for s in ("", "f"))
-    pyx = [HEADER,
-           f"from libc.math cimport {libm}",
-           "from fastopt._kernels._types cimport Slot, RuleEntry, NOISE_BLOCK",
-           "from fastopt._kernels.noise cimport fill_normals",
-           "",
-           'cdef extern from "fo_restrict.h":',
-           "    ctypedef float* fo_f32p",
-           "    ctypedef const float* fo_cf32p",
-           "    ctypedef double* fo_f64p",
-           "    ctypedef const double* fo_cf64p",
-           ""]
+    pyx = pyx_head(functions, "Slot, RuleEntry, NOISE_BLOCK")
     pxd = [HEADER, "from fastopt._kernels._types cimport Slot, RuleEntry", "",
            f"cdef enum:\n    N_RULES = {len(rules)}", "",
            "# Array elements one element step of each rule reads or writes (layout.accesses).",

@@ -13,7 +13,8 @@ parameter at a block boundary). ``lowrules.pxd`` exposes ``low_kernel(rule, vari
 import os
 
 import _codegen_simd
-from _codegen import HEADER, PREPROCESS, _annotated_body, _assigned, _indent, scalar_declarations, write_if_changed
+from _codegen import (HEADER, PREPROCESS, _annotated_body, _assigned, _indent, pyx_head, scalar_declarations,
+                      write_if_changed)
 from _lowvariants import (BF16, COPY_SLOT, LOW_RULES, LOW_VARIANTS, Q8, Q8_RULES, SR_PARAM_BY_FLAG, SR_STATE_STORE,
                           SR_STORE)
 from _variants import F32
@@ -184,17 +185,8 @@ def render(mod):
     index = {r.name: k for k, r in enumerate(mod.RULES)}
     common = tuple(mod.COMMON_SCALARS)
     functions = mod.FUNCTIONS
-    libm = ", ".join(f + s for f in functions for s in ("", "f"))
-    pyx = [HEADER,
-           f"from libc.math cimport {libm}",
-           "from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t",
-           "from fastopt._kernels._types cimport Slot, RangeFn, NOISE_BLOCK",
-           "from fastopt._kernels.noise cimport fill_normals",
-           "",
-           'cdef extern from "fo_restrict.h":',
-           "    ctypedef float* fo_f32p",
-           "    ctypedef const float* fo_cf32p",
-           "",
+    stdint = "from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t"
+    pyx = pyx_head(functions, "Slot, RangeFn, NOISE_BLOCK", cimports=(stdint,), restrict=("f32",)) + [
            'cdef extern from "fo_lowprec.h":',
            "    ctypedef uint16_t* fo_u16p",
            "    ctypedef const uint16_t* fo_cu16p",

@@ -28,7 +28,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 from _codegen import (HEADER, L1_PROXIMAL, L1_SUBGRADIENT, PREPROCESS, _annotated_body, _assigned,  # noqa: E402
                       _guarded, _indent, cast_literals, l1_declarations, load_rules, scalar_declarations,
-                      write_if_changed)
+                      pyx_head, write_if_changed)
 from _variants import SHIPPED  # noqa: E402
 
 
@@ -124,18 +124,7 @@ def render(mod):
     rules = mod.RULES
     common = tuple(mod.COMMON_SCALARS)
     functions = mod.FUNCTIONS
-    libm = ", ".join(f + s for f in functions for s in ("", "f"))
-    pyx = [HEADER,
-           f"from libc.math cimport pow, {libm}",
-           "from fastopt._kernels._types cimport Slot, RangeFn, NOISE_BLOCK",
-           "from fastopt._kernels.noise cimport fill_normals",
-           "",
-           'cdef extern from "fo_restrict.h":',
-           "    ctypedef float* fo_f32p",
-           "    ctypedef const float* fo_cf32p",
-           "    ctypedef double* fo_f64p",
-           "    ctypedef const double* fo_cf64p",
-           "",
+    pyx = pyx_head(functions, "Slot, RangeFn, NOISE_BLOCK", math=("pow",)) + [
            'cdef extern from "fo_prefetch.h":',
            "    void fo_prefetch_span(const char* a, Py_ssize_t nbytes) noexcept nogil",
            "    void fo_prefetch_l2_span(const char* a, Py_ssize_t nbytes) noexcept nogil",
