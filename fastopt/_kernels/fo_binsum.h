@@ -37,33 +37,23 @@ static inline void fo_bs_ahead(const char *vals, const intptr_t *order, intptr_t
         fo_prefetch_read_span(vals + order[i + FO_BS_AHEAD] * rowbytes + off, pf);
 }
 
-static inline fo_bs_f16 fo_bs_row_f(const float *vals, const intptr_t *order, intptr_t i, intptr_t dim,
-                                     intptr_t col, intptr_t w) {
-    fo_bs_f16 v;
-    const float *r = vals + order[i] * dim + col;
-    if (w == 16) {
-        memcpy(&v, r, sizeof v);
-    } else {
-        float pad[16] = {0};
-        memcpy(pad, r, (size_t)w * sizeof(float));
-        memcpy(&v, pad, sizeof v);
+/* row i's columns [col, col + w) as one vector of N lanes, zero past w */
+#define FO_BS_ROW_FN(name, T, V, N)                                                       \
+    static inline V name(const T *vals, const intptr_t *order, intptr_t i, intptr_t dim,  \
+                         intptr_t col, intptr_t w) {                                       \
+        V v;                                                                               \
+        const T *r = vals + order[i] * dim + col;                                          \
+        if (w == (N)) {                                                                    \
+            memcpy(&v, r, sizeof v);                                                       \
+        } else {                                                                           \
+            T pad[N] = {0};                                                                \
+            memcpy(pad, r, (size_t)w * sizeof(T));                                         \
+            memcpy(&v, pad, sizeof v);                                                     \
+        }                                                                                  \
+        return v;                                                                          \
     }
-    return v;
-}
-
-static inline fo_bs_d8 fo_bs_row_d(const double *vals, const intptr_t *order, intptr_t i, intptr_t dim,
-                                    intptr_t col, intptr_t w) {
-    fo_bs_d8 v;
-    const double *r = vals + order[i] * dim + col;
-    if (w == 8) {
-        memcpy(&v, r, sizeof v);
-    } else {
-        double pad[8] = {0};
-        memcpy(pad, r, (size_t)w * sizeof(double));
-        memcpy(&v, pad, sizeof v);
-    }
-    return v;
-}
+FO_BS_ROW_FN(fo_bs_row_f, float, fo_bs_f16, 16)
+FO_BS_ROW_FN(fo_bs_row_d, double, fo_bs_d8, 8)
 
 /* 1.5 * 2^k for each lane's k in the normal range, from bits */
 static inline fo_bs_d8 fo_bs_pow2(fo_bs_i8 k) {
