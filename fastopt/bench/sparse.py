@@ -177,7 +177,7 @@ def lines(res):
                 if tt:
                     worst_torch[f"{rule} {label}"] = tt / sp
     (a, ta), (b, tb) = res["scaling"].items()
-    ratio = res.get("scaling_ratio", tb / ta)
+    ratio = res["scaling_ratio"]
     out.append(f"Adam sparse step, {c['fixed_touched']:,} indices: table of {a} {fmt_time(ta)}, of {b} "
                f"{fmt_time(tb)} (ratio {ratio:.2f}, the median of each round's own)")
 
